@@ -1,0 +1,133 @@
+"""The manifest: one CSV row per case, the single entry point of every dataset (phantom or real).
+
+Columns (paths are relative to the manifest's folder, or absolute):
+
+=====================  ========  ==============================================================
+column                 required  meaning
+=====================  ========  ==============================================================
+``case_id``            yes       unique case identifier
+``patient_id``         yes       patient identifier; splits never separate a patient's cases
+``split``              yes       ``train``, ``val`` or ``test``
+``dataset``            yes       source dataset name (``phantom``, ``rsna2024``, ...)
+``img_<view>``         yes       NIfTI image of each view in :data:`~lss_vlm.constants.VIEWS`
+``seg_<view>``         no        NIfTI label mask of the view (empty cell: no mask)
+``grade_<level>``      no        stenosis grade index (0-3) per level, -1 or empty if unknown
+``area_<level>``       no        true dural-sac cross-sectional area in mm², empty if unknown
+``reports``            no        JSON list of reference report strings
+clinical columns       no        ``age, sex, bmi, symptom_months, claudication, odi``
+``meta_*``             no        free-form extra columns kept by adapters (ignored by the loader)
+=====================  ========  ==============================================================
+
+``<view>`` is e.g. ``sag_t2`` or ``ax_l4_l5``; ``<level>`` is e.g. ``l4_l5`` (see :func:`~lss_vlm.constants.level_key`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..constants import CLINICAL_COLUMNS, LEVELS, MISSING_GRADE, NUM_GRADES, VIEWS, level_key
+from ..errors import DataError
+from ..io import atomic_path
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+ID_COLUMNS: tuple[str, ...] = ("case_id", "patient_id", "split", "dataset")
+IMAGE_COLUMNS: tuple[str, ...] = tuple(f"img_{v}" for v in VIEWS)
+MASK_COLUMNS: tuple[str, ...] = tuple(f"seg_{v}" for v in VIEWS)
+GRADE_COLUMNS: tuple[str, ...] = tuple(f"grade_{level_key(lv)}" for lv in LEVELS)
+AREA_COLUMNS: tuple[str, ...] = tuple(f"area_{level_key(lv)}" for lv in LEVELS)
+REQUIRED_COLUMNS: tuple[str, ...] = ID_COLUMNS + IMAGE_COLUMNS
+OPTIONAL_COLUMNS: tuple[str, ...] = MASK_COLUMNS + GRADE_COLUMNS + AREA_COLUMNS + ("reports",) + CLINICAL_COLUMNS
+KNOWN_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+META_PREFIX = "meta_"
+
+
+def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and validate a manifest CSV. Raises :class:`DataError` naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found")
+    try:
+        df = pd.read_csv(path, dtype={"case_id": str, "patient_id": str, "split": str, "dataset": str}, keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: manifest is empty (no header, no cases)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: manifest is not a readable CSV ({exc})") from None
+    validate_manifest(df, source=str(path))
+    return df
+
+
+def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> None:
+    """Check columns, ids, splits, grades and reports. Raises :class:`DataError` on the first problem."""
+    unknown = [c for c in df.columns if c not in KNOWN_COLUMNS and not str(c).startswith(META_PREFIX)]
+    if unknown:
+        raise DataError(
+            f"{source}: unknown column(s) {', '.join(map(str, unknown))}; "
+            f"expected {', '.join(REQUIRED_COLUMNS[:4])}, img_<view>, seg_<view>, grade_<level>, area_<level>, "
+            f"reports, clinical columns or {META_PREFIX}* extras"
+        )
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{source}: missing required column(s) {', '.join(missing)}")
+    if df.empty:
+        raise DataError(f"{source}: manifest has a header but no cases")
+    duplicated = df["case_id"][df["case_id"].duplicated()].tolist()
+    if duplicated:
+        raise DataError(f"{source}: duplicated case_id(s) {', '.join(map(str, duplicated[:5]))}")
+    bad_split = sorted(set(df["split"].astype(str)) - set(SPLITS))
+    if bad_split:
+        raise DataError(f"{source}: column split has value(s) {', '.join(bad_split)}; expected one of {', '.join(SPLITS)}")
+    for column in GRADE_COLUMNS:
+        if column in df.columns:
+            values = df[column].fillna(MISSING_GRADE)
+            bad = values[~values.isin(list(range(NUM_GRADES)) + [MISSING_GRADE])]
+            if len(bad):
+                raise DataError(
+                    f"{source}: column {column} has value {bad.iloc[0]!r} for case {df.loc[bad.index[0], 'case_id']}; "
+                    f"expected 0-{NUM_GRADES - 1} or {MISSING_GRADE} (unknown)"
+                )
+    if "reports" in df.columns:
+        for case_id, cell in zip(df["case_id"], df["reports"]):
+            parse_reports(cell, f"{source}: case {case_id}")
+
+
+def parse_reports(cell: object, where: str = "reports") -> list[str]:
+    """Decode the ``reports`` cell (a JSON list of strings; empty cell → no reports)."""
+    if cell is None or (isinstance(cell, float) and pd.isna(cell)) or cell == "":
+        return []
+    try:
+        reports = json.loads(str(cell))
+    except json.JSONDecodeError:
+        raise DataError(f"{where}: column reports must hold a JSON list of strings, got {str(cell)[:60]!r}") from None
+    if not isinstance(reports, list) or not all(isinstance(r, str) for r in reports):
+        raise DataError(f"{where}: column reports must hold a JSON list of strings")
+    return reports
+
+
+def select_split(df: pd.DataFrame, split: str, source: str = "manifest") -> pd.DataFrame:
+    """Rows of one split; a split with no cases is an error (a benchmark on zero cases means nothing)."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    rows = df[df["split"] == split]
+    if rows.empty:
+        raise DataError(f"{source}: split {split!r} has no cases")
+    return rows.reset_index(drop=True)
+
+
+def resolve(manifest_dir: str | os.PathLike[str], cell: object) -> Path | None:
+    """Absolute path of a manifest path cell (``None`` for an empty cell)."""
+    if cell is None or (isinstance(cell, float) and pd.isna(cell)) or str(cell) == "":
+        return None
+    p = Path(str(cell))
+    return p if p.is_absolute() else Path(manifest_dir) / p
+
+
+def write_manifest(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Validate and write a manifest atomically, columns in canonical order (extras last)."""
+    validate_manifest(df, source=str(path))
+    ordered = [c for c in KNOWN_COLUMNS if c in df.columns] + [c for c in df.columns if c not in KNOWN_COLUMNS]
+    with atomic_path(path) as tmp:
+        df[ordered].to_csv(tmp, index=False)

@@ -1,0 +1,1 @@
+"""lss_vlm.models"""
