@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from lss_vlm.errors import LssError
 
 COMMANDS: tuple[str, ...] = (
-    "synth", "prepare", "train", "evaluate", "compare", "leaderboard", "tune", "report", "demo",
+    "synth",
+    "prepare",
+    "train",
+    "evaluate",
+    "compare",
+    "leaderboard",
+    "tune",
+    "report",
+    "demo",
 )
 
 
@@ -31,8 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"benchmarks.commands.{name}")
-        p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

@@ -19,8 +19,16 @@ from lss_vlm.reports.writer import write_reports
 
 @pytest.mark.parametrize(
     ("area", "grade"),
-    [(150.0, "normal"), (100.01, "normal"), (100.0, "mild"), (76.0, "mild"), (75.0, "moderate"),
-     (50.0, "moderate"), (49.9, "severe"), (0.0, "severe")],
+    [
+        (150.0, "normal"),
+        (100.01, "normal"),
+        (100.0, "mild"),
+        (76.0, "mild"),
+        (75.0, "moderate"),
+        (50.0, "moderate"),
+        (49.9, "severe"),
+        (0.0, "severe"),
+    ],
 )
 def test_grade_cutoffs(area: float, grade: str) -> None:
     assert AREA_CUTOFFS_MM2 == (100.0, 75.0, 50.0)

@@ -9,7 +9,8 @@ column                 required  meaning
 ``patient_id``         yes       patient identifier; splits never separate a patient's cases
 ``split``              yes       ``train``, ``val`` or ``test``
 ``dataset``            yes       source dataset name (``phantom``, ``rsna2024``, ...)
-``img_<view>``         yes       NIfTI image of each view in :data:`~lss_vlm.constants.VIEWS`
+``img_<view>``         yes       NIfTI image of each view in :data:`~lss_vlm.constants.VIEWS` (empty cell: view
+                                 not acquired; at least one view per case)
 ``seg_<view>``         no        NIfTI label mask of the view (empty cell: no mask)
 ``grade_<level>``      no        stenosis grade index (0-3) per level, -1 or empty if unknown
 ``area_<level>``       no        true dural-sac cross-sectional area in mm², empty if unknown
@@ -51,7 +52,9 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: manifest not found")
     try:
-        df = pd.read_csv(path, dtype={"case_id": str, "patient_id": str, "split": str, "dataset": str}, keep_default_na=True)
+        df = pd.read_csv(
+            path, dtype={"case_id": str, "patient_id": str, "split": str, "dataset": str}, keep_default_na=True
+        )
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: manifest is empty (no header, no cases)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -74,12 +77,17 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> None:
         raise DataError(f"{source}: missing required column(s) {', '.join(missing)}")
     if df.empty:
         raise DataError(f"{source}: manifest has a header but no cases")
+    no_view = df[list(IMAGE_COLUMNS)].isna().all(axis=1) | (df[list(IMAGE_COLUMNS)].astype(str) == "").all(axis=1)
+    if no_view.any():
+        raise DataError(f"{source}: case {df.loc[no_view.idxmax(), 'case_id']} has no image in any img_<view> column")
     duplicated = df["case_id"][df["case_id"].duplicated()].tolist()
     if duplicated:
         raise DataError(f"{source}: duplicated case_id(s) {', '.join(map(str, duplicated[:5]))}")
     bad_split = sorted(set(df["split"].astype(str)) - set(SPLITS))
     if bad_split:
-        raise DataError(f"{source}: column split has value(s) {', '.join(bad_split)}; expected one of {', '.join(SPLITS)}")
+        raise DataError(
+            f"{source}: column split has value(s) {', '.join(bad_split)}; expected one of {', '.join(SPLITS)}"
+        )
     for column in GRADE_COLUMNS:
         if column in df.columns:
             values = df[column].fillna(MISSING_GRADE)

@@ -38,8 +38,9 @@ def _causes(level: str, findings: Mapping[str, Sequence[str]] | None) -> str:
     return f" due to {joined}"
 
 
-def _level_sentence(style: int, level: str, grade: int, area: float | None, finding: str, area_phrase: str,
-                    causes: str) -> str:
+def _level_sentence(
+    style: int, level: str, grade: int, area: float | None, finding: str, area_phrase: str, causes: str
+) -> str:
     a = _area(area)
     if grade == MISSING_GRADE:
         return f"{level}: not assessed."
@@ -96,8 +97,9 @@ def write_reports(
         if style == 2:  # compact reports list the worst levels first, like a busy reader would
             order.sort(key=lambda j: -grades[j])
         sentences = [
-            _level_sentence(style, LEVELS[j], int(grades[j]), areas[j], finding, area_phrase,
-                            _causes(LEVELS[j], findings))
+            _level_sentence(
+                style, LEVELS[j], int(grades[j]), areas[j], finding, area_phrase, _causes(LEVELS[j], findings)
+            )
             for j in order
         ]
         reports.append(" ".join(sentences + [_impression(grades, finding)]))
