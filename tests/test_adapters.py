@@ -8,7 +8,15 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from real_layouts import NIFTI_CANAL_RAS, write_nifti, write_rsna2024
+from real_layouts import (
+    NIFTI_CANAL_RAS,
+    SPIDER_CANAL_AREA_MM2,
+    SPIDER_DISC_CENTRES,
+    write_mendeley,
+    write_nifti,
+    write_rsna2024,
+    write_spider,
+)
 
 from benchmarks.cli import main as cli_main
 from lss_vlm.constants import LEVELS, level_key
@@ -187,3 +195,80 @@ def test_prepare_cli(rsna_root, tmp_path, capsys) -> None:
     assert "--labels does not apply to rsna2024" in capsys.readouterr().err
     assert cli_main(["prepare", "nifti", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]) == 2
     assert "dataset root not found" in capsys.readouterr().err
+
+
+# -- spider ------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def spider_root(tmp_path_factory):
+    return write_spider(tmp_path_factory.mktemp("spider"), n_patients=4)
+
+
+def test_spider_views_labels_and_axial_reslice(spider_root, tmp_path) -> None:
+    result = prepare_dataset("spider", spider_root, tmp_path / "out")
+    df = read_manifest(result.manifest)
+    assert len(df) == 4 and result.summary["n_skipped"] == 0
+    assert all(df[f"seg_{v}"].notna().all() for v in ("sag_t1", "sag_t2", "ax_l1_l2", "ax_l5_s1"))
+    assert (df[[f"grade_{level_key(lv)}" for lv in LEVELS]] == -1).all().all()  # SPIDER has no stenosis grades
+    assert not result.summary["scored"]["grades"] and result.summary["scored"]["segmentation"]
+    base = result.manifest.parent
+    sag = read_nifti(resolve(base, df.loc[0, "seg_sag_t2"]))
+    assert set(np.unique(sag.data)) == {0, 1, 2, 3}  # vertebra -> body, disc, canal -> thecal sac
+    for value, centre in SPIDER_DISC_CENTRES.items():
+        level = {201: "l5_s1", 202: "l4_l5", 203: "l3_l4", 204: "l2_l3", 205: "l1_l2"}[value]
+        ax = read_nifti(resolve(base, df.loc[0, f"seg_ax_{level}"]))
+        # the disc centre lies in the resliced plane, on a disc pixel
+        row, col, depth = np.linalg.inv(ax.affine)[:3] @ np.r_[centre, 1]
+        assert abs(depth) < 0.5 and ax.data[int(round(row)), int(round(col)), 0] == 2
+        area = df.loc[0, f"meta_canal_area_mm2_{level}"]
+        assert SPIDER_CANAL_AREA_MM2 * 0.7 < area < SPIDER_CANAL_AREA_MM2 * 1.3  # 3.3 mm slices blur left-right
+    assert df.loc[0, "meta_pfirrmann_l4_l5"] == 1 + (1 + 2) % 5 and df.loc[0, "meta_disc_bulging_l5_s1"] == 1
+
+
+def test_spider_bad_input_is_listed(spider_root, tmp_path) -> None:
+    root = tmp_path / "spider"
+    shutil.copytree(spider_root, root)
+    (root / "masks" / "1_t1.mha").unlink()  # image without mask
+    (root / "images" / "notes.txt").write_text("x")  # stray file
+    (root / "images" / "3_t1.mha").write_bytes(b"broken")  # unreadable image
+    (root / "images" / "3_t2.mha").unlink()
+    (root / "masks" / "3_t2.mha").unlink()
+    result = prepare_dataset("spider", root, tmp_path / "out")
+    skips = _skips(result.summary)
+    assert any("masks/1_t1.mha: mask not found" in s for s in skips)
+    assert any("notes.txt: not a SPIDER image name" in s for s in skips)
+    assert any("3_t1.mha: not a readable image" in s for s in skips)
+    assert any("patient 3: no readable T1 or T2 image" in s for s in skips)
+    df = read_manifest(result.manifest).set_index("case_id")
+    assert "3" not in df.index and pd.isna(df.loc["1", "seg_sag_t1"]) and not pd.isna(df.loc["1", "img_sag_t1"])
+
+
+# -- mendeley ----------------------------------------------------------------------------------------------------------
+def test_mendeley_axial_labels_and_empty_sagittal(tmp_path) -> None:
+    root = write_mendeley(tmp_path / "mendeley", n_patients=4)
+    result = prepare_dataset("mendeley", root, tmp_path / "out")
+    df = read_manifest(result.manifest)
+    assert len(df) == 4 and df["img_sag_t1"].isna().all() and df["img_sag_t2"].isna().all()
+    assert df["img_ax_l1_l2"].isna().all() and df["seg_ax_l5_s1"].notna().all()
+    seg = read_nifti(resolve(result.manifest.parent, df.loc[0, "seg_ax_l3_l4"]))
+    assert set(np.unique(seg.data)) == {0, 2, 3, 4}  # IVD -> disc, TS -> thecal sac, PE -> posterior, AAP -> bg
+    assert seg.affine[:3, 0] @ [0, -1, 0] > 0 and seg.affine[:3, 1] @ [-1, 0, 0] > 0  # rows A->P, cols R->L
+    assert np.allclose(np.linalg.norm(seg.affine[:3, :2], axis=0), 0.6875)
+
+
+def test_mendeley_bad_input_is_listed(tmp_path) -> None:
+    import SimpleITK as sitk
+
+    root = write_mendeley(tmp_path / "mendeley", n_patients=4)
+    (root / "0001" / "L4_L5_label.png").unlink()
+    bad = np.full((64, 64), 255, dtype=np.uint8)
+    sitk.WriteImage(sitk.GetImageFromArray(bad), str(root / "0002" / "L5S1_label.png"))
+    for path in (root / "0003").iterdir():
+        path.unlink()
+    result = prepare_dataset("mendeley", root, tmp_path / "out", pixel_spacing=0.5)
+    skips = _skips(result.summary)
+    assert any("patient 0001 L4-L5: label image not found" in s for s in skips)
+    assert any("L5S1_label.png: label value(s) [255]" in s for s in skips)
+    assert any("0003: no axial image named after a level" in s for s in skips)
+    df = read_manifest(result.manifest).set_index("case_id")
+    assert pd.isna(df.loc["0001", "seg_ax_l4_l5"]) and not pd.isna(df.loc["0001", "img_ax_l4_l5"])
+    assert pd.isna(df.loc["0002", "img_ax_l5_s1"]) and "0003" not in df.index
