@@ -272,3 +272,23 @@ def test_mendeley_bad_input_is_listed(tmp_path) -> None:
     df = read_manifest(result.manifest).set_index("case_id")
     assert pd.isna(df.loc["0001", "seg_ax_l4_l5"]) and not pd.isna(df.loc["0001", "img_ax_l4_l5"])
     assert pd.isna(df.loc["0002", "img_ax_l5_s1"]) and "0003" not in df.index
+
+
+def test_same_seed_same_output(rsna_root, tmp_path) -> None:
+    root, _ = rsna_root
+    first = prepare_dataset("rsna2024", root, tmp_path / "a", seed=5).manifest.read_text()
+    second = prepare_dataset("rsna2024", root, tmp_path / "b", seed=5).manifest.read_text()
+    assert first == second
+
+
+def test_assign_splits_is_seeded_patient_level_and_nonempty() -> None:
+    from lss_vlm.data.splits import assign_splits
+
+    patients = [f"p{i}" for i in range(20)]
+    strata = {p: i % 4 for i, p in enumerate(patients)}
+    a = assign_splits(patients + patients[:5], seed=1, strata=strata)
+    assert a == assign_splits(patients, seed=1, strata=strata) and set(a) == set(patients)
+    assert sorted(list(a.values()).count(s) for s in ("train", "val", "test")) == [4, 4, 12]
+    assert set(assign_splits(["a", "b", "c"], seed=0).values()) == {"train", "val", "test"}
+    with pytest.raises(ConfigError, match="split fractions"):
+        assign_splits(patients, val_frac=0.6, test_frac=0.5)
