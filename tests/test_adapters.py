@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 from real_layouts import (
     NIFTI_CANAL_RAS,
@@ -144,15 +145,22 @@ def test_rsna_bad_input_is_listed_and_skipped(rsna_root, tmp_path) -> None:
     coords.to_csv(root / "train_label_coordinates.csv", index=False)
     # mixed orientations in the sagittal T2 of study 5: tilt one instance
     t2_of_5 = series[(series.study_id == sids[5]) & (series.series_description == "Sagittal T2/STIR")].series_id.iloc[0]
-    import pydicom
-
     one = sorted((root / "train_images" / sids[5] / t2_of_5).glob("*.dcm"))[0]
     ds = pydicom.dcmread(one)
     ds.ImageOrientationPatient = [0, 0.9848, 0.1736, 0, 0.1736, -0.9848]
     ds.save_as(one)
 
+    # missing PixelSpacing on the axial instance labelled for L4-L5 in study 4
+    ax_of_4 = series[(series.study_id == sids[4]) & (series.series_description == "Axial T2")].series_id.iloc[0]
+    labelled = coords[(coords.series_id == ax_of_4) & (coords.level == "L4/L5")].instance_number.iloc[0]
+    no_spacing = root / "train_images" / sids[4] / ax_of_4 / f"{labelled}.dcm"
+    ds = pydicom.dcmread(no_spacing)
+    del ds.PixelSpacing
+    ds.save_as(no_spacing)
+
     result = prepare_dataset("rsna2024", root, tmp_path / "out")
     skips = _skips(result.summary)
+    assert any(f"study {sids[4]} L4-L5 axial view" in s and "missing PixelSpacing" in s for s in skips)
     assert any(f"study {sids[0]} spinal_canal_stenosis_l4_l5" in s and "unknown severity 'Mild'" in s for s in skips)
     assert any(f"study {sids[1]}" in s and "duplicated study_id" in s for s in skips)
     assert any(f"series {t1_of_2}" in s and "series folder not found" in s for s in skips)
@@ -165,6 +173,7 @@ def test_rsna_bad_input_is_listed_and_skipped(rsna_root, tmp_path) -> None:
     assert by_id.loc[sids[0], "grade_l4_l5"] == -1
     assert pd.isna(by_id.loc[sids[2], "img_sag_t1"]) and not pd.isna(by_id.loc[sids[2], "img_sag_t2"])
     assert pd.isna(by_id.loc[sids[5], "img_sag_t2"]) and not pd.isna(by_id.loc[sids[5], "img_sag_t1"])
+    assert pd.isna(by_id.loc[sids[4], "img_ax_l4_l5"]) and not pd.isna(by_id.loc[sids[4], "img_ax_l3_l4"])
     saved = json.loads((tmp_path / "out" / "prepare_summary.json").read_text())
     assert saved["n_skipped"] == len(skips)
 
