@@ -301,3 +301,33 @@ def test_assign_splits_is_seeded_patient_level_and_nonempty() -> None:
     assert set(assign_splits(["a", "b", "c"], seed=0).values()) == {"train", "val", "test"}
     with pytest.raises(ConfigError, match="split fractions"):
         assign_splits(patients, val_frac=0.6, test_frac=0.5)
+
+
+@pytest.mark.parametrize("dataset", ["rsna2024", "spider", "mendeley", "nifti"])
+def test_prepared_manifest_loads_into_contract_batches(dataset, rsna_root, spider_root, tmp_path) -> None:
+    dataset_module = pytest.importorskip("lss_vlm.data.dataset", reason="needs the phantom's data loader")
+    import torch
+
+    roots = {
+        "rsna2024": lambda: rsna_root[0],
+        "spider": lambda: spider_root,
+        "mendeley": lambda: write_mendeley(tmp_path / "src", n_patients=4),
+        "nifti": lambda: write_nifti(tmp_path / "src", n_cases=4),
+    }
+    options = {"labels": "disc=7,canal=9"} if dataset == "nifti" else {}
+    manifest = prepare_dataset(dataset, roots[dataset](), tmp_path / "out", **options).manifest
+    batch = next(iter(dataset_module.build_dataloader(manifest, "train", spatial_size=32, batch_size=2, cache=False)))
+    b = len(batch["case_id"])
+    assert batch["views"].shape == (b, 7, 1, 32, 32) and batch["views"].dtype == torch.float32
+    assert batch["masks"].shape == (b, 7, 32, 32) and batch["masks"].dtype == torch.int64
+    assert batch["grades"].shape == (b, 5) and batch["spacing"].shape == (b, 7, 2)
+    df = read_manifest(manifest).set_index("case_id").loc[batch["case_id"]]
+    has_image = df[
+        [f"img_{v}" for v in ("sag_t1", "sag_t2", "ax_l1_l2", "ax_l2_l3", "ax_l3_l4", "ax_l4_l5", "ax_l5_s1")]
+    ]
+    assert torch.equal(batch["view_valid"], torch.as_tensor(has_image.notna().to_numpy()))
+    has_mask = df[
+        [f"seg_{v}" for v in ("sag_t1", "sag_t2", "ax_l1_l2", "ax_l2_l3", "ax_l3_l4", "ax_l4_l5", "ax_l5_s1")]
+    ]
+    assert torch.equal(batch["mask_valid"], torch.as_tensor(has_mask.notna().to_numpy()))
+    assert int(batch["masks"].max()) <= 5 and (batch["masks"][~batch["mask_valid"]] == 0).all()
