@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lss_vlm.errors import ConfigError
-from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
+from lss_vlm.io import atomic_path, atomic_write_json
 
 LOSS_PARAMS_PREFIX = "loss.params."
 # Heartbeats, retries and the plots are "experimental" in Optuna 4 and warn on every use; the pin <5 keeps them stable.
@@ -150,11 +150,16 @@ class RunnerSpec(_Strict):
 
 
 class StudySpec(_Strict):
-    """A study YAML file, resolved: the base experiment, objectives, search space, sampler, pruner, storage, runner."""
+    """A study YAML file, resolved: the base experiment, objectives, search space, sampler, pruner, storage, runner.
+
+    ``overrides`` (``key=value``) apply to the trials and to ``best.yaml``; ``trial_overrides`` to the trials only
+    (e.g. ``eval.text_metrics=false`` to skip the final CIDEr scoring that the objective does not use).
+    """
 
     path: Path
     experiment: Path | None = None
     overrides: list[str] = Field(default_factory=list)
+    trial_overrides: list[str] = Field(default_factory=list)
     study_name: str | None = None
     objectives: list[ObjectiveSpec] = Field(default_factory=lambda: [ObjectiveSpec()])
     search_space: SearchSpaceSpec = Field(default_factory=SearchSpaceSpec)
@@ -279,7 +284,9 @@ def base_config(spec: StudySpec, extra_overrides: Sequence[str] = ()) -> Any:
 
 def apply_params(cfg: Any, params: dict[str, Any]) -> Any:
     """A copy of ``cfg`` with dotted keys (``loss.params.kp``) set to the given values, validated again."""
-    data = cfg.model_dump()
+    from benchmarks.config import config_from_dict
+
+    data = cfg.model_dump(mode="json")
     for key, value in params.items():
         node = data
         *parents, leaf = key.split(".")
@@ -288,19 +295,7 @@ def apply_params(cfg: Any, params: dict[str, Any]) -> Any:
                 raise ConfigError(f"search_space: config key {key!r} does not exist ({part!r} is not a section)")
             node = node[part]
         node[leaf] = value
-    try:
-        return type(cfg).model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"search_space params {params}: {_first_error(exc)}") from None
-
-
-def dump_config(cfg: Any) -> str:
-    """The YAML text of a resolved experiment config (every default written out)."""
-    with contextlib.suppress(ImportError):
-        from benchmarks.config import config_to_yaml
-
-        return config_to_yaml(cfg)
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    return config_from_dict(data, source=f"trial params {params}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -561,7 +556,7 @@ def experiment_runner(spec: StudySpec, out_dir: Path, extra_overrides: Sequence[
     def run(trial: optuna.Trial, params: dict[str, Any]) -> list[float]:
         from benchmarks.runner import run_experiment
 
-        cfg = apply_params(base_config(spec, extra_overrides), params)
+        cfg = apply_params(base_config(spec, [*extra_overrides, *spec.trial_overrides]), params)
         run_dir = out_dir / "trials" / str(trial.number)
         trial.set_user_attr("run_dir", str(run_dir))
         last_epoch: dict[str, float] = {}
@@ -571,7 +566,7 @@ def experiment_runner(spec: StudySpec, out_dir: Path, extra_overrides: Sequence[
             last_epoch.update(metrics)
             report_epoch(trial, spec, epoch, metrics)
 
-        final = run_experiment(cfg, run_dir, on_epoch=on_epoch)
+        final = run_experiment(cfg, run_dir, on_epoch=on_epoch, resume=False)  # a trial number is one fresh run
         return objective_values(last_epoch or dict(final), spec)
 
     return run
@@ -887,8 +882,10 @@ def write_results(
     best = best_trial(study, spec)
     if best is not None and spec.experiment is not None:
         params = {key: best.params[param_name(key)] for key in space if param_name(key) in best.params}
+        from benchmarks.config import dump_config
+
         cfg = apply_params(base_config(spec, overrides), params)
-        atomic_write_text(out_dir / "best.yaml", dump_config(cfg))
+        dump_config(cfg, out_dir / "best.yaml")
     if figures:
         summary["figures"] = write_figures(study, spec, space, out_dir / "figures")
     atomic_write_json(out_dir / "summary.json", summary)
@@ -939,6 +936,12 @@ def tune(
     sampler_obj = build_sampler(spec, space, sampler, worker_seed(job))
     tickets = trial_tickets(spec, space, n_trials, sampler, worker_seed(job))
     study, created = create_or_join_study(spec, storage, name, tickets, sampler_obj)
+    if not created:
+        print(
+            f"lss-bench tune: joined the existing study {name!r} (budget {study.user_attrs[BUDGET_ATTR]} trials, "
+            f"set by the process that created it; --n-trials {n_trials} is not used)",
+            file=sys.stderr,
+        )
     offset = 0 if created else 1000 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 100_000
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     jobs = [job.model_copy(update={"worker_index": offset + i, "threads": threads}) for i in range(workers)]
