@@ -34,7 +34,7 @@ def ensure_env() -> None:
         print(f"[quickstart] creating virtual environment in {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("[quickstart] installing lss-vlm and its dependencies (first run: a few minutes)", flush=True)
-    pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-qq"]
     subprocess.run(pip + ["-e", f"{ROOT}[test]"], check=True, cwd=ROOT)
     STAMP.write_text(_spec_hash())
 

@@ -1,0 +1,159 @@
+"""Model contract: shapes, attention maps, gradients, text dependence, generation, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lss_vlm.constants import LEVELS, NUM_GRADES, NUM_LABELS, NUM_VIEWS
+from lss_vlm.errors import ConfigError
+from lss_vlm.models import available_models, build_model, count_parameters
+from lss_vlm.models.checkpoint import load_checkpoint, save_checkpoint
+
+TINY = {"text_encoder": "tiny-bert"}
+REPORTS = [
+    "L1-L2: no central stenosis. L4-L5: moderate central stenosis; dural sac area 60 mm2.",
+    "At L5-S1 there is severe spinal canal stenosis.",
+]
+
+
+def _views(batch: int, size: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, NUM_VIEWS, 1, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def spca() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("spca_vlm", **TINY).eval()
+
+
+def test_registry_lists_the_three_models_and_rejects_unknown_names() -> None:
+    assert {"spca_vlm", "unet_image_only", "global_pool_fusion"} <= set(available_models())
+    with pytest.raises(ConfigError, match="unknown model"):
+        build_model("no_such_model")
+    with pytest.raises(ConfigError, match="not_an_option"):
+        build_model("spca_vlm", text_encoder="tiny-bert", not_an_option=1)
+
+
+@pytest.mark.parametrize("name", ["spca_vlm", "global_pool_fusion", "unet_image_only"])
+@pytest.mark.parametrize("size", [96, 128])
+def test_output_shapes(name: str, size: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, **TINY).eval()
+    ids, mask = model.tokenize_reports(REPORTS)
+    with torch.no_grad():
+        out = model(_views(2, size), ids, mask)
+    assert out["seg_logits"].shape == (2, NUM_VIEWS, NUM_LABELS, size, size)
+    assert out["grade_logits"].shape == (2, len(LEVELS), NUM_GRADES)
+    for maps in out["attention"].values():
+        assert maps.shape[:2] == (2, NUM_VIEWS) and maps.shape[-2:] == (size // 16, size // 16)
+    if name != "unet_image_only":
+        assert out["report_logits"].shape == (2, ids.shape[1], len(model.tokenizer))
+        assert out["report_loss"].ndim == 0 and torch.isfinite(out["report_loss"])
+
+
+def test_attention_maps_are_distributions_over_patches(spca: torch.nn.Module) -> None:
+    with torch.no_grad():
+        attention = spca(_views(2, 96))["attention"]
+    assert attention["spca/s16"].shape == (2, NUM_VIEWS, len(spca.prompt_names), 6, 6)
+    assert attention["grade"].shape == (2, NUM_VIEWS, len(LEVELS), 6, 6)
+    for maps in attention.values():
+        assert (maps >= 0).all()
+        torch.testing.assert_close(maps.sum(dim=(-2, -1)), torch.ones(maps.shape[:3]))
+
+
+def test_multi_scale_spca_keeps_each_grid_layout() -> None:
+    torch.manual_seed(0)
+    model = build_model("spca_vlm", spca_strides=(8, 16), **TINY).eval()
+    with torch.no_grad():
+        attention = model(_views(1, 64))["attention"]
+    assert attention["spca/s8"].shape[-2:] == (8, 8) and attention["spca/s16"].shape[-2:] == (4, 4)
+
+
+def test_gradients_reach_spca_and_decoders_but_not_the_frozen_text_encoder() -> None:
+    torch.manual_seed(0)
+    model = build_model("spca_vlm", **TINY).train()
+    ids, mask = model.tokenize_reports(REPORTS)
+    out = model(_views(2, 64), ids, mask)
+    loss = out["seg_logits"].logsumexp(2).mean() + out["grade_logits"].logsumexp(-1).mean() + out["report_loss"]
+    loss.backward()
+    for part in ("fusion", "seg_decoder", "grade_head", "report_decoder", "encoder"):
+        grads = [p.grad for p in getattr(model, part).parameters() if p.requires_grad]
+        assert grads and all(g is not None for g in grads), part
+        assert any(g.abs().sum() > 0 for g in grads), part
+    spca_block = model.fusion.blocks["16"]
+    assert spca_block.attn.in_proj_weight.grad.abs().sum() > 0 and spca_block.gate_attn.grad != 0
+    assert all(not p.requires_grad and p.grad is None for p in model.text.parameters())
+    assert not model.text.backbone.training  # frozen encoder stays in eval mode under model.train()
+
+
+def test_changing_a_prompt_changes_segmentation_and_attention(spca: torch.nn.Module) -> None:
+    views = _views(1, 64)
+    with torch.no_grad():
+        before = spca(views)
+        original = spca.prompts.prompts["label/thecal_sac"]
+        spca.set_prompts({"label/thecal_sac": "a bright round artefact in the abdomen"})
+        try:
+            after = spca(views)
+        finally:
+            spca.set_prompts({"label/thecal_sac": original})
+        restored = spca(views)
+    assert not torch.allclose(before["seg_logits"], after["seg_logits"])
+    assert not torch.allclose(before["attention"]["spca/s16"], after["attention"]["spca/s16"])
+    torch.testing.assert_close(before["seg_logits"], restored["seg_logits"])
+
+
+def test_prompts_are_encoded_once_not_per_step(spca: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(spca.text, "forward", lambda *a, **k: calls.append(1))
+    with torch.no_grad():
+        spca(_views(1, 64))
+    assert calls == []
+
+
+def test_generate_returns_text_greedy_and_beam(spca: torch.nn.Module) -> None:
+    for beams in (1, 2):
+        reports = spca.generate_reports(_views(2, 64), num_beams=beams, max_length=12)
+        assert len(reports) == 2 and all(isinstance(r, str) and r.strip() for r in reports)
+        assert all(len(spca.tokenizer(r)["input_ids"]) <= 12 + 2 for r in reports)
+
+
+def test_image_only_baseline_writes_template_reports() -> None:
+    model = build_model("unet_image_only", **TINY)
+    reports = model.generate_reports(_views(2, 64))
+    assert all(all(level in r for level in LEVELS) for r in reports)
+
+
+@pytest.mark.parametrize("name", ["spca_vlm", "unet_image_only"])
+def test_safetensors_round_trip_is_exact(name: str, tmp_path) -> None:
+    torch.manual_seed(1)
+    model = build_model(name, **TINY).eval()
+    path = save_checkpoint(model, tmp_path / "model.safetensors")
+    assert not any(key.startswith("text.backbone") for key in load_file(str(path)))  # frozen weights not saved
+    torch.manual_seed(2)  # a different initialisation, overwritten by the checkpoint
+    clone = load_checkpoint(path).eval()
+    views = _views(1, 64)
+    ids, mask = model.tokenize_reports(REPORTS[:1])
+    with torch.no_grad():
+        a, b = model(views, ids, mask), clone(views, ids, mask)
+    assert torch.equal(a["seg_logits"], b["seg_logits"]) and torch.equal(a["grade_logits"], b["grade_logits"])
+    if "report_logits" in a:
+        assert torch.equal(a["report_logits"], b["report_logits"])
+
+
+def test_parameter_counts_separate_frozen_text_weights(spca: torch.nn.Module) -> None:
+    total, trainable = count_parameters(spca)
+    frozen = sum(p.numel() for p in spca.text.parameters())
+    assert frozen > 0 and total == trainable + frozen
+
+
+def test_bad_inputs_raise_one_line_config_errors(spca: torch.nn.Module) -> None:
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        spca(torch.zeros(1, NUM_VIEWS, 1, 60, 60))
+    with pytest.raises(ConfigError, match=r"\[B, 7, 1, H, W\]"):
+        spca(torch.zeros(1, 3, 1, 64, 64))
+    with pytest.raises(ConfigError, match="not available offline"):
+        build_model("spca_vlm", text_encoder="/nonexistent/checkpoint")
+    with pytest.raises(ConfigError, match="unknown prompt"):
+        spca.set_prompts({"label/not_a_label": "x"})
