@@ -130,30 +130,60 @@ class ExperimentConfig(_Section):
     @field_validator("loss")
     @classmethod
     def _loss_builds(cls, loss: LossConfig) -> LossConfig:
+        """Fill in the loss's registered defaults, then build it once so bad params fail at load time."""
         import losses
+        from losses.errors import UnknownLossError
 
         try:
-            losses.build_loss(loss.name, **loss.params)
-        except LssError as exc:
-            raise ValueError(str(exc)) from None
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"loss {loss.name!r} rejected params {loss.params}: {exc}") from None
-        return loss
+            params = {**losses.loss_spec(loss.name)["defaults"], **loss.params}
+        except UnknownLossError as exc:
+            raise ValueError(f"loss.name: {exc}") from None
+        try:
+            losses.build_loss(loss.name, **params)
+        except (TypeError, ValueError, LssError) as exc:
+            raise ValueError(f"loss.params: {exc}") from None
+        return LossConfig(name=loss.name, params=params)
 
     @model_validator(mode="after")
     def _model_matches_data(self) -> ExperimentConfig:
-        """Known model name; ``model.params.image_size`` defaults to (and must equal) ``data.spatial_size``."""
+        """Known model; its constructor defaults filled in; ``image_size`` defaults to (must equal) the data size."""
         from lss_vlm.models import available_models
 
         names = available_models()
         if self.model.name not in names:
             raise ValueError(f"model.name: unknown model {self.model.name!r}; choose one of: {', '.join(names)}")
-        image_size = self.model.params.setdefault("image_size", self.data.spatial_size)
-        if image_size != self.data.spatial_size:
+        params = {"image_size": self.data.spatial_size, **self.model.params}
+        accepted = _constructor_defaults(self.model.name)
+        unknown = sorted(set(params) - set(accepted)) if accepted is not None else []
+        if unknown:
             raise ValueError(
-                f"model.params.image_size ({image_size}) must equal data.spatial_size ({self.data.spatial_size})"
+                f"model.params: unknown argument(s) {', '.join(unknown)} for model {self.model.name!r}; "
+                f"valid: {', '.join(sorted(accepted or {}))}"
             )
+        if params["image_size"] != self.data.spatial_size:
+            raise ValueError(
+                f"model.params.image_size ({params['image_size']}) must equal data.spatial_size "
+                f"({self.data.spatial_size})"
+            )
+        self.model.params = {**(accepted or {}), **params}
         return self
+
+
+def _constructor_defaults(model_name: str) -> dict[str, Any] | None:
+    """Keyword defaults of a registered model's factory (None if it takes ``**kwargs``), JSON-friendly."""
+    import inspect
+
+    from lss_vlm.models import MODELS, available_models
+
+    available_models()  # imports (registers) every model factory
+    params = inspect.signature(MODELS.get(model_name)).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {
+        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------- loading
@@ -279,7 +309,8 @@ def _describe(exc: ValidationError) -> str:
             lines.append(f"unknown key {loc!r}; allowed here: {allowed}")
         elif err["type"] == "value_error":
             msg = str(err.get("ctx", {}).get("error", err["msg"]))
-            lines.append(f"{loc}: {msg}" if loc else msg)
+            named = not loc or msg.startswith((f"{loc}.", f"{loc}:"))
+            lines.append(msg if named else f"{loc}: {msg}")
         else:
             lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
     return "; ".join(lines)

@@ -201,8 +201,8 @@ class Trainer:
             total = s.lambda_seg * seg + s.lambda_cls * cls + s.lambda_txt * txt
         if not bool(torch.isfinite(total)):
             raise TrainingDiverged(
-                f"non-finite loss at epoch {epoch}, step {step}: total={float(total)}, seg={float(seg)}, "
-                f"cls={float(cls)}, txt={float(txt)}"
+                f"non-finite loss at epoch {epoch}, step {step}: total={float(total.detach())}, seg={float(seg.detach())}, "
+                f"cls={float(cls.detach())}, txt={float(txt.detach())}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
@@ -213,12 +213,8 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.loss.on_step_end()
-        return {
-            "train/loss": float(total),
-            "train/seg_loss": float(seg),
-            "train/cls_loss": float(cls),
-            "train/txt_loss": float(txt),
-        }
+        values = {"loss": total, "seg_loss": seg, "cls_loss": cls, "txt_loss": txt}
+        return {f"train/{name}": float(value.detach()) for name, value in values.items()}
 
     def _objective_terms(self, batch: dict[str, Any], epoch: int) -> tuple[torch.Tensor, ...]:
         """The three (unweighted) terms; a term whose weight is 0 or that has no target is 0."""
