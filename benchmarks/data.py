@@ -49,7 +49,11 @@ def cached_phantom(phantom: PhantomConfig, cache_dir: str | Path) -> Path:
         shutil.rmtree(folder, ignore_errors=True)  # a half-written phantom from a killed process
         manifest = Path(
             synthesize(
-                folder, n_cases=phantom.n_cases, size=phantom.size, seed=phantom.seed, shift=phantom.shift,
+                folder,
+                n_cases=phantom.n_cases,
+                size=phantom.size,
+                seed=phantom.seed,
+                shift=phantom.shift,
                 **phantom.options,
             )
         )

@@ -117,7 +117,9 @@ def evaluate_model(
     for batch, out in predict(model, loader, device, amp=cfg.train.amp):
         pred = update_metrics(seg, grades, batch, out)
         generated = model.generate_reports(
-            batch["views"], num_beams=cfg.eval.num_beams, max_length=cfg.eval.max_report_tokens,
+            batch["views"],
+            num_beams=cfg.eval.num_beams,
+            max_length=cfg.eval.max_report_tokens,
             view_valid=batch.get("view_valid"),
         )
         for i, case_id in enumerate(batch["case_id"]):
@@ -264,8 +266,14 @@ def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -
     if prompt is not None and prompt not in model.prompt_names:
         raise ConfigError(f"--prompt {prompt!r} is unknown; the model's prompts are: {', '.join(model.prompt_names)}")
     loader = build_dataloader(
-        manifest, split, spatial_size=cfg.data.spatial_size, batch_size=cfg.data.batch_size, augment=False,
-        shuffle=False, seed=cfg.train.seed, num_workers=cfg.data.num_workers,
+        manifest,
+        split,
+        spatial_size=cfg.data.spatial_size,
+        batch_size=cfg.data.batch_size,
+        augment=False,
+        shuffle=False,
+        seed=cfg.train.seed,
+        num_workers=cfg.data.num_workers,
     )
     for batch, out in predict(model, loader, device):
         if case_id not in batch["case_id"]:
@@ -273,7 +281,9 @@ def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -
         i = batch["case_id"].index(case_id)
         one = {k: (v[i : i + 1] if isinstance(v, torch.Tensor) else v[i : i + 1]) for k, v in batch.items()}
         generated = model.generate_reports(
-            one["views"], num_beams=cfg.eval.num_beams, max_length=cfg.eval.max_report_tokens,
+            one["views"],
+            num_beams=cfg.eval.num_beams,
+            max_length=cfg.eval.max_report_tokens,
             view_valid=one.get("view_valid"),
         )
         pred = out["seg_logits"][i : i + 1].argmax(dim=2)

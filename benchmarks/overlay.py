@@ -35,8 +35,12 @@ def save_case_overlay(path: str | Path, case: CaseView) -> Path:
         axes[0, col].set_title(VIEWS[j], fontsize=8)
         axes[1, col].imshow(image, cmap="gray")
         axes[1, col].imshow(
-            np.ma.masked_equal(case.pred[j], 0), cmap=label_cmap, vmin=0, vmax=len(LABELS) - 1,
-            alpha=0.6, interpolation="nearest",
+            np.ma.masked_equal(case.pred[j], 0),
+            cmap=label_cmap,
+            vmin=0,
+            vmax=len(LABELS) - 1,
+            alpha=0.6,
+            interpolation="nearest",
         )
         axes[2, col].imshow(image, cmap="gray")
         if case.attention is not None:
@@ -47,8 +51,14 @@ def save_case_overlay(path: str | Path, case: CaseView) -> Path:
     axes[0, 0].text(-0.1, 0.5, "image", transform=axes[0, 0].transAxes, rotation=90, va="center", ha="right")
     axes[1, 0].text(-0.1, 0.5, "prediction", transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right")
     axes[2, 0].text(
-        -0.1, 0.5, f"attention\n{case.prompt or ''}", transform=axes[2, 0].transAxes, rotation=90, va="center",
-        ha="right", fontsize=8,
+        -0.1,
+        0.5,
+        f"attention\n{case.prompt or ''}",
+        transform=axes[2, 0].transAxes,
+        rotation=90,
+        va="center",
+        ha="right",
+        fontsize=8,
     )
     handles = [Patch(color=LABEL_COLOURS[c], label=LABELS[c]) for c in range(1, len(LABELS))]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)

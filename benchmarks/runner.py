@@ -142,8 +142,14 @@ def evaluate_run(run_dir: str | Path, split: str | None = None) -> dict[str, flo
     model = build_model_from_config(cfg).to(device)
     load_weights(model, weights)
     loader = build_dataloader(
-        resolve_manifest(cfg.data), split, spatial_size=cfg.data.spatial_size, batch_size=cfg.data.batch_size,
-        augment=False, shuffle=False, seed=cfg.train.seed, num_workers=cfg.data.num_workers,
+        resolve_manifest(cfg.data),
+        split,
+        spatial_size=cfg.data.spatial_size,
+        batch_size=cfg.data.batch_size,
+        augment=False,
+        shuffle=False,
+        seed=cfg.train.seed,
+        num_workers=cfg.data.num_workers,
     )
     target = run_dir if split == cfg.eval.split else run_dir / f"eval_{split}"
     return evaluate_model(model, loader, cfg, target, device)
@@ -177,8 +183,14 @@ def _train_and_evaluate(
 
     def loader(split: str, train: bool) -> torch.utils.data.DataLoader:
         return build_dataloader(
-            manifest, split, spatial_size=data.spatial_size, batch_size=data.batch_size, augment=train and data.augment,
-            shuffle=train, seed=cfg.train.seed, num_workers=data.num_workers,
+            manifest,
+            split,
+            spatial_size=data.spatial_size,
+            batch_size=data.batch_size,
+            augment=train and data.augment,
+            shuffle=train,
+            seed=cfg.train.seed,
+            num_workers=data.num_workers,
         )
 
     model = build_model_from_config(cfg)
@@ -195,10 +207,22 @@ def _train_and_evaluate(
 
     t = cfg.train
     settings = TrainerSettings(
-        epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, schedule=t.schedule, grad_clip=t.grad_clip,
-        lambda_seg=t.lambda_seg, lambda_cls=t.lambda_cls, lambda_txt=t.lambda_txt, seed=t.seed,
-        deterministic=t.deterministic, device=t.device, amp=t.amp, monitor=t.early_stopping.metric,
-        monitor_mode=t.early_stopping.mode, patience=t.early_stopping.patience, quiet=t.quiet,
+        epochs=t.epochs,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        schedule=t.schedule,
+        grad_clip=t.grad_clip,
+        lambda_seg=t.lambda_seg,
+        lambda_cls=t.lambda_cls,
+        lambda_txt=t.lambda_txt,
+        seed=t.seed,
+        deterministic=t.deterministic,
+        device=t.device,
+        amp=t.amp,
+        monitor=t.early_stopping.metric,
+        monitor_mode=t.early_stopping.mode,
+        patience=t.early_stopping.patience,
+        quiet=t.quiet,
     )
     trainer = Trainer(
         model, loss, loader("train", True), loader("val", False), settings, out_dir / "checkpoints", epoch_done
@@ -273,7 +297,9 @@ def _git_sha() -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -61,26 +61,57 @@ class SquaresDataset(Dataset):
 
 
 def collate(items: list[dict]) -> dict:
-    return {k: torch.stack([it[k] for it in items]) if isinstance(items[0][k], torch.Tensor) else [it[k] for it in items]
-            for k in items[0]}
+    first = items[0]
+    return {
+        k: torch.stack([it[k] for it in items]) if isinstance(first[k], torch.Tensor) else [it[k] for it in items]
+        for k in first
+    }
 
 
 def settings(**overrides) -> TrainerSettings:
     base = dict(
-        epochs=3, lr=3e-3, weight_decay=1e-4, schedule="cosine", grad_clip=1.0, lambda_seg=1.0, lambda_cls=0.5,
-        lambda_txt=0.2, seed=0, deterministic=True, device="cpu", amp=False, monitor="dice_macro",
-        monitor_mode="max", patience=0, quiet=True,
+        epochs=3,
+        lr=3e-3,
+        weight_decay=1e-4,
+        schedule="cosine",
+        grad_clip=1.0,
+        lambda_seg=1.0,
+        lambda_cls=0.5,
+        lambda_txt=0.2,
+        seed=0,
+        deterministic=True,
+        device="cpu",
+        amp=False,
+        monitor="dice_macro",
+        monitor_mode="max",
+        patience=0,
+        quiet=True,
     )
     return TrainerSettings(**{**base, **overrides})
 
 
 def make_trainer(tmp: Path, loss_name: str = "dice", on_epoch=None, **overrides) -> Trainer:
     seed_everything(0)
-    model = build_model("spca_vlm", text_encoder="tiny-bert", image_size=SIZE, embed_dim=16, num_heads=2,
-                        decoder_channels=(16, 8, 8, 8), grade_hidden=16, report_width=16, report_layers=1,
-                        report_heads=2, report_max_length=24)
-    train = DataLoader(SquaresDataset(6, seed=1), batch_size=3, shuffle=True, collate_fn=collate,
-                       generator=torch.Generator().manual_seed(0))
+    model = build_model(
+        "spca_vlm",
+        text_encoder="tiny-bert",
+        image_size=SIZE,
+        embed_dim=16,
+        num_heads=2,
+        decoder_channels=(16, 8, 8, 8),
+        grade_hidden=16,
+        report_width=16,
+        report_layers=1,
+        report_heads=2,
+        report_max_length=24,
+    )
+    train = DataLoader(
+        SquaresDataset(6, seed=1),
+        batch_size=3,
+        shuffle=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(0),
+    )
     val = DataLoader(SquaresDataset(3, seed=2), batch_size=3, collate_fn=collate)
     return Trainer(model, losses.build_loss(loss_name), train, val, settings(**overrides), tmp / "ckpt", on_epoch)
 
@@ -103,8 +134,20 @@ def test_fit_logs_every_term_and_keeps_best_and_last(tmp_path: Path) -> None:
     result = trainer.fit()
     assert len(result.history) == 3 and result.stop_reason == "completed"
     row = result.history[-1]
-    for key in ("epoch", "lr", "train/loss", "train/seg_loss", "train/cls_loss", "train/txt_loss", "val/dice_macro",
-                "val/accuracy", "alpha/ligamentum_flavum", "beta/thecal_sac", "error/disc", "integral/vertebral_body"):
+    for key in (
+        "epoch",
+        "lr",
+        "train/loss",
+        "train/seg_loss",
+        "train/cls_loss",
+        "train/txt_loss",
+        "val/dice_macro",
+        "val/accuracy",
+        "alpha/ligamentum_flavum",
+        "beta/thecal_sac",
+        "error/disc",
+        "integral/vertebral_body",
+    ):
         assert key in row, key
         assert math.isfinite(row[key]), key
     # λ-weighted sum of the averaged terms is the averaged total

@@ -18,7 +18,9 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'lss-bench train'")
-    parser.add_argument("--split", choices=("train", "val", "test"), default=None, help="split to score (default: test)")
+    parser.add_argument(
+        "--split", choices=("train", "val", "test"), default=None, help="split to score (default: the config's, test)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

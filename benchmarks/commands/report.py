@@ -27,10 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lss_vlm.constants import GRADES, LEVELS
-
     from benchmarks.evaluation import inspect_case
     from benchmarks.overlay import save_case_overlay
+    from lss_vlm.constants import GRADES, LEVELS
 
     found = inspect_case(args.run_dir, args.case, args.prompt)
     out = Path(args.out) if args.out else Path(args.run_dir) / f"report_{args.case}.png"

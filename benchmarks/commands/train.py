@@ -23,7 +23,11 @@ examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="experiment YAML (e.g. configs/experiments/phantom_quick.yaml)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value by dotted key, e.g. train.lr=3e-4 or loss.params.kp=0.5 (repeatable; "
         "the value is parsed as YAML and type-checked)",
     )
@@ -47,6 +51,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _headline(metrics: dict[str, float]) -> str:
     """The key numbers of a run in one JSON line."""
-    keys = ("dice_macro", "dice/ligamentum_flavum", "dice/thecal_sac", "hd95_macro", "accuracy", "macro_f1", "qwk",
-            "cider_x100", "grade_f1_from_text", "composed/cider_x100", "area_mae_mm2")
+    keys = (
+        "dice_macro",
+        "dice/ligamentum_flavum",
+        "dice/thecal_sac",
+        "hd95_macro",
+        "accuracy",
+        "macro_f1",
+        "qwk",
+        "cider_x100",
+        "grade_f1_from_text",
+        "composed/cider_x100",
+        "area_mae_mm2",
+    )
     return json.dumps({k: round(metrics[k], 4) for k in keys if k in metrics})

@@ -35,7 +35,11 @@ def derive_seed(seed: int, *parts: int) -> int:
 
 def rng_state() -> dict[str, Any]:
     """The state of every global random generator, for checkpoints."""
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

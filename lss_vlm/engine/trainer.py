@@ -200,9 +200,9 @@ class Trainer:
             seg, cls, txt = self._objective_terms(batch, epoch)
             total = s.lambda_seg * seg + s.lambda_cls * cls + s.lambda_txt * txt
         if not bool(torch.isfinite(total)):
+            terms = ", ".join(f"{k}={float(v.detach())}" for k, v in {"seg": seg, "cls": cls, "txt": txt}.items())
             raise TrainingDiverged(
-                f"non-finite loss at epoch {epoch}, step {step}: total={float(total.detach())}, seg={float(seg.detach())}, "
-                f"cls={float(cls.detach())}, txt={float(txt.detach())}"
+                f"non-finite loss at epoch {epoch}, step {step}: total={float(total.detach())}, {terms}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
@@ -282,7 +282,8 @@ class Trainer:
     def _build_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         total = self.settings.epochs * self.steps_per_epoch
         if self.settings.schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total, eta_min=self.settings.lr / 100)
+            eta_min = self.settings.lr / 100
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total, eta_min=eta_min)
         if self.settings.schedule == "onecycle":
             return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.settings.lr, total_steps=total)
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, _constant)
