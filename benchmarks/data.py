@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import inspect
 import json
 import shutil
 from pathlib import Path
@@ -29,9 +28,10 @@ def phantom_key(phantom: PhantomConfig) -> str:
     """Cache key of a phantom: its settings plus the source of the generator (a code change invalidates it)."""
     from lss_vlm.data import phantom as generator
 
-    settings = json.dumps(phantom.model_dump(mode="json"), sort_keys=True)
-    code = inspect.getsource(generator)
-    return hashlib.sha256((settings + code).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(phantom.model_dump(mode="json"), sort_keys=True).encode())
+    for source in sorted(Path(generator.__file__).parent.rglob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def cached_phantom(phantom: PhantomConfig, cache_dir: str | Path) -> Path:
