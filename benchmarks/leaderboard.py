@@ -1,0 +1,547 @@
+"""Leaderboards of a suite directory: one row per loss, ranked, with seed spread, bootstrap CIs and paired tests.
+
+A suite directory (made by ``lss-bench compare``) holds ``runs/<loss>/seed<k>/`` run directories. Only final
+directories count (``seed<k>.partial/`` is a run in progress). A run counts as completed when its ``status.json``
+says so; every other run is counted in ``n_failed`` and listed with its reason. See docs/leaderboard.md.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import stats
+from lss_vlm.errors import ConfigError, DataError
+from lss_vlm.io import atomic_write_text
+
+#: Leaderboard columns when the suite does not choose its own (each shown when at least one run reports it).
+DEFAULT_METRICS: tuple[str, ...] = (
+    "dice_macro",
+    "dice/ligamentum_flavum",
+    "dice/thecal_sac",
+    "hd95_macro",
+    "accuracy",
+    "macro_f1",
+    "qwk",
+    "cider_x100",
+    "composed/cider_x100",
+    "area_mae_mm2",
+)
+DEFAULT_RANK_METRIC = "dice_macro"
+DEFAULT_BASELINE = "dice"
+FORMATS: tuple[str, ...] = ("csv", "md", "html")
+#: Figures that span the whole page width in the HTML (grids of panels).
+WIDE_FIGURES = ("pid_trajectories", "confusion_matrices", "attention_overlays")
+RUN_DIR_PATTERN = re.compile(r"^seed(\d+)$")
+
+_LOWER_IS_BETTER = ("hd95", "msd", "ece", "mae", "loss", "brier")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How a metric is shown: label, direction (↑ higher is better / ↓ lower is better) and decimals."""
+
+    key: str
+    label: str
+    short: str
+    higher_is_better: bool
+    digits: int = 3
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"
+
+    @property
+    def header(self) -> str:
+        return f"{self.label} {self.arrow}"
+
+    @property
+    def short_header(self) -> str:
+        return f"{self.short} {self.arrow}"
+
+
+_KNOWN_METRICS: dict[str, tuple[str, str, int]] = {  # key: (label, short label for the terminal, decimals)
+    "dice_macro": ("Dice (macro)", "Dice", 3),
+    "dice/ligamentum_flavum": ("Dice ligamentum flavum", "Dice LF", 3),
+    "dice/thecal_sac": ("Dice thecal sac", "Dice TS", 3),
+    "iou_macro": ("IoU (macro)", "IoU", 3),
+    "hd95_macro": ("HD95 mm", "HD95", 2),
+    "msd_macro": ("MSD mm", "MSD", 2),
+    "accuracy": ("Grade acc.", "Acc", 3),
+    "balanced_accuracy": ("Grade bal. acc.", "BalAcc", 3),
+    "macro_f1": ("Grade macro-F1", "F1", 3),
+    "qwk": ("Grade QWK", "QWK", 3),
+    "auroc": ("Grade AUROC", "AUROC", 3),
+    "ece": ("Grade ECE", "ECE", 3),
+    "cider": ("CIDEr", "CIDEr", 3),
+    "cider_x100": ("CIDEr×100", "CIDEr×100", 1),
+    "composed/cider_x100": ("Composed CIDEr×100", "cCIDEr", 1),
+    "rouge_l": ("ROUGE-L", "ROUGE-L", 3),
+    "meteor": ("METEOR", "METEOR", 3),
+    "bleu_4": ("BLEU-4", "BLEU-4", 3),
+    "grade_f1_from_text": ("Report grade-F1", "RepF1", 3),
+    "area_mae_mm2": ("Area MAE mm²", "AreaMAE", 1),
+}
+#: Columns of the compact terminal table (plus the rank metric).
+TERMINAL_METRICS: tuple[str, ...] = (
+    "dice_macro",
+    "dice/ligamentum_flavum",
+    "dice/thecal_sac",
+    "accuracy",
+    "macro_f1",
+    "qwk",
+    "cider_x100",
+)
+
+
+def metric_info(key: str) -> MetricInfo:
+    """Display info of a metric key; unknown keys get their key as label and a direction guessed from the name."""
+    higher = not any(token in key for token in _LOWER_IS_BETTER)
+    if key in _KNOWN_METRICS:
+        label, short, digits = _KNOWN_METRICS[key]
+    elif "/" in key:
+        kind, name = key.split("/", 1)
+        label, short, digits = f"{kind} {name.replace('_', ' ')}", key, 3
+    else:
+        label, short, digits = key, key, 3
+    return MetricInfo(key=key, label=label, short=short, higher_is_better=higher, digits=digits)
+
+
+@dataclass
+class RunRecord:
+    """One finished run directory of a suite."""
+
+    loss: str
+    seed: int
+    path: Path
+    status: str
+    reason: str | None = None
+    wall_time_s: float = math.nan
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    def per_case(self) -> pd.DataFrame | None:
+        """This run's ``per_case.csv`` (None when absent)."""
+        path = self.path / "per_case.csv"
+        return pd.read_csv(path) if path.is_file() else None
+
+    def history(self) -> pd.DataFrame | None:
+        """This run's ``history.csv`` (None when absent or empty)."""
+        path = self.path / "history.csv"
+        if not path.is_file() or path.stat().st_size == 0:
+            return None
+        return pd.read_csv(path)
+
+
+def read_run(path: Path, loss: str, seed: int) -> RunRecord:
+    """Read ``status.json`` and ``metrics.json`` of a run directory; a run without status.json counts as failed."""
+    status_path = path / "status.json"
+    if not status_path.is_file():
+        return RunRecord(loss, seed, path, "failed", f"no status.json in {path}")
+    try:
+        status = json.loads(status_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        return RunRecord(loss, seed, path, "failed", f"unreadable {status_path}: {exc}")
+    record = RunRecord(
+        loss=loss,
+        seed=seed,
+        path=path,
+        status=str(status.get("status", "failed")),
+        reason=status.get("reason"),
+        wall_time_s=float(status.get("wall_time_s") or math.nan),
+    )
+    metrics_path = path / "metrics.json"
+    if record.completed and metrics_path.is_file():
+        raw = json.loads(metrics_path.read_text(encoding="utf-8"))
+        record.metrics = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and v is not None}
+    elif record.completed:
+        record.status, record.reason = "failed", f"no metrics.json in {path}"
+    return record
+
+
+def read_suite_yaml(suite_dir: Path) -> dict:
+    """The resolved ``suite.yaml`` of a suite directory ({} when absent)."""
+    path = suite_dir / "suite.yaml"
+    if not path.is_file():
+        return {}
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def collect_runs(suite_dir: str | Path) -> list[RunRecord]:
+    """Every finished run of ``suite_dir/runs/<loss>/seed<k>/`` (partial runs skipped), ordered by loss, seed."""
+    root = Path(suite_dir) / "runs"
+    if not root.is_dir():
+        raise DataError(f"{suite_dir}: no runs/ directory (expected a suite directory written by 'lss-bench compare')")
+    records = []
+    for loss_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for run_dir in sorted(loss_dir.iterdir()):
+            match = RUN_DIR_PATTERN.match(run_dir.name)
+            if run_dir.is_dir() and match:
+                records.append(read_run(run_dir, loss_dir.name, int(match.group(1))))
+    if not records:
+        raise DataError(f"{root}: no finished runs yet (runs/<loss>/seed<k>/)")
+    return sorted(records, key=lambda r: (r.loss, r.seed))
+
+
+@dataclass
+class Leaderboard:
+    """A ranked leaderboard and what it was built from."""
+
+    table: pd.DataFrame
+    rank_by: str
+    baseline: str | None
+    metrics: list[str]
+    runs: list[RunRecord]
+    test: str
+    title: str = "lss-vlm leaderboard"
+
+    @property
+    def p_column(self) -> str | None:
+        return f"p_vs_{self.baseline}" if self.baseline else None
+
+    @property
+    def failed_runs(self) -> list[RunRecord]:
+        return [r for r in self.runs if not r.completed]
+
+
+def _loss_order(runs: Sequence[RunRecord], suite: dict) -> list[str]:
+    found = list(dict.fromkeys(r.loss for r in runs))
+    declared = [entry["label"] for entry in suite.get("losses", []) if isinstance(entry, dict) and "label" in entry]
+    return [name for name in declared if name in found] + [name for name in found if name not in declared]
+
+
+def pooled_case_values(runs: Sequence[RunRecord], metric: str) -> pd.Series:
+    """Case-level values of ``metric`` (mean over views and the completed seeds' per_case.csv), by case_id."""
+    frames = [df for r in runs if r.completed and (df := r.per_case()) is not None and "case_id" in df.columns]
+    if not frames:
+        return pd.Series(dtype=float)
+    return stats.case_level_values(pd.concat(frames, ignore_index=True), metric)
+
+
+def choose_metrics(runs: Sequence[RunRecord], wanted: Sequence[str], rank_by: str) -> list[str]:
+    """The wanted metrics that at least one completed run reports, with ``rank_by`` first (must be reported)."""
+    reported = {k for r in runs if r.completed for k in r.metrics}
+    if reported and rank_by not in reported:
+        close = sorted(k for k in reported if not k.startswith(("n/",)))
+        raise ConfigError(f"metric {rank_by!r} is in no run's metrics.json; available: {', '.join(close)}")
+    return [rank_by] + [m for m in wanted if m in reported and m != rank_by]
+
+
+def build_leaderboard(
+    suite_dir: str | Path,
+    rank_by: str | None = None,
+    baseline: str | None = None,
+    metrics: Sequence[str] | None = None,
+    test: str = "wilcoxon",
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Leaderboard:
+    """Rank the losses of a suite directory by the mean of ``rank_by`` over their completed seeds.
+
+    Defaults come from the suite's ``suite.yaml`` (``rank_by``, ``baseline``, ``columns``), then from
+    :data:`DEFAULT_RANK_METRIC`, :data:`DEFAULT_BASELINE` (if that loss ran) and :data:`DEFAULT_METRICS`.
+    Losses whose runs all failed are kept, ranked last.
+    """
+    if test not in stats.PAIRED_TESTS:
+        raise ConfigError(f"paired test {test!r} is unknown; expected one of {', '.join(stats.PAIRED_TESTS)}")
+    suite_dir = Path(suite_dir)
+    runs = collect_runs(suite_dir)
+    suite = read_suite_yaml(suite_dir)
+    rank_by = rank_by or suite.get("rank_by") or DEFAULT_RANK_METRIC
+    losses = _loss_order(runs, suite)
+    baseline = baseline or suite.get("baseline") or (DEFAULT_BASELINE if DEFAULT_BASELINE in losses else None)
+    if baseline is not None and baseline not in losses:
+        raise ConfigError(f"baseline {baseline!r} has no runs in {suite_dir / 'runs'}; losses: {', '.join(losses)}")
+    chosen = choose_metrics(runs, metrics or suite.get("columns") or DEFAULT_METRICS, rank_by)
+    by_loss = {name: [r for r in runs if r.loss == name] for name in losses}
+    case_values = {m: {name: pooled_case_values(by_loss[name], m) for name in losses} for m in chosen}
+    per_case_metrics = [m for m in chosen if any(len(v) for v in case_values[m].values())]
+
+    rows = []
+    for name in losses:
+        done = [r for r in by_loss[name] if r.completed]
+        row: dict[str, object] = {
+            "loss": name,
+            "n_seeds": len(done),
+            "n_failed": len(by_loss[name]) - len(done),
+            "failed_reasons": "; ".join(f"seed{r.seed}: {r.reason}" for r in by_loss[name] if not r.completed),
+            "wall_time_s_mean": stats.mean_std([r.wall_time_s for r in done])[0],
+        }
+        for m in chosen:
+            cases = case_values[m][name]
+            s = stats.summarize([r.metrics.get(m, math.nan) for r in done], cases.to_numpy(), confidence, seed)
+            row.update({f"{m}_mean": s.mean, f"{m}_std": s.std, f"{m}_ci_low": s.ci_low, f"{m}_ci_high": s.ci_high})
+        if baseline is not None:
+            for m in per_case_metrics:
+                diffs = stats.paired_differences(case_values[m][name], case_values[m][baseline])
+                row[f"{m}_p_vs_{baseline}"] = math.nan if name == baseline else stats.paired_p(diffs, test, seed)
+        rows.append(row)
+
+    table = pd.DataFrame(rows)
+    info = metric_info(rank_by)
+    table = table.sort_values(
+        f"{rank_by}_mean", ascending=not info.higher_is_better, na_position="last", kind="stable"
+    ).reset_index(drop=True)
+    table.insert(0, "rank", [i + 1 if np.isfinite(v) else math.nan for i, v in enumerate(table[f"{rank_by}_mean"])])
+    if baseline is not None:
+        main_p = f"{rank_by}_p_vs_{baseline}"
+        table[f"p_vs_{baseline}"] = table[main_p] if main_p in table else math.nan
+        table[f"p_holm_vs_{baseline}"] = stats.holm(table[f"p_vs_{baseline}"].tolist())
+    title = f"lss-vlm leaderboard: {suite.get('name', suite_dir.name)}"
+    return Leaderboard(table, rank_by, baseline, chosen, runs, test, title)
+
+
+# ---------------------------------------------------------------------------------------------------------- formats
+def format_value(value: float, digits: int) -> str:
+    """A number with ``digits`` decimals, or "–" for NaN."""
+    return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def format_p(p: float) -> str:
+    """p-value for humans: 3 significant digits, "<0.001" below 0.001, "–" for NaN."""
+    if p is None or not np.isfinite(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3g}"
+
+
+def display_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of the human table (terminal, Markdown): mean ± std per metric, CI of the rank metric."""
+    info = {m: metric_info(m) for m in board.metrics}
+    conf = f"{board.rank_by} 95% CI"
+    headers = ["#", "loss", "seeds ok/failed"] + [info[m].header for m in board.metrics] + [conf]
+    if board.baseline:
+        headers += [f"p vs {board.baseline}", "p (Holm)"]
+    rows = []
+    for _, row in board.table.iterrows():
+        cells = [format_value(row["rank"], 0), str(row["loss"]), f"{row['n_seeds']}/{row['n_failed']}"]
+        for m in board.metrics:
+            mean, std, digits = row[f"{m}_mean"], row[f"{m}_std"], info[m].digits
+            cells.append(format_value(mean, digits) + (f" ± {format_value(std, digits)}" if np.isfinite(std) else ""))
+        r = board.rank_by
+        low, high, d = row[f"{r}_ci_low"], row[f"{r}_ci_high"], info[r].digits
+        cells.append(f"[{format_value(low, d)}, {format_value(high, d)}]" if np.isfinite(low) else "–")
+        if board.baseline:
+            cells += [format_p(row[f"p_vs_{board.baseline}"]), format_p(row[f"p_holm_vs_{board.baseline}"])]
+        rows.append(cells)
+    return headers, rows
+
+
+def notes(board: Leaderboard) -> list[str]:
+    """Footnotes explaining the statistics and listing failed runs."""
+    n_seeds = max((int(v) for v in board.table["n_seeds"]), default=0)
+    ci_over = "seeds" if n_seeds >= 2 else "test cases (1 seed per loss)"
+    test = "Wilcoxon signed-rank" if board.test == "wilcoxon" else "paired bootstrap"
+    lines = [
+        f"Ranked by {metric_info(board.rank_by).header} (mean over completed seeds). Cells: mean ± std over seeds.",
+        f"95% CI: percentile bootstrap of the mean over {ci_over}.",
+        "↑ higher is better, ↓ lower is better. CIDEr×100 = CIDEr-D × 100. Grade acc. is a fraction (0–1).",
+    ]
+    if board.baseline:
+        lines.append(
+            f"p vs {board.baseline}: two-sided {test} test over test cases of {board.rank_by} "
+            "(per-case values averaged over views and seeds); Holm-corrected across losses."
+        )
+    for r in board.failed_runs:
+        lines.append(f"{r.status.upper()} run {r.loss} seed{r.seed}: {r.reason}")
+    return lines
+
+
+def to_markdown(board: Leaderboard) -> str:
+    """The leaderboard as a GitHub-flavoured Markdown table with footnotes."""
+    headers, rows = display_rows(board)
+    esc = [[cell.replace("|", "\\|") for cell in line] for line in [headers, *rows]]
+    lines = [f"# {board.title}", "", "| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(line) + " |" for line in esc[1:]]
+    lines += [""] + [f"- {note}" for note in notes(board)]
+    return "\n".join(lines) + "\n"
+
+
+def print_terminal(board: Leaderboard, console=None) -> None:
+    """Print a compact rich table (mean over ±std per cell, :data:`TERMINAL_METRICS`) and the footnotes."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=160)
+    shown = [m for m in board.metrics if m == board.rank_by or m in TERMINAL_METRICS]
+    table = Table(title=board.title, header_style="bold", box=box.SIMPLE_HEAD, padding=(0, 1))
+    table.add_column("#", justify="right")
+    table.add_column("loss")
+    table.add_column("seeds\nok/fail", justify="center")
+    for m in shown:
+        table.add_column(metric_info(m).short_header, justify="right")
+    if board.baseline:
+        table.add_column(f"p vs {board.baseline}\n(Holm)", justify="right")
+    for _, row in board.table.iterrows():
+        cells = [format_value(row["rank"], 0), str(row["loss"]), f"{row['n_seeds']}/{row['n_failed']}"]
+        for m in shown:
+            digits = metric_info(m).digits
+            std = row[f"{m}_std"]
+            cells.append(
+                format_value(row[f"{m}_mean"], digits) + (f"\n[dim]±{std:.{digits}f}[/]" if np.isfinite(std) else "")
+            )
+        if board.baseline:
+            p, holm_p = row[f"p_vs_{board.baseline}"], row[f"p_holm_vs_{board.baseline}"]
+            cells.append(format_p(p) + (f"\n[dim]({format_p(holm_p)})[/]" if np.isfinite(holm_p) else ""))
+        style = "bold green" if row["rank"] == 1 else ("red" if row["n_seeds"] == 0 else None)
+        table.add_row(*cells, style=style, end_section=False)
+    console.print(table)
+    for note in notes(board):
+        console.print(f"  {note}", style="red" if note.startswith(("FAILED", "PRUNED")) else "dim", highlight=False)
+
+
+def to_html(board: Leaderboard, figures: dict[str, Path] | None = None) -> str:
+    """A self-contained HTML page: sortable table (inline CSS/JS, CI in tooltips) and figures as base64 PNG."""
+    from benchmarks.plots import embed_png
+
+    headers, rows = display_rows(board)
+    sort_keys = _sort_keys(board)
+    head = "".join(
+        f'<th onclick="sortBy({i})" title="click to sort">{html.escape(h)}</th>' for i, h in enumerate(headers)
+    )
+    body = []
+    for (_, row), cells, keys in zip(board.table.iterrows(), rows, sort_keys):
+        tds = []
+        for j, (cell, key) in enumerate(zip(cells, keys)):
+            tip = _ci_tooltip(board, row, j)
+            warn = ' class="warn"' if j == 2 and row["n_failed"] else ""
+            tds.append(f'<td data-v="{html.escape(str(key))}"{tip}{warn}>{html.escape(cell)}</td>')
+        cls = ' class="failed"' if row["n_seeds"] == 0 else ""
+        body.append(f"<tr{cls}>{''.join(tds)}</tr>")
+    figure_html = "".join(
+        f'<figure class="{"wide" if name in WIDE_FIGURES else ""}"><img alt="{html.escape(name)}" '
+        f'src="{embed_png(path)}"><figcaption>{html.escape(caption)}'
+        f"</figcaption></figure>"
+        for name, (path, caption) in (figures or {}).items()
+    )
+    note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes(board))
+    return _HTML_TEMPLATE.format(
+        title=html.escape(board.title),
+        head=head,
+        body="\n".join(body),
+        notes=note_html,
+        figures=figure_html,
+    )
+
+
+def _sort_keys(board: Leaderboard) -> list[list[object]]:
+    keys = []
+    for _, row in board.table.iterrows():
+        line: list[object] = [row["rank"], row["loss"], row["n_seeds"]]
+        line += [row[f"{m}_mean"] for m in board.metrics] + [row[f"{board.rank_by}_ci_low"]]
+        if board.baseline:
+            line += [row[f"p_vs_{board.baseline}"], row[f"p_holm_vs_{board.baseline}"]]
+        keys.append(["" if isinstance(k, float) and not np.isfinite(k) else k for k in line])
+    return keys
+
+
+def _ci_tooltip(board: Leaderboard, row: pd.Series, column: int) -> str:
+    index = column - 3
+    if not 0 <= index < len(board.metrics):
+        return ""
+    m = board.metrics[index]
+    low, high, d = row[f"{m}_ci_low"], row[f"{m}_ci_high"], metric_info(m).digits
+    if not np.isfinite(low):
+        return ""
+    return f' title="95% CI [{format_value(low, d)}, {format_value(high, d)}]"'
+
+
+_HTML_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 24px; color: #222; }}
+h1 {{ font-size: 1.4em; }}
+table {{ border-collapse: collapse; font-size: 0.9em; margin-bottom: 12px; }}
+.scroll {{ overflow-x: auto; max-width: 100%; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 6px; text-align: right; white-space: nowrap; }}
+th {{ background: #f0f3f7; cursor: pointer; user-select: none; white-space: normal; max-width: 7em;
+      vertical-align: bottom; }}
+td.warn {{ color: #a00; font-weight: bold; }}
+th:hover {{ background: #dde6f0; }}
+td:nth-child(2), td:nth-child(3), th:nth-child(2), th:nth-child(3) {{ text-align: left; }}
+tbody tr:nth-child(odd) {{ background: #fafafa; }}
+tbody tr:first-child {{ font-weight: bold; }}
+tr.failed td {{ color: #a00; }}
+th.asc::after {{ content: " \\25B2"; }} th.desc::after {{ content: " \\25BC"; }}
+.notes {{ color: #555; font-size: 0.85em; }}
+.figures {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 12px; }}
+figure {{ margin: 0; }}
+figure.wide {{ grid-column: 1 / -1; max-width: 1200px; }}
+figure img {{ width: 100%; height: auto; border: 1px solid #ddd; }}
+figcaption {{ font-size: 0.85em; color: #444; text-align: center; }}
+</style></head><body>
+<h1>{title}</h1>
+<div class="scroll"><table id="board"><thead><tr>{head}</tr></thead><tbody>
+{body}
+</tbody></table></div>
+<ul class="notes">{notes}</ul>
+<h2>Figures</h2>
+<div class="figures">{figures}</div>
+<script>
+let sortState = {{col: -1, asc: true}};
+function sortBy(col) {{
+  const table = document.getElementById("board");
+  const rows = Array.from(table.tBodies[0].rows);
+  sortState = {{col: col, asc: sortState.col === col ? !sortState.asc : true}};
+  const key = r => r.cells[col].dataset.v;
+  rows.sort((a, b) => {{
+    const x = key(a), y = key(b);
+    if (x === "" && y === "") return 0;
+    if (x === "") return 1;
+    if (y === "") return -1;
+    const nx = parseFloat(x), ny = parseFloat(y);
+    const c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+    return sortState.asc ? c : -c;
+  }});
+  rows.forEach(r => table.tBodies[0].appendChild(r));
+  Array.from(table.tHead.rows[0].cells).forEach((th, i) => {{
+    th.classList.remove("asc", "desc");
+    if (i === col) th.classList.add(sortState.asc ? "asc" : "desc");
+  }});
+}}
+</script>
+</body></html>
+"""
+
+
+def write_leaderboard(
+    board: Leaderboard, out_dir: str | Path, formats: Sequence[str] = FORMATS, figures: bool = True
+) -> dict[str, Path]:
+    """Write ``leaderboard.{csv,md,html}`` (and ``figures/`` for html) into ``out_dir`` atomically; return the paths."""
+    out_dir = Path(out_dir)
+    written: dict[str, Path] = {}
+    if "csv" in formats:
+        from lss_vlm.io import atomic_path
+
+        with atomic_path(out_dir / "leaderboard.csv") as tmp:
+            board.table.to_csv(tmp, index=False, float_format="%.6g")
+        written["csv"] = out_dir / "leaderboard.csv"
+    if "md" in formats:
+        atomic_write_text(out_dir / "leaderboard.md", to_markdown(board))
+        written["md"] = out_dir / "leaderboard.md"
+    if "html" in formats:
+        figure_paths = {}
+        if figures:
+            from benchmarks.plots import make_figures
+
+            figure_paths = make_figures(board, out_dir / "figures")
+        atomic_write_text(out_dir / "leaderboard.html", to_html(board, figure_paths))
+        written["html"] = out_dir / "leaderboard.html"
+    return written

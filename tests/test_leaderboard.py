@@ -1,0 +1,123 @@
+"""Leaderboards built from synthetic run directories (tests/synthetic_runs.py): ranking, columns, formats, failures."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+import pytest
+from synthetic_runs import write_run, write_suite
+
+from benchmarks.cli import main
+from benchmarks.leaderboard import build_leaderboard, metric_info, to_markdown, write_leaderboard
+from lss_vlm.errors import ConfigError, DataError
+
+QUALITIES = {"dice": 0.70, "pid_tversky": 0.80, "focal": 0.60, "tversky": 0.75}
+
+
+@pytest.fixture()
+def suite_dir(tmp_path):
+    return write_suite(tmp_path / "suite", QUALITIES, seeds=3, failed={("focal", 2): "TrainingDiverged: NaN loss"})
+
+
+def test_ranking_follows_quality_and_direction(suite_dir):
+    board = build_leaderboard(suite_dir)
+    assert list(board.table["loss"]) == ["pid_tversky", "tversky", "dice", "focal"]
+    assert list(board.table["rank"]) == [1, 2, 3, 4]
+    by_hd95 = build_leaderboard(suite_dir, rank_by="hd95_macro")  # lower is better
+    assert list(by_hd95.table["loss"]) == ["pid_tversky", "tversky", "dice", "focal"]
+    assert by_hd95.table["hd95_macro_mean"].is_monotonic_increasing
+    assert not metric_info("hd95_macro").higher_is_better and metric_info("dice_macro").higher_is_better
+
+
+def test_columns_follow_the_contract(suite_dir):
+    table = build_leaderboard(suite_dir, baseline="dice").table
+    for metric in ("dice_macro", "dice/ligamentum_flavum", "dice/thecal_sac", "accuracy", "macro_f1", "qwk",
+                   "cider_x100"):  # fmt: skip
+        for stat in ("mean", "std", "ci_low", "ci_high"):
+            assert f"{metric}_{stat}" in table.columns
+    assert {"n_seeds", "n_failed", "p_vs_dice", "p_holm_vs_dice"} <= set(table.columns)
+    row = table.set_index("loss").loc["pid_tversky"]
+    assert row["dice_macro_ci_low"] <= row["dice_macro_mean"] <= row["dice_macro_ci_high"]
+    assert row["n_seeds"] == 3
+
+
+def test_paired_test_against_baseline(suite_dir):
+    table = build_leaderboard(suite_dir, baseline="dice").table.set_index("loss")
+    assert math.isnan(table.loc["dice", "p_vs_dice"])
+    assert table.loc["pid_tversky", "p_vs_dice"] < 0.01  # +0.10 Dice on every case
+    assert table.loc["pid_tversky", "p_holm_vs_dice"] >= table.loc["pid_tversky", "p_vs_dice"]
+    bootstrap = build_leaderboard(suite_dir, baseline="dice", test="bootstrap").table.set_index("loss")
+    assert bootstrap.loc["pid_tversky", "p_vs_dice"] < 0.01
+
+
+def test_failed_runs_are_counted_and_shown(suite_dir):
+    board = build_leaderboard(suite_dir)
+    focal = board.table.set_index("loss").loc["focal"]
+    assert (focal["n_seeds"], focal["n_failed"]) == (2, 1)
+    assert "NaN loss" in focal["failed_reasons"]
+    assert "FAILED run focal seed2: TrainingDiverged: NaN loss" in to_markdown(board)
+
+
+def test_loss_with_only_failed_runs_is_ranked_last(tmp_path):
+    suite = write_suite(tmp_path / "s", {"dice": 0.7, "ce": 0.6}, seeds=2)
+    for seed in range(2):
+        write_run(suite / "runs" / "broken" / f"seed{seed}", 0.5, seed, status="failed", reason="DataError: bad case")
+    table = build_leaderboard(suite).table
+    assert list(table["loss"]) == ["dice", "ce", "broken"]
+    assert math.isnan(table["rank"].iloc[-1]) and table["n_failed"].iloc[-1] == 2
+
+
+def test_partial_runs_are_ignored(suite_dir):
+    write_run(suite_dir / "runs" / "dice" / "seed3.partial", 0.99, 3)
+    table = build_leaderboard(suite_dir).table.set_index("loss")
+    assert table.loc["dice", "n_seeds"] == 3
+
+
+def test_single_seed_ci_over_cases(tmp_path):
+    suite = write_suite(tmp_path / "s", {"dice": 0.7, "pid_tversky": 0.75}, seeds=1)
+    table = build_leaderboard(suite).table.set_index("loss")
+    assert math.isnan(table.loc["dice", "dice_macro_std"])
+    assert table.loc["dice", "dice_macro_ci_low"] < table.loc["dice", "dice_macro_ci_high"]
+    assert math.isnan(table.loc["dice", "accuracy_ci_low"])  # no per-case grade values with one seed
+
+
+def test_all_formats_written(suite_dir):
+    board = build_leaderboard(suite_dir)
+    written = write_leaderboard(board, suite_dir)
+    csv = pd.read_csv(written["csv"])
+    assert list(csv["loss"]) == list(board.table["loss"])
+    md = written["md"].read_text()
+    assert "| Dice (macro) ↑ |" in md and "HD95 mm ↓" in md and "CIDEr×100" in md
+    page = written["html"].read_text()
+    assert "<table" in page and "function sortBy" in page
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 6  # every figure embedded
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # self-contained
+    assert sorted(p.name for p in (suite_dir / "figures").glob("*.png")) == sorted(
+        [
+            "dice_per_class.png",
+            "seed_boxplot.png",
+            "training_curves.png",
+            "pid_trajectories.png",
+            "confusion_matrices.png",
+            "attention_overlays.png",
+        ]  # fmt: skip
+    )
+
+
+def test_bad_inputs_are_one_line_errors(suite_dir, tmp_path):
+    with pytest.raises(ConfigError, match="'bleu_9' is in no run"):
+        build_leaderboard(suite_dir, rank_by="bleu_9")
+    with pytest.raises(ConfigError, match="baseline 'nope'"):
+        build_leaderboard(suite_dir, baseline="nope")
+    with pytest.raises(DataError, match="no runs/ directory"):
+        build_leaderboard(tmp_path / "empty")
+
+
+def test_cli_writes_the_chosen_format(suite_dir, capsys):
+    assert main(["leaderboard", str(suite_dir), "--format", "md", "--metric", "dice/ligamentum_flavum"]) == 0
+    assert (suite_dir / "leaderboard.md").is_file() and not (suite_dir / "leaderboard.html").exists()
+    out = capsys.readouterr().out
+    assert "pid_tversky" in out and "Dice LF" in out
+    assert main(["leaderboard", str(suite_dir), "--baseline", "nope"]) == 2
