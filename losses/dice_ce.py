@@ -1,0 +1,36 @@
+"""Dice + cross-entropy (MONAI ``DiceCELoss``), the nnU-Net default objective."""
+
+from __future__ import annotations
+
+from monai.losses import DiceCELoss
+
+from .base import LabelMapAdapter
+from .registry import register_loss
+
+
+@register_loss(
+    "dice_ce",
+    source="monai.losses.DiceCELoss",
+    search_space={
+        "lambda_dice": {"type": "float", "low": 0.1, "high": 2.0},
+        "lambda_ce": {"type": "float", "low": 0.1, "high": 2.0},
+    },
+)
+def dice_ce(
+    include_background: bool = False,
+    batch: bool = True,
+    lambda_dice: float = 1.0,
+    lambda_ce: float = 1.0,
+    label_smoothing: float = 0.0,
+) -> LabelMapAdapter:
+    """L = λ_dice·Dice + λ_ce·CE; ``include_background`` affects the Dice term only (CE always uses every class)."""
+    loss = DiceCELoss(
+        include_background=include_background,
+        to_onehot_y=True,
+        softmax=True,
+        batch=batch,
+        lambda_dice=lambda_dice,
+        lambda_ce=lambda_ce,
+        label_smoothing=label_smoothing,
+    )
+    return LabelMapAdapter(loss, "channel")

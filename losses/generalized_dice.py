@@ -1,0 +1,21 @@
+"""Generalized Dice loss (MONAI ``GeneralizedDiceLoss``, Sudre et al. 2017)."""
+
+from __future__ import annotations
+
+from monai.losses import GeneralizedDiceLoss
+
+from .base import LabelMapAdapter
+from .registry import register_loss
+
+
+@register_loss(
+    "generalized_dice",
+    source="monai.losses.GeneralizedDiceLoss",
+    search_space={"w_type": {"type": "categorical", "choices": ["square", "simple", "uniform"]}},
+)
+def generalized_dice(include_background: bool = False, batch: bool = True, w_type: str = "square") -> LabelMapAdapter:
+    """GDL, L = 1 − 2·Σ_c w_c Σpg / Σ_c w_c Σ(p + g), w_c = 1/(Σg)² ("square"), 1/Σg ("simple") or 1."""
+    loss = GeneralizedDiceLoss(
+        include_background=include_background, to_onehot_y=True, softmax=True, batch=batch, w_type=w_type
+    )
+    return LabelMapAdapter(loss, "channel")

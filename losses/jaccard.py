@@ -1,0 +1,19 @@
+"""Soft Jaccard (IoU) loss (smp ``JaccardLoss``)."""
+
+from __future__ import annotations
+
+from segmentation_models_pytorch.losses import JaccardLoss
+
+from .base import LabelMapAdapter
+from .registry import register_loss
+
+
+@register_loss(
+    "jaccard",
+    source="segmentation_models_pytorch.losses.JaccardLoss",
+    search_space={"log_loss": {"type": "categorical", "choices": [False, True]}},
+)
+def jaccard(classes: list[int] | None = None, log_loss: bool = False, smooth: float = 0.0) -> LabelMapAdapter:
+    """Soft Jaccard, L = mean_c 1 − Σpg / (Σp + Σg − Σpg) over the batch (−log IoU if ``log_loss``)."""
+    loss = JaccardLoss(mode="multiclass", classes=classes, log_loss=log_loss, from_logits=True, smooth=smooth)
+    return LabelMapAdapter(loss, "index")

@@ -1,0 +1,188 @@
+"""Stenosis-grade metrics: per level, pooled over levels, and for the worst grade of each case.
+
+**Headline ``accuracy``** = pooled accuracy over every (case, level) pair whose true grade is known (``-1`` ignored):
+each graded level of each case counts once. Per-level values are ``<metric>/<level>`` (e.g. ``accuracy/L4-L5``) and
+worst-grade-per-case values ``<metric>/worst``; all are in ``metrics.json``.
+
+Metrics (``y`` true grade, ``ŷ = argmax p`` predicted grade, ``G = 4`` grades):
+
+* ``accuracy = mean(ŷ == y)``;
+* ``balanced_accuracy`` = mean over the grades present in ``y`` of the per-grade recall;
+* ``macro_f1`` = mean over the 4 grades of ``F1_g = 2·TP_g / (2·TP_g + FP_g + FN_g)`` (0 for a grade never true nor
+  predicted);
+* ``qwk`` = Cohen's kappa with quadratic weights ``w_ij = (i - j)² / (G - 1)²``:
+  ``κ = 1 - Σ w_ij O_ij / Σ w_ij E_ij`` (``O`` observed confusion, ``E`` outer product of the marginals / N);
+* ``auroc`` = one-vs-rest ROC AUC of ``p_g`` averaged over the grades that have both positives and negatives;
+* ``ece`` = top-label expected calibration error with 15 equal-width confidence bins on (0, 1] (Guo et al. 2017):
+  ``ECE = Σ_b (n_b / N) · |acc_b - conf_b|``, confidence = probability of the predicted grade.
+
+Worst grade per case: over the levels with a known grade, the true worst is ``max y_l``, the predicted worst is
+``max ŷ_l``, and its probability distribution (for AUROC/ECE) is ``P(worst ≤ g) = Π_l P_l(grade ≤ g)``, treating levels
+as independent.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    cohen_kappa_score,
+    f1_score,
+    roc_auc_score,
+)
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+from ..constants import LEVELS, MISSING_GRADE, NUM_GRADES
+
+ECE_BINS = 15
+GRADE_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1", "qwk", "auroc", "ece")
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """ECE ``Σ_b (n_b / N) |acc_b - conf_b|`` over ``n_bins`` equal-width confidence bins ``((b-1)/B, b/B]``.
+
+    ``confidence[i]`` is the probability given to prediction ``i``, ``correct[i]`` whether it was right.
+    """
+    if len(confidence) == 0:
+        return math.nan
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    ece = 0.0
+    for b in np.unique(bins):
+        in_bin = bins == b
+        ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def one_vs_rest_auroc(probs: np.ndarray, target: np.ndarray, num_classes: int = NUM_GRADES) -> float:
+    """Mean one-vs-rest ROC AUC over the classes that have both positive and negative examples (NaN if none)."""
+    aucs = [
+        roc_auc_score(target == g, probs[:, g]) for g in range(num_classes) if 0 < (target == g).sum() < len(target)
+    ]
+    return float(np.mean(aucs)) if aucs else math.nan
+
+
+def quadratic_weighted_kappa(target: np.ndarray, pred: np.ndarray, num_classes: int = NUM_GRADES) -> float:
+    """Cohen's kappa with quadratic weights over ``num_classes`` ordinal labels (NaN when undefined)."""
+    if len(target) == 0:
+        return math.nan
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore")  # undefined kappa (a single label) -> NaN
+        value = cohen_kappa_score(target, pred, labels=list(range(num_classes)), weights="quadratic")
+    return float(value)
+
+
+def grade_scores(probs: np.ndarray, target: np.ndarray, pred: np.ndarray | None = None) -> dict[str, float]:
+    """All metrics of the module docstring for graded samples ``probs [N, G]``, ``target [N]`` (no ``-1``).
+
+    ``pred`` defaults to ``argmax(probs)``; for ECE the confidence is the probability of ``pred``.
+    """
+    if len(target) == 0:
+        return {name: math.nan for name in GRADE_METRICS}
+    pred = probs.argmax(axis=1) if pred is None else pred
+    labels = list(range(probs.shape[1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        balanced = balanced_accuracy_score(target, pred)
+    return {
+        "accuracy": float(np.mean(pred == target)),
+        "balanced_accuracy": float(balanced),
+        "macro_f1": float(f1_score(target, pred, labels=labels, average="macro", zero_division=0)),
+        "qwk": quadratic_weighted_kappa(target, pred, probs.shape[1]),
+        "auroc": one_vs_rest_auroc(probs, target, probs.shape[1]),
+        "ece": expected_calibration_error(probs[np.arange(len(pred)), pred], pred == target),
+    }
+
+
+def worst_grade(probs: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Worst grade per case over the levels with a known grade.
+
+    Args:
+        probs: ``[N, L, G]`` per-level probabilities; target: ``[N, L]`` grades (``-1`` unknown).
+
+    Returns:
+        ``(worst_probs [M, G], worst_target [M], worst_pred [M])`` for the ``M`` cases with at least one known level;
+        ``P(worst ≤ g) = Π_l P_l(≤ g)`` over the known levels, ``worst_pred = max_l argmax P_l``.
+    """
+    known = target != MISSING_GRADE
+    keep = known.any(axis=1)
+    probs, target, known = probs[keep], target[keep], known[keep]
+    cdf = np.cumsum(probs, axis=2)
+    cdf = np.where(known[:, :, None], cdf, 1.0)  # unknown levels do not constrain the maximum
+    worst_cdf = np.clip(np.prod(cdf, axis=1), 0.0, 1.0)
+    worst_probs = np.diff(worst_cdf, axis=1, prepend=0.0)
+    worst_target = np.where(known, target, -1).max(axis=1)
+    worst_pred = np.where(known, probs.argmax(axis=2), -1).max(axis=1)
+    return worst_probs, worst_target, worst_pred
+
+
+class GradeMetrics:
+    """Accumulates grade probabilities over a split; see the module docstring for every formula and key.
+
+    ``aggregate()`` keys: ``<metric>`` (pooled over all graded (case, level) pairs; ``accuracy`` is the headline),
+    ``<metric>/<level>`` per level, ``<metric>/worst`` for the worst grade per case, and ``n_graded``,
+    ``n_graded/<level>``, ``n_graded/worst``. ``<metric>`` ∈ accuracy, balanced_accuracy, macro_f1, qwk, auroc, ece.
+    """
+
+    def __init__(self, levels: Sequence[str] = LEVELS, num_grades: int = NUM_GRADES) -> None:
+        self.levels = tuple(levels)
+        self.num_grades = num_grades
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every accumulated case."""
+        self._probs: list[np.ndarray] = []
+        self._target: list[np.ndarray] = []
+
+    def update(self, probs: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
+        """Add a batch: ``probs [N, L, G]`` (softmax probabilities, not logits), ``target [N, L]`` (``-1`` unknown)."""
+        p = probs.detach().cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
+        t = target.detach().cpu().numpy() if isinstance(target, torch.Tensor) else np.asarray(target)
+        p, t = p.astype(np.float64), t.astype(np.int64)
+        expected = (len(self.levels), self.num_grades)
+        if p.ndim != 3 or p.shape[1:] != expected or t.shape != p.shape[:2]:
+            raise ValueError(
+                f"expected probs [N, {expected[0]}, {expected[1]}] and target [N, {expected[0]}], "
+                f"got {tuple(p.shape)} and {tuple(t.shape)}"
+            )
+        if p.size and not np.allclose(p.sum(axis=2), 1.0, atol=1e-3):
+            raise ValueError(
+                "GradeMetrics.update expects probabilities (softmax over grades), got rows not summing to 1"
+            )
+        if t.size and (t.min() < MISSING_GRADE or t.max() >= self.num_grades):
+            raise ValueError(f"target grades must lie in [-1, {self.num_grades - 1}], got {t.min()}..{t.max()}")
+        self._probs.append(p)
+        self._target.append(t)
+
+    def _stacked(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._probs:
+            return np.zeros((0, len(self.levels), self.num_grades)), np.zeros((0, len(self.levels)), dtype=np.int64)
+        return np.concatenate(self._probs), np.concatenate(self._target)
+
+    def aggregate(self) -> dict[str, float]:
+        """Flat dict of pooled, per-level and worst-grade metrics (NaN where no grade is known)."""
+        probs, target = self._stacked()
+        known = target != MISSING_GRADE
+        out: dict[str, float] = {"n_graded": float(known.sum())}
+        out.update(grade_scores(probs[known], target[known]))
+        for j, level in enumerate(self.levels):
+            rows = known[:, j]
+            out[f"n_graded/{level}"] = float(rows.sum())
+            out.update({f"{k}/{level}": v for k, v in grade_scores(probs[rows, j], target[rows, j]).items()})
+        worst_probs, worst_target, worst_pred = worst_grade(probs, target)
+        out["n_graded/worst"] = float(len(worst_target))
+        out.update({f"{k}/worst": v for k, v in grade_scores(worst_probs, worst_target, worst_pred).items()})
+        return out
+
+    def confusion_matrix(self) -> np.ndarray:
+        """Pooled confusion matrix ``[G, G]`` (rows true grade, columns predicted grade) over graded pairs."""
+        probs, target = self._stacked()
+        known = target != MISSING_GRADE
+        pred = probs.argmax(axis=2)
+        return sk_confusion_matrix(target[known], pred[known], labels=list(range(self.num_grades)))

@@ -1,0 +1,196 @@
+"""Loss zoo: registry, library parity of PID-Tversky, the common call and gradients of every registered loss."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from monai.losses import DiceLoss, TverskyLoss
+
+import losses
+from losses import LossConfigError, UnknownLossError, available_losses, build_loss, loss_spec
+
+EXPECTED = {
+    "ce",
+    "dice",
+    "dice_ce",
+    "dice_focal",
+    "focal",
+    "focal_tversky",
+    "generalized_dice",
+    "jaccard",
+    "lovasz",
+    "pid_tversky",
+    "tversky",
+}
+
+
+def _batch(shape: tuple[int, ...], num_classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(shape[0], num_classes, *shape[1:], generator=generator, dtype=torch.float64)
+    target = torch.randint(0, num_classes, (shape[0], 1, *shape[1:]), generator=generator)
+    return logits, target
+
+
+def test_registry_lists_every_baseline_and_pid() -> None:
+    assert set(available_losses()) == EXPECTED
+    assert available_losses() == sorted(available_losses())
+
+
+def test_unknown_name_lists_choices() -> None:
+    with pytest.raises(UnknownLossError, match="choose one of: ce, dice") as info:
+        build_loss("dcie")
+    assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
+    assert str(info.value).startswith("unknown loss 'dcie'")
+
+
+def test_bad_kwarg_lists_valid_arguments() -> None:
+    with pytest.raises(LossConfigError, match=r"unknown argument\(s\) kP; valid: .*kp"):
+        build_loss("pid_tversky", kP=1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"cadence": "batch"}, "cadence must be one of epoch, step"),
+        ({"beta_min": 0.6}, "beta_min <= beta"),
+        ({"leak": 1.5}, "leak must be in"),
+        ({"gamma": 0.0}, "gamma must be > 0"),
+    ],
+)
+def test_bad_pid_values_are_rejected(kwargs: dict, match: str) -> None:
+    with pytest.raises(LossConfigError, match=match):
+        build_loss("pid_tversky", **kwargs)
+
+
+def test_bad_target_is_one_clear_error() -> None:
+    logits, target = _batch((2, 8, 8))
+    with pytest.raises(LossConfigError, match=r"target labels must be in \[0, 3\], got values in \[1, 7\]"):
+        build_loss("dice")(logits, target * 2 + 1)
+    with pytest.raises(LossConfigError, match="expected \\(2, 1, 8, 8\\), got \\(2, 1, 4, 4\\)"):
+        build_loss("pid_tversky")(logits, target[..., :4, :4])
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_spec_defaults_build_and_search_space_is_optuna_shaped(name: str) -> None:
+    spec = loss_spec(name)
+    assert spec["name"] == name and spec["source"]
+    assert spec["search_space"], f"{name} declares no tunable hyperparameter"
+    for param, space in spec["search_space"].items():
+        assert param in spec["defaults"]
+        if space["type"] == "categorical":
+            assert spec["defaults"][param] in space["choices"]
+        else:
+            assert space["type"] in ("float", "int") and space["low"] <= spec["defaults"][param] <= space["high"]
+    spec["defaults"]["mutated"] = 1  # a copy: the registry is not changed
+    assert "mutated" not in loss_spec(name)["defaults"]
+    assert isinstance(build_loss(name), losses.SegLoss)
+
+
+def test_register_loss_rejects_bad_search_space() -> None:
+    with pytest.raises(LossConfigError, match="not an argument of the loss"):
+        losses.register_loss("bogus_loss", search_space={"nope": {"type": "float", "low": 0, "high": 1}})(
+            lambda alpha=0.5: None
+        )
+    with pytest.raises(LossConfigError, match="type must be one of"):
+        losses.register_loss("bogus_loss", search_space={"alpha": {"type": "uniform", "low": 0, "high": 1}})(
+            lambda alpha=0.5: None
+        )
+    assert "bogus_loss" not in available_losses()
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 7), (2, 5, 6, 4)], ids=["2d", "3d"])
+@pytest.mark.parametrize("include_background", [True, False])
+@pytest.mark.parametrize(("alpha", "beta"), [(0.3, 0.7), (0.7, 0.3), (0.2, 0.4)])
+def test_pid_with_zero_gains_equals_monai_tversky(shape, include_background, alpha, beta) -> None:
+    logits, target = _batch(shape)
+    pid = build_loss("pid_tversky", kp=0, ki=0, kd=0, alpha=alpha, beta=beta, include_background=include_background)
+    monai = TverskyLoss(
+        include_background=include_background, to_onehot_y=True, softmax=True, alpha=alpha, beta=beta, batch=True
+    )
+    for step in range(3):  # the controller runs but, with zero gains, never moves α, β
+        logits_step = logits + step
+        assert torch.allclose(pid(logits_step, target), monai(logits_step, target), rtol=0, atol=1e-6)
+        pid.on_step_end()
+        pid.on_epoch_end()
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 7), (2, 5, 6, 4)], ids=["2d", "3d"])
+@pytest.mark.parametrize("include_background", [True, False])
+def test_pid_with_zero_gains_and_half_weights_equals_monai_dice(shape, include_background) -> None:
+    logits, target = _batch(shape, seed=1)
+    pid = build_loss("pid_tversky", kp=0, ki=0, kd=0, beta=0.5, include_background=include_background)
+    # T = (TP+s)/(TP + FP/2 + FN/2 + 2s) = (2TP+2s)/(ΣP + ΣG + 4s): MONAI Dice with smooth_nr=2s, smooth_dr=4s
+    dice = DiceLoss(
+        include_background=include_background,
+        to_onehot_y=True,
+        softmax=True,
+        batch=True,
+        smooth_nr=2e-5,
+        smooth_dr=4e-5,
+    )
+    assert torch.allclose(pid(logits, target), dice(logits, target), rtol=0, atol=1e-6)
+
+
+def test_pid_sigmoid_equals_monai_sigmoid_tversky_for_labels_and_multilabel_maps() -> None:
+    logits, target = _batch((2, 8, 8))
+    pid = build_loss("pid_tversky", kp=0, ki=0, kd=0, alpha=0.4, beta=0.6, sigmoid=True, include_background=True)
+    monai = TverskyLoss(to_onehot_y=True, sigmoid=True, alpha=0.4, beta=0.6, batch=True)
+    assert torch.allclose(pid(logits, target), monai(logits, target), rtol=0, atol=1e-6)
+    multilabel = (torch.rand(logits.shape, generator=torch.Generator().manual_seed(3)) > 0.7).double()
+    monai_ml = TverskyLoss(sigmoid=True, alpha=0.4, beta=0.6, batch=True)
+    assert torch.allclose(pid(logits, multilabel), monai_ml(logits, multilabel), rtol=0, atol=1e-6)
+
+
+def test_pid_static_in_float32_matches_monai() -> None:
+    logits, target = _batch((4, 32, 32), num_classes=6)
+    logits = logits.float()
+    pid = build_loss("pid_tversky", kp=0, ki=0, kd=0)
+    monai = TverskyLoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
+    assert torch.allclose(pid(logits, target), monai(logits, target), rtol=0, atol=1e-6)
+
+
+def test_tversky_baseline_alpha_weighs_false_positives() -> None:
+    """Over-segmentation (all FP, no FN) is punished by α only, under-segmentation by β only, in every Tversky."""
+    target = torch.zeros(1, 1, 8, 8, dtype=torch.long)
+    target[..., 2:4, 2:4] = 1
+    over = torch.full((1, 2, 8, 8), -20.0)
+    over[:, 1, 1:5, 1:5] = 20.0  # predicts a 4x4 square around the true 2x2: FP only
+    over[:, 0] = -over[:, 1]
+    for name, extra in (
+        ("tversky", {}),
+        ("focal_tversky", {"classes": [1], "gamma": 1.0}),
+        ("pid_tversky", {"beta_min": 0.1}),
+    ):
+        low_alpha = build_loss(name, alpha=0.1, beta=0.9, **extra)(over, target)
+        high_alpha = build_loss(name, alpha=0.9, beta=0.1, **extra)(over, target)
+        assert high_alpha > 2 * low_alpha, name
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("shape", [(2, 12, 12), (1, 6, 6, 5)], ids=["2d", "3d"])
+def test_every_loss_has_finite_nonzero_gradients_with_an_empty_class(name: str, shape) -> None:
+    num_classes = 4
+    logits, target = _batch(shape, num_classes=num_classes, seed=2)
+    target[target == 2] = 1  # class 2 is absent from the whole batch
+    logits = logits.float().requires_grad_(True)
+    loss_fn = build_loss(name)
+    value = loss_fn(logits, target)
+    value.backward()
+    assert value.ndim == 0 and torch.isfinite(value)
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad.abs().sum() > 0
+    loss_fn.on_step_end()
+    loss_fn.on_epoch_end()
+    state = loss_fn.controller_state()
+    assert all(torch.isfinite(torch.tensor(list(v.values()))).all() for v in state.values())
+
+
+def test_losses_package_never_imports_lss_vlm_or_benchmarks() -> None:
+    code = (
+        "import sys, losses; bad = [m for m in sys.modules if m.split('.')[0] in ('lss_vlm', 'benchmarks')];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

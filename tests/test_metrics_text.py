@@ -1,0 +1,148 @@
+"""Report metrics: corpus-level CIDEr-D & co. through pycocoevalcap (Java), the grade extractor and its F1."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import requires_java
+
+from lss_vlm.errors import DataError
+from lss_vlm.metrics.text import extract_grades, grade_f1_from_text, score_reports
+from lss_vlm.reports.writer import write_reports
+
+GRADE_SETS = [
+    [0, 1, 2, 3, 0],
+    [0, 0, 0, 0, 0],
+    [1, 1, 2, 3, 3],
+    [0, 0, 1, 2, 0],
+    [2, 0, 0, 0, 1],
+    [0, 3, 0, 0, 0],
+]
+AREAS = {0: 130.0, 1: 88.0, 2: 63.0, 3: 41.0}
+
+
+def _corpus(n_refs: int = 3) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
+    rng = np.random.default_rng(0)
+    references, grades = {}, {}
+    for i, g in enumerate(GRADE_SETS):
+        references[f"case{i}"] = write_reports(g, [AREAS[x] + i for x in g], rng=rng, n=n_refs)
+        grades[f"case{i}"] = g
+    return references, grades
+
+
+# ------------------------------------------------------------------------------------------------ language metrics
+
+
+@requires_java()
+def test_identical_single_reference_gives_the_maximum_of_every_metric():
+    references, _ = _corpus(n_refs=1)
+    out = score_reports(references, {k: v[0] for k, v in references.items()})
+    for name in ("bleu_1", "bleu_4", "meteor", "rouge_l"):
+        assert out[name] == pytest.approx(1.0, abs=1e-6)
+    assert out["cider"] == pytest.approx(10.0, abs=1e-6)  # CIDEr-D maximum: 10 × mean over n of cosine 1
+    assert out["cider_x100"] == pytest.approx(100 * out["cider"])
+    assert out["n_reports"] == len(GRADE_SETS)
+
+
+@requires_java()
+def test_shuffled_hypotheses_score_lower_and_our_number_is_the_corpus_cider_of_pycocoevalcap():
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    references, grades = _corpus(n_refs=3)
+    ids = list(references)
+    matched = {k: references[k][0] for k in ids}
+    shuffled = {k: references[ids[(i + 1) % len(ids)]][0] for i, k in enumerate(ids)}
+    ours = score_reports(references, matched, true_grades=grades)
+    worse = score_reports(references, shuffled, true_grades=grades)
+    for name in ("bleu_4", "meteor", "rouge_l", "cider", "grade_f1_from_text"):
+        assert worse[name] < ours[name], name
+
+    # a bare pycocoevalcap call: tokenize references and hypotheses separately, one Cider over the whole split
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": r} for r in v] for k, v in references.items()})
+    res = tokenizer.tokenize({k: [{"caption": h}] for k, h in matched.items()})
+    corpus_cider, per_case = Cider().compute_score(gts, res)
+    assert ours["cider"] == pytest.approx(corpus_cider, rel=1e-12)
+    # ... which is NOT the average of CIDEr computed case by case (idf from one case's references only)
+    per_sample_average = np.mean([Cider().compute_score({k: gts[k]}, {k: res[k]})[0] for k in ids])
+    assert per_sample_average == pytest.approx(0.0) and corpus_cider > 0.5
+    assert ours["cider"] == pytest.approx(float(np.mean(per_case)))
+
+
+def test_score_reports_rejects_mismatched_case_ids():
+    with pytest.raises(DataError, match="'b'"):
+        score_reports({"a": ["x"]}, {"a": "x", "b": "y"})
+    with pytest.raises(DataError, match="'b'"):
+        score_reports({"a": ["x"], "b": ["y"]}, {"a": "x"})
+
+
+def test_cases_without_references_are_skipped_and_an_empty_split_is_nan():
+    out = score_reports({"a": [], "b": [" "]}, {"a": "text", "b": "text"})
+    assert out["n_reports"] == 0 and math.isnan(out["cider"]) and math.isnan(out["bleu_4"])
+
+
+# ------------------------------------------------------------------------------------------------ grade extractor
+
+PHRASINGS = [
+    ("L4-L5: severe spinal canal stenosis; dural sac area 41 mm2.", {3: 3}),
+    ("At L3-L4 there is moderate central stenosis, with a thecal sac area of 62 mm2.", {2: 2}),
+    ("L4-L5 severe stenosis (41 mm2).", {3: 3}),
+    ("L1-L2 normal (130 mm2).", {0: 0}),
+    ("No stenosis at L3-L4.", {2: 0}),
+    ("L2-L3: no central canal stenosis.", {1: 0}),
+    ("At L5-S1 there is no spinal canal stenosis.", {4: 0}),
+    ("Mild stenosis at L4/L5.", {3: 1}),
+    ("Moderate canal narrowing at L4-5.", {3: 2}),
+    ("l5/s1: severe central canal stenosis", {4: 3}),
+    ("Moderate stenosis at L3-L4 and L4-L5.", {2: 2, 3: 2}),
+    ("Moderate stenosis at L3-L4 and severe stenosis at L4-L5.", {2: 2, 3: 3}),
+    ("L3-L4 mild, L4-L5 severe stenosis.", {2: 1, 3: 3}),
+    ("At L4-L5, there is severe stenosis due to a disc bulge and ligamentum flavum thickening.", {3: 3}),
+    ("L4-L5: mild disc bulge without spinal canal stenosis.", {3: 0}),
+    ("L4-L5: severe facet hypertrophy, no central stenosis.", {3: 0}),
+    ("L3-L4: moderate foraminal stenosis.", {}),
+    ("L2-L3: mild to moderate spinal canal stenosis.", {1: 2}),
+    ("Impression: no spinal canal stenosis at any lumbar level.", dict.fromkeys(range(5), 0)),
+    ("L4-L5: moderate stenosis. Impression: severe central stenosis at L4-L5.", {3: 3}),
+    ("L4-L5: severe stenosis. No stenosis at the other levels.", {0: 0, 1: 0, 2: 0, 3: 3, 4: 0}),
+    ("L5-S1: not assessed.", {}),
+    ("L1-L2: not assessed. Impression: no central stenosis at any lumbar level.", {1: 0, 2: 0, 3: 0, 4: 0}),
+    ("L4–L5 (en dash): marked narrowing of the canal.", {3: 3}),
+    ("At L1-L2 the canal is unremarkable.", {0: 0}),
+    ("L2-L3 and L3-L4: mild central stenosis.", {1: 1, 2: 1}),
+    ("L3-L5 moderate stenosis.", {}),  # not an adjacent level pair: ignored
+    ("Normal disc height at L4-L5 with severe central canal stenosis.", {3: 3}),
+]
+
+
+@pytest.mark.parametrize(("text", "stated"), PHRASINGS, ids=[t[:40] for t, _ in PHRASINGS])
+def test_extract_grades_reads_the_grade_of_each_level(text: str, stated: dict[int, int]):
+    expected = [stated.get(i, -1) for i in range(5)]
+    assert extract_grades(text) == expected
+
+
+def test_extract_grades_recovers_every_reference_report_of_the_writer():
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        grades = [int(g) for g in rng.integers(-1, 4, size=5)]
+        findings = {"L4-L5": ["disc_bulge", "ligamentum_flavum_thickening", "facet_hypertrophy"]}
+        for report in write_reports(grades, [float(a) for a in rng.uniform(20, 150, 5)], rng=rng, findings=findings):
+            assert extract_grades(report) == grades, report
+
+
+def test_grade_f1_counts_unstated_levels_as_misses():
+    truth = {"a": [0, 1, 2, 3, -1], "b": [0, 0, 0, 3, 3]}
+    perfect = {"a": "L1-L2 normal. L2-L3 mild. L3-L4 moderate. L4-L5 severe.", "b": "L4-L5 and L5-S1 severe. "
+               "No stenosis at the other levels."}  # fmt: skip
+    assert grade_f1_from_text(perfect, truth) == pytest.approx(1.0)
+    silent = {"a": "Nothing to report.", "b": "No stenosis at any level."}
+    # normal: b's three normal levels are TP, a's L1-L2 is unstated (FN), b's L4-L5 and L5-S1 become FP;
+    # mild, moderate and severe are never extracted: F1 = 0
+    tp_normal, fp_normal, fn_normal = 3, 2, 1
+    f1_normal = 2 * tp_normal / (2 * tp_normal + fp_normal + fn_normal)
+    assert grade_f1_from_text(silent, truth) == pytest.approx(f1_normal / 4)
+    with pytest.raises(DataError, match="'c'"):
+        grade_f1_from_text({"c": "x"}, truth)
