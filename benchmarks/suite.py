@@ -18,6 +18,7 @@ case, ...) is recorded as failed with its reason and the suite goes on.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -210,8 +211,6 @@ def _default_runner() -> Runner:
 
 
 def _read_status(run_dir: Path) -> dict[str, Any] | None:
-    import json
-
     path = run_dir / "status.json"
     if not path.is_file():
         return None
@@ -264,8 +263,6 @@ def _promote(partial: Path, final: Path) -> None:
 
 
 def _read_metrics(run_dir: Path) -> dict[str, float]:
-    import json
-
     path = run_dir / "metrics.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
@@ -292,10 +289,12 @@ def run_suite(
     else:
         _clean(out_dir)
     atomic_write_text(out_dir / "suite.yaml", yaml.safe_dump(suite_record(suite), sort_keys=False))
-    runner = runner or _default_runner()
     progress = progress or SuiteProgress(enabled=False)
     outcomes = []
     with progress:
+        if runner is None:  # the real engine: build the dataset once, before the first run
+            runner = _default_runner()
+            prepare_data(plans, progress)
         progress.start(len(plans))
         for plan in plans:
             done = _read_status(plan.final_dir(out_dir)) if plan.final_dir(out_dir).is_dir() else None
@@ -308,6 +307,21 @@ def run_suite(
             outcomes.append(outcome)
             progress.finished(outcome, suite.rank_by)
     return outcomes
+
+
+def prepare_data(plans: Sequence[PlannedRun], progress: SuiteProgress) -> list[Path]:
+    """Resolve the dataset of the runs once before training (synthesises the phantom into its cache if needed)."""
+    from benchmarks.data import resolve_manifest
+
+    manifests = []
+    distinct = {json.dumps(p.config.data.model_dump(mode="json"), sort_keys=True): p.config.data for p in plans}
+    for data in distinct.values():
+        start = time.perf_counter()
+        progress.message(f"data: preparing {'manifest' if data.manifest else 'phantom (cached after the first time)'}")
+        manifest = resolve_manifest(data)
+        progress.message(f"data: {manifest} ({time.perf_counter() - start:.0f}s)")
+        manifests.append(manifest)
+    return manifests
 
 
 class SuiteProgress:
@@ -349,6 +363,10 @@ class SuiteProgress:
     def __exit__(self, *exc_info: object) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc_info)
+
+    def message(self, text: str) -> None:
+        """Print one line (above the live view)."""
+        self._print(text)
 
     def _print(self, text: str) -> None:
         if self.console is not None:
