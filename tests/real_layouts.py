@@ -249,6 +249,112 @@ def write_nifti(root: Path, n_cases: int = 6, seed: int = 0) -> Path:
     return root / "manifest.csv"
 
 
+# -- SPIDER -----------------------------------------------------------------------------------------------------------
+#: RAS centre (mm) of each SPIDER disc (value 201 = L5-S1 ... 205 = L1-L2) in the fake patients.
+SPIDER_DISC_CENTRES = {201 + i: (0.0, 15.0, z) for i, z in enumerate(reversed(LEVEL_Z_MM))}
+#: Fake canal: |x| <= 7 mm, -12 <= y <= -2 mm (RAS), all heights: 140 mm2 in an axial plane.
+SPIDER_CANAL_AREA_MM2 = 14.0 * 10.0
+
+
+def _spider_labels(ras: np.ndarray) -> np.ndarray:
+    """SPIDER mask values of RAS points [..., 3]: vertebrae (L5 = 1), canal 100, discs 201-205."""
+    x, y, z = ras[..., 0], ras[..., 1], ras[..., 2]
+    labels = np.zeros(x.shape, dtype=np.int16)
+    spine = np.abs(x) <= 20
+    for i, zc in enumerate(LEVEL_Z_MM):  # i = 0 -> L1-L2 ... 4 -> L5-S1
+        vertebra_value = 5 - i  # vertebra above the disc: L1 = 5 ... L5 = 1
+        body = spine & (y >= 0) & (y <= 30) & (z > zc + 4) & (z <= zc + 20)
+        posterior = spine & (y >= -25) & (y < -12) & (z > zc + 4) & (z <= zc + 20)
+        labels[body | posterior] = vertebra_value
+        labels[spine & (y >= 0) & (y <= 30) & (np.abs(z - zc) <= 4)] = 201 + (4 - i)
+    labels[(np.abs(x) <= 7) & (y >= -12) & (y <= -2)] = 100
+    return labels
+
+
+def _spider_volume(rng: np.random.Generator, tilt_deg: float) -> tuple:
+    import SimpleITK as sitk
+
+    size = (48, 110, 11)  # i: anterior -> posterior, j: superior -> inferior, k: right -> left (sagittal slices)
+    spacing = (1.5, 1.4, 3.3)
+    t = np.deg2rad(tilt_deg)
+    # direction columns in LPS: i -> posterior (+y), j -> inferior (-z), k -> left (+x); tilted about x
+    direction = np.array([[0, 0, 1.0], [np.cos(t), np.sin(t), 0], [np.sin(t), -np.cos(t), 0]])
+    centre_lps = np.array([0.0, 2.0, 0.0])
+    half = direction @ (np.array(spacing) * (np.array(size) - 1) / 2)
+    origin = centre_lps - half
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in size], indexing="ij"), axis=-1).astype(float)
+    lps = index * spacing @ direction.T + origin
+    ras = lps * [-1, -1, 1]
+    labels = _spider_labels(ras)
+    image = np.where(labels == 0, 50.0, np.where(labels == 100, 900.0, np.where(labels > 200, 600.0, 300.0)))
+    image = image + rng.normal(0, 10, size=image.shape)
+
+    def to_sitk(array: np.ndarray, pixel_type: int) -> sitk.Image:
+        out = sitk.Cast(sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0))), pixel_type)
+        out.SetSpacing(spacing)
+        out.SetOrigin(tuple(origin))
+        out.SetDirection(tuple(direction.flatten()))
+        return out
+
+    return to_sitk(image, sitk.sitkFloat32), to_sitk(labels, sitk.sitkInt16)
+
+
+def write_spider(root: Path, n_patients: int = 5, seed: int = 0) -> Path:
+    """SPIDER layout: images/<n>_t1.mha, _t2.mha, masks/ on the same grids, radiological_gradings.csv."""
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    grading_rows = []
+    for n in range(1, n_patients + 1):
+        for series, tilt in (("t1", 0.0), ("t2", 6.0 * (n % 3 - 1))):
+            image, mask = _spider_volume(rng, tilt)
+            sitk.WriteImage(image, str(root / "images" / f"{n}_{series}.mha"))
+            sitk.WriteImage(mask, str(root / "masks" / f"{n}_{series}.mha"))
+        for ivd in range(1, 8):  # 6 and 7 are thoracic discs: not one of our levels
+            grading_rows.append([n, ivd, 0, 0, 0, 0, int(ivd == 2), 0, int(ivd == 1), 1 + (n + ivd) % 5])
+    header = [
+        "Patient",
+        "IVD label",
+        "Modic",
+        "UP endplate",
+        "LOW endplate",
+        "Spondylolisthesis",
+        "Disc herniation",
+        "Disc narrowing",
+        "Disc bulging",
+        "Pfirrman grade",
+    ]
+    _write_csv(root / "radiological_gradings.csv", header, grading_rows)
+    return root
+
+
+# -- Mendeley ---------------------------------------------------------------------------------------------------------
+MENDELEY_FOLDER_LEVELS = ("L3-L4", "L4_L5", "L5S1")  # spellings vary in the wild
+
+
+def write_mendeley(root: Path, n_patients: int = 5, seed: int = 0, size: int = 64) -> Path:
+    """Mendeley layout: <patient>/<level>.png axial slices + <level>_label.png (1 IVD, 2 PE, 3 TS, 4 AAP)."""
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(seed)
+    r, c = np.mgrid[:size, :size]
+    labels = np.zeros((size, size), dtype=np.uint8)
+    labels[((r - 18) / 12) ** 2 + ((c - 32) / 16) ** 2 <= 1] = 1  # disc, anterior (top rows)
+    labels[(r >= 34) & (r <= 40) & (np.abs(c - 32) <= 10)] = 4  # AAP between disc and posterior elements
+    labels[((r - 37) / 4) ** 2 + ((c - 32) / 6) ** 2 <= 1] = 3  # thecal sac
+    labels[(r >= 44) & (r <= 56) & (np.abs(c - 32) <= 14)] = 2  # posterior elements
+    for n in range(1, n_patients + 1):
+        folder = root / f"{n:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for level in MENDELEY_FOLDER_LEVELS:
+            image = (labels * 40 + rng.normal(60, 8, size=labels.shape)).clip(0, 255).astype(np.uint8)
+            sitk.WriteImage(sitk.GetImageFromArray(image), str(folder / f"{level}.png"))
+            sitk.WriteImage(sitk.GetImageFromArray(labels), str(folder / f"{level}_label.png"))
+    return root
+
+
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     import csv
 
@@ -259,10 +365,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object
 
 
 def main(argv: Sequence[str]) -> int:
-    writers = {"rsna2024": write_rsna2024}
-    for name in ("spider", "mendeley", "nifti"):
-        if f"write_{name}" in globals():
-            writers[name] = globals()[f"write_{name}"]
+    writers = {"rsna2024": write_rsna2024, "spider": write_spider, "mendeley": write_mendeley, "nifti": write_nifti}
     if len(argv) != 2 or argv[0] not in writers:
         print(f"usage: python tests/real_layouts.py {{{','.join(writers)}}} DIR", file=sys.stderr)
         return 2

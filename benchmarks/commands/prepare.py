@@ -61,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="rsna2024 only: our grade for RSNA's merged Normal/Mild class (default 0 = normal)",
     )
+    parser.add_argument(
+        "--pixel-spacing",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="mendeley only: pixel size of PNG/TIF slices, which carry no geometry (default 0.6875)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -78,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset != "rsna2024":
             raise ConfigError("--normal-mild-grade applies to rsna2024 only")
         options["normal_mild_grade"] = args.normal_mild_grade
+    if args.pixel_spacing is not None:
+        if args.dataset != "mendeley":
+            raise ConfigError("--pixel-spacing applies to mendeley only (the other datasets carry their geometry)")
+        options["pixel_spacing"] = args.pixel_spacing
     result = prepare_dataset(
         args.dataset,
         args.root,

@@ -77,7 +77,6 @@ class ReportDecoder(nn.Module):
             n_positions=max_length,
             n_inner=2 * width,
             add_cross_attention=True,
-            loss_type="ForCausalLM",
             resid_pdrop=dropout,
             embd_pdrop=dropout,
             attn_pdrop=dropout,
@@ -86,6 +85,7 @@ class ReportDecoder(nn.Module):
             pad_token_id=self.pad_id,
         )
         self.lm = GPT2LMHeadModel(config)
+        self.lm.loss_type = "ForCausalLM"  # shifted token CE, IGNORE_INDEX skipped, mean over target tokens
         self.memory_proj = nn.Linear(memory_dim, width)
         self.memory_norm = nn.LayerNorm(width)
         self.grade_embedding = nn.Parameter(torch.randn(NUM_GRADES, width) * 0.02)

@@ -1,5 +1,6 @@
 """Report writing (reference reports from labels) and the explainable report composer."""
 
+from .composer import ComposedReport, compose_report
 from .writer import write_reports
 
-__all__ = ["write_reports"]
+__all__ = ["ComposedReport", "compose_report", "write_reports"]

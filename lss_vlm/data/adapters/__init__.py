@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from . import nifti, rsna2024  # noqa: F401  (registers the adapters)
+from . import mendeley, nifti, rsna2024, spider  # noqa: F401  (registers the adapters)
 from .base import DATASETS, MANIFEST_NAME, SUMMARY_NAME, PrepareResult, PrepareSummary, format_summary, prepare_dataset
 
 __all__ = [

@@ -162,9 +162,9 @@ class Rsna2024Adapter:
                 row["meta_series_sag_t1"] = sag_t1.series_id
         axial = [s for s in all_series if s.kind == "axial"]
         for level in LEVELS:
-            ds = self._axial_instance(sid, level, axial, coord_rows, points.get(level), summary)
-            if ds is not None:
-                with skipping(summary, f"study {sid} {level} axial instance {Path(ds.filename).name}"):
+            with skipping(summary, f"study {sid} {level} axial view"):
+                ds = self._axial_instance(sid, level, axial, coord_rows, points.get(level), summary)
+                if ds is not None:
                     view = display_slice(read_dicom_slice(ds.filename), "axial")
                     row.update(writer.write(sid, AXIAL_VIEW_OF_LEVEL[level], view))
         if not any(str(row[f"img_{v}"]) for v in ("sag_t1", "sag_t2", *AXIAL_VIEW_OF_LEVEL.values())):

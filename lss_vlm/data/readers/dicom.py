@@ -98,13 +98,13 @@ def slice_geometry(ds: Dataset) -> SliceGeometry:
     )
 
 
-def read_header(path: str | os.PathLike[str]) -> Dataset:
-    """Header of one instance (no pixel data). Raises :class:`DataError` for a missing or non-DICOM file."""
+def read_header(path: str | os.PathLike[str], pixels: bool = False) -> Dataset:
+    """One instance, header only unless ``pixels``. Raises :class:`DataError` for a missing or non-DICOM file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: DICOM file not found")
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        return pydicom.dcmread(path, stop_before_pixels=not pixels)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: not a readable DICOM file ({exc})") from None
 
@@ -188,7 +188,7 @@ def _single_slice_step(ds: Dataset) -> float:
 def pixel_values(ds: Dataset) -> np.ndarray:
     """Modality values ``[rows, columns]`` (float32): stored value × RescaleSlope + RescaleIntercept."""
     if "PixelData" not in ds:
-        ds = pydicom.dcmread(_where(ds))
+        ds = read_header(_where(ds), pixels=True)
     try:
         stored = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for unsupported transfer syntaxes / corrupt data
@@ -202,7 +202,7 @@ def pixel_values(ds: Dataset) -> np.ndarray:
 
 def read_dicom_slice(path: str | os.PathLike[str]) -> Volume:
     """One instance as a one-slice :class:`Volume` (slice step = SpacingBetweenSlices or SliceThickness)."""
-    ds = read_header(path)
+    ds = read_header(path, pixels=True)
     geometry = slice_geometry(ds)
     data = pixel_values(ds).T[:, :, None]
     return Volume(data, geometry.affine(_single_slice_step(ds)), source=str(path))
