@@ -161,17 +161,16 @@ def test_shipped_suites_are_valid_and_standard_covers_every_loss():
 # ------------------------------------------------------------------------------------------------ real engine runs
 TINY = [
     "model.preset=spca_tiny",
-    "train.epochs=2",
     "data.batch_size=4",
     "data.spatial_size=64",
     "eval.text_metrics=false",
 ]
 
 
-def tiny_suite_yaml(tmp_path: Path, manifest: Path, losses: list, seeds: int = 1) -> Path:
+def tiny_suite_yaml(tmp_path: Path, manifest: Path, losses: list, seeds: int = 1, epochs: int = 1) -> Path:
     suite = {
         "name": "tiny",
-        "set": [*TINY, f"data.manifest={manifest}"],
+        "set": [*TINY, f"train.epochs={epochs}", f"data.manifest={manifest}"],
         "losses": losses,
         "seeds": seeds,
         "baseline": "dice",
@@ -212,7 +211,7 @@ def test_real_suite_with_injected_nan_loss(tmp_path, tiny_phantom, nan_loss):
 
 @pytest.mark.slow
 def test_kill_9_during_compare_then_rerun_equals_uninterrupted(tmp_path, tiny_phantom):
-    suite_path = tiny_suite_yaml(tmp_path, tiny_phantom, ["dice", "pid_tversky"], seeds=2)
+    suite_path = tiny_suite_yaml(tmp_path, tiny_phantom, ["dice", "pid_tversky"], seeds=2, epochs=3)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
     def compare(out: Path) -> subprocess.Popen:
