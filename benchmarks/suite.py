@@ -148,13 +148,16 @@ class PlannedRun:
 
 
 def plan_runs(suite: SuiteConfig, seeds: Sequence[int] | None = None) -> list[PlannedRun]:
-    """Resolve the experiment config of every (loss × seed); every config is validated before anything runs."""
+    """Resolve the experiment config of every (seed × loss), seed-major; every config is validated before any run.
+
+    Seed-major order means an interrupted long suite already has a one-seed leaderboard of every loss.
+    """
     from benchmarks.config import config_from_dict, load_config
 
     base = load_config(suite.base, list(suite.set)).model_dump(mode="json")
     plans = []
-    for i, entry in enumerate(suite.losses):
-        for seed in seeds if seeds is not None else suite.seed_list():
+    for seed in seeds if seeds is not None else suite.seed_list():  # seed-major: every loss has seed 0 first
+        for i, entry in enumerate(suite.losses):
             raw = {**base, "name": f"{suite.name}/{entry.label}/seed{seed}"}
             raw["loss"] = {"name": entry.name, "params": dict(entry.params)}
             raw["train"] = {**base["train"], "seed": int(seed), "quiet": True}  # the suite shows its own progress

@@ -52,7 +52,7 @@ def test_failed_run_is_recorded_and_suite_finishes(tmp_path):
     suite = load_suite(write_suite_yaml(tmp_path))
     runner = FakeRunner(fail=("focal",))
     outcomes = run_suite(suite, tmp_path / "out", runner=runner)
-    assert [o.status for o in outcomes] == ["completed"] * 4 + ["failed"] * 2
+    assert [o.status for o in outcomes] == ["completed", "completed", "failed"] * 2  # seed-major order
     status = json.loads((tmp_path / "out/runs/focal/seed1/status.json").read_text())
     assert status["status"] == "failed" and "NaN" in status["reason"]
     assert not list((tmp_path / "out/runs").glob("*/*.partial"))
@@ -66,7 +66,7 @@ def test_failed_run_is_recorded_and_suite_finishes(tmp_path):
 def test_only_loss_and_seed_differ_between_runs(tmp_path):
     suite = load_suite(write_suite_yaml(tmp_path, set=["train.epochs=2", "train.lr=0.01"]))
     plans = plan_runs(suite)
-    assert [(p.label, p.seed) for p in plans] == [(n, s) for n in ("dice", "tversky", "focal") for s in (0, 1)]
+    assert [(p.label, p.seed) for p in plans] == [(n, s) for s in (0, 1) for n in ("dice", "tversky", "focal")]
     dumps = [p.config.model_dump(mode="json") for p in plans]
     for d in dumps:
         assert (d["train"]["epochs"], d["train"]["lr"]) == (2, 0.01)
@@ -156,6 +156,12 @@ def test_shipped_suites_are_valid_and_standard_covers_every_loss():
     assert len(standard.seed_list()) == 3
     with pytest.raises(ConfigError, match="no shipped suite"):
         load_suite("quik")
+    from lss_vlm.data.phantom.config import PhantomConfig
+
+    minority = plan_runs(load_suite("minority"))[0].config.data.phantom.options
+    harder = PhantomConfig().replace(**{k: tuple(v) for k, v in minority.items()})
+    assert harder.prevalence[3] < PhantomConfig().prevalence[3]
+    assert harder.lf_thickness_mm[1] <= PhantomConfig().lf_thickness_mm[0]
 
 
 # ------------------------------------------------------------------------------------------------ real engine runs
