@@ -53,6 +53,19 @@ def test_output_shapes(name: str, size: int) -> None:
         assert out["report_loss"].ndim == 0 and torch.isfinite(out["report_loss"])
 
 
+def test_report_loss_ignores_cases_without_a_reference(spca: torch.nn.Module) -> None:
+    ids, mask = spca.tokenize_reports(REPORTS)
+    views = _views(2, 32)
+    partial = mask.clone()
+    partial[1] = False  # case 2 has no reference report
+    with torch.no_grad():
+        alone = spca(views[:1], ids[:1, : int(mask[0].sum())], mask[:1, : int(mask[0].sum())])["report_loss"]
+        both = spca(views, ids, partial)["report_loss"]
+        none = spca(views, ids, torch.zeros_like(mask))["report_loss"]
+    torch.testing.assert_close(both, alone)
+    assert none == 0
+
+
 def test_attention_maps_are_distributions_over_patches(spca: torch.nn.Module) -> None:
     with torch.no_grad():
         attention = spca(_views(2, 96))["attention"]
