@@ -59,8 +59,9 @@ class PIDTverskyLoss(SegLoss):
 
     so persistent under-segmentation raises β_c (missed pixels cost more) and over-segmentation lowers it.
 
-    **Cadence.** ``forward`` adds the batch's detached TP/FP/FN to an accumulator whenever gradients are enabled
-    (a training step; validation under ``torch.no_grad()`` does not feed the controller), or explicitly through
+    **Cadence.** ``forward`` adds the batch's detached TP/FP/FN to an accumulator when the module is in training mode
+    and gradients are enabled (a validation pass under ``torch.no_grad()`` or after ``loss.eval()`` does not feed the
+    controller), or explicitly through
     :meth:`observe` / :meth:`observe_counts`. :meth:`update` closes the loop:
 
     - ``"epoch"`` (default): ``on_epoch_end()`` calls ``update()``; e_c is computed from the whole epoch's counts.
@@ -74,13 +75,13 @@ class PIDTverskyLoss(SegLoss):
 
     Args:
         kp: proportional gain Kp (default 0.5: a persistent error of 0.2 shifts β by 0.1).
-        ki: integral gain Ki (default 0.1: removes the steady-state error over ~10 updates; with λ = 0.9 the
-            integral of a constant error saturates at e/(1−λ) = 10·e, clamped to ±I_max).
+        ki: integral gain Ki (default 0.1). With the leak, a constant error e drives I to e/(1−λ) = 20·e (clamped to
+            ±I_max), so the steady-state gain of the controller is Kp + Ki/(1−λ) = 2.5.
         kd: derivative gain Kd (default 0.05: damps oscillation, small because e is noisy).
         beta: initial/neutral false-negative weight β₀ (default 0.5).
         alpha: initial false-positive weight α₀; ``None`` (default) means 1 − β₀, i.e. α_c = 1 − β_c.
         beta_min, beta_max: output clamp of β_c (default 0.3 and 0.9).
-        leak: integral leak λ ∈ [0, 1] (default 0.9; 1 is a pure integrator, 0 disables the integral).
+        leak: integral leak λ ∈ [0, 1] (default 0.95; 1 is a pure integrator, 0 disables the integral).
         integral_max: integral clamp I_max > 0 (default 2.0).
         gamma: focal exponent γ > 0 on (1 − T_c) (default 1.0: plain Tversky).
         weight: per-class weights w_c for the classes the loss covers (without background when
@@ -105,7 +106,7 @@ class PIDTverskyLoss(SegLoss):
         alpha: float | None = None,
         beta_min: float = 0.3,
         beta_max: float = 0.9,
-        leak: float = 0.9,
+        leak: float = 0.95,
         integral_max: float = 2.0,
         gamma: float = 1.0,
         weight: Sequence[float] | None = None,
@@ -196,7 +197,7 @@ class PIDTverskyLoss(SegLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``logits [N,C,*spatial]``, ``target [N,1,*spatial]`` int64 labels (or ``[N,C,...]`` binary if sigmoid)."""
         tp, fp, fn = self.soft_counts(logits, target)
-        if torch.is_grad_enabled():
+        if self.training and torch.is_grad_enabled():
             self.observe_counts(tp, fp, fn)
         first = self._first_class
         tp, fp, fn = tp[first:], fp[first:], fn[first:]

@@ -331,3 +331,14 @@ def test_prepared_manifest_loads_into_contract_batches(dataset, rsna_root, spide
     ]
     assert torch.equal(batch["mask_valid"], torch.as_tensor(has_mask.notna().to_numpy()))
     assert int(batch["masks"].max()) <= 5 and (batch["masks"][~batch["mask_valid"]] == 0).all()
+
+
+def test_nifti_adapter_keeps_user_splits_and_reports(tmp_path) -> None:
+    manifest_in = write_nifti(tmp_path / "src", n_cases=4)
+    df = pd.read_csv(manifest_in, dtype=str)
+    df["split"] = ["test", "train", "train", "val"]
+    df["reports"] = [json.dumps([f"report {i}"]) for i in range(4)]
+    df.to_csv(manifest_in, index=False)
+    out = read_manifest(prepare_dataset("nifti", tmp_path / "src", tmp_path / "out", labels="disc=7,canal=9").manifest)
+    assert out["split"].tolist() == ["test", "train", "train", "val"]
+    assert json.loads(out.loc[2, "reports"]) == ["report 2"]

@@ -53,6 +53,19 @@ def test_output_shapes(name: str, size: int) -> None:
         assert out["report_loss"].ndim == 0 and torch.isfinite(out["report_loss"])
 
 
+def test_report_loss_ignores_cases_without_a_reference(spca: torch.nn.Module) -> None:
+    ids, mask = spca.tokenize_reports(REPORTS)
+    views = _views(2, 32)
+    partial = mask.clone()
+    partial[1] = False  # case 2 has no reference report
+    with torch.no_grad():
+        alone = spca(views[:1], ids[:1, : int(mask[0].sum())], mask[:1, : int(mask[0].sum())])["report_loss"]
+        both = spca(views, ids, partial)["report_loss"]
+        none = spca(views, ids, torch.zeros_like(mask))["report_loss"]
+    torch.testing.assert_close(both, alone)
+    assert none == 0
+
+
 def test_attention_maps_are_distributions_over_patches(spca: torch.nn.Module) -> None:
     with torch.no_grad():
         attention = spca(_views(2, 96))["attention"]
@@ -140,6 +153,16 @@ def test_safetensors_round_trip_is_exact(name: str, tmp_path) -> None:
     assert torch.equal(a["seg_logits"], b["seg_logits"]) and torch.equal(a["grade_logits"], b["grade_logits"])
     if "report_logits" in a:
         assert torch.equal(a["report_logits"], b["report_logits"])
+    clone.load_state_dict(model.state_dict())  # a plain strict state-dict load works too (frozen keys not missing)
+
+
+def test_same_seed_builds_the_same_model() -> None:
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        with torch.no_grad():
+            outputs.append(build_model("spca_vlm", **TINY).eval()(_views(1, 32))["seg_logits"])
+    assert torch.equal(outputs[0], outputs[1])
 
 
 def test_parameter_counts_separate_frozen_text_weights(spca: torch.nn.Module) -> None:
@@ -157,3 +180,34 @@ def test_bad_inputs_raise_one_line_config_errors(spca: torch.nn.Module) -> None:
         build_model("spca_vlm", text_encoder="/nonexistent/checkpoint")
     with pytest.raises(ConfigError, match="unknown prompt"):
         spca.set_prompts({"label/not_a_label": "x"})
+
+
+def test_default_text_encoder_is_the_offline_minilm_frozen() -> None:
+    torch.manual_seed(0)
+    model = build_model("spca_vlm").eval()  # default text_encoder="minilm", loaded with local_files_only=True
+    assert model.text.hidden_size == 384 and not any(p.requires_grad for p in model.text.parameters())
+    assert model.prompts.tokens.shape[1] == 384 and len(model.prompts.pooled) == len(model.prompt_names)
+    # a pretrained encoder places related prompts closer than unrelated ones
+    pooled = torch.nn.functional.normalize(model.prompts.pooled, dim=1)
+    names = model.prompt_names
+    same = pooled[names.index("level/L4-L5")] @ pooled[names.index("level/L5-S1")]
+    other = pooled[names.index("level/L4-L5")] @ pooled[names.index("label/background")]
+    assert same > other
+    with torch.no_grad():
+        out = model(_views(1, 64))
+    assert out["seg_logits"].shape == (1, NUM_VIEWS, NUM_LABELS, 64, 64)
+
+
+def test_missing_views_do_not_influence_grades_or_reports(spca: torch.nn.Module) -> None:
+    views = _views(1, 64)
+    valid = torch.ones(1, NUM_VIEWS, dtype=torch.bool)
+    valid[0, 2] = False  # ax_l1_l2 missing, as in RSNA series without L1-L2
+    changed = views.clone()
+    changed[0, 2] = torch.randn(1, 64, 64)
+    ids, mask = spca.tokenize_reports(REPORTS[:1])
+    with torch.no_grad():
+        a, b = spca(views, ids, mask, view_valid=valid), spca(changed, ids, mask, view_valid=valid)
+        c = spca(changed, ids, mask)
+    torch.testing.assert_close(a["grade_logits"], b["grade_logits"])
+    torch.testing.assert_close(a["report_logits"], b["report_logits"])
+    assert not torch.allclose(a["grade_logits"][0, 0], c["grade_logits"][0, 0])  # the view matters when valid

@@ -5,13 +5,28 @@ from __future__ import annotations
 import argparse
 
 HELP = "score a trained run on a split (metrics.json, per_case.csv, reports.jsonl)"
+DESCRIPTION = """Re-score the model.safetensors of a trained run directory on a split.
+
+The config's evaluation split (test by default) rewrites metrics.json, per_case.csv, reports.jsonl,
+confusion_matrix.csv and overlay.png in the run directory; another split writes them into RUN_DIR/eval_<split>/.
+
+examples:
+  lss-bench evaluate runs/phantom_quick-dice-seed0
+  lss-bench evaluate runs/phantom_quick-dice-seed0 --split val
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'lss-bench train'")
+    parser.add_argument(
+        "--split", choices=("train", "val", "test"), default=None, help="split to score (default: the config's, test)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from lss_vlm.errors import NotAvailableError
+    from benchmarks.commands.train import _headline
+    from benchmarks.runner import evaluate_run
 
-    raise NotAvailableError("'lss-bench evaluate' is not available yet in this build (issue #6)")
+    metrics = evaluate_run(args.run_dir, args.split)
+    print(_headline(metrics))
+    return 0

@@ -3,15 +3,65 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 HELP = "train one experiment config into a run directory"
+DESCRIPTION = """Train the model of an experiment YAML with its segmentation loss, then evaluate it on the test split.
+
+The run directory gets config.yaml (resolved, every default), history.csv, checkpoints/{last,best}/,
+model.safetensors, metrics.json, per_case.csv, reports.jsonl, confusion_matrix.csv, overlay.png,
+provenance.json and, written last, status.json. Rerunning the same command resumes from the last checkpoint;
+a completed run is not retrained.
+
+examples:
+  lss-bench train configs/experiments/phantom_quick.yaml
+  lss-bench train configs/experiments/phantom_default.yaml --set loss.name=pid_tversky --set train.epochs=5
+  lss-bench train configs/experiments/phantom_quick.yaml --set loss.params.kp=0.3 --out runs/kp03
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("config", help="experiment YAML (e.g. configs/experiments/phantom_quick.yaml)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by dotted key, e.g. train.lr=3e-4 or loss.params.kp=0.5 (repeatable; "
+        "the value is parsed as YAML and type-checked)",
+    )
+    parser.add_argument("--out", help="run directory (default: runs/<config name>-<loss>-seed<seed>)")
+    parser.add_argument("--restart", action="store_true", help="delete what the run directory holds and start over")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    from lss_vlm.errors import NotAvailableError
+    from benchmarks.config import load_config
+    from benchmarks.runner import run_experiment
 
-    raise NotAvailableError("'lss-bench train' is not available yet in this build (issue #6)")
+    overrides = list(args.overrides) + (["train.quiet=true"] if args.quiet else [])
+    cfg = load_config(args.config, overrides)
+    out = args.out or f"runs/{cfg.name}-{cfg.loss.name}-seed{cfg.train.seed}"
+    metrics = run_experiment(cfg, out, resume=not args.restart)
+    print(f"run directory: {out}")
+    print(_headline(metrics))
+    return 0
+
+
+def _headline(metrics: dict[str, float]) -> str:
+    """The key numbers of a run in one JSON line."""
+    keys = (
+        "dice_macro",
+        "dice/ligamentum_flavum",
+        "dice/thecal_sac",
+        "hd95_macro",
+        "accuracy",
+        "macro_f1",
+        "qwk",
+        "cider_x100",
+        "grade_f1_from_text",
+        "composed/cider_x100",
+        "area_mae_mm2",
+    )
+    return json.dumps({k: round(metrics[k], 4) for k in keys if k in metrics})

@@ -77,7 +77,6 @@ class ReportDecoder(nn.Module):
             n_positions=max_length,
             n_inner=2 * width,
             add_cross_attention=True,
-            loss_type="ForCausalLM",
             resid_pdrop=dropout,
             embd_pdrop=dropout,
             attn_pdrop=dropout,
@@ -86,6 +85,7 @@ class ReportDecoder(nn.Module):
             pad_token_id=self.pad_id,
         )
         self.lm = GPT2LMHeadModel(config)
+        self.lm.loss_type = "ForCausalLM"  # shifted token CE, IGNORE_INDEX skipped, mean over target tokens
         self.memory_proj = nn.Linear(memory_dim, width)
         self.memory_norm = nn.LayerNorm(width)
         self.grade_embedding = nn.Parameter(torch.randn(NUM_GRADES, width) * 0.02)
@@ -103,7 +103,7 @@ class ReportDecoder(nn.Module):
     def forward(
         self, memory: torch.Tensor, memory_mask: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing: logits ``[B, T, vocab]`` and the shifted token cross-entropy (padding ignored)."""
+        """Teacher forcing: logits ``[B, T, vocab]`` and the shifted token CE (padding ignored; 0 without targets)."""
         labels = ids.masked_fill(~mask.bool(), IGNORE_INDEX)
         out = self.lm(
             input_ids=ids,
@@ -112,6 +112,8 @@ class ReportDecoder(nn.Module):
             encoder_attention_mask=memory_mask.long(),
             labels=labels,
         )
+        if not bool((labels[:, 1:] != IGNORE_INDEX).any()):  # no target token at all: nothing to learn, loss 0
+            return out.logits, out.logits.sum() * 0.0
         return out.logits, out.loss
 
     @torch.no_grad()

@@ -1,0 +1,327 @@
+"""Experiment configuration: the typed schema of ``configs/experiments/*.yaml`` and the ONE place where defaults live.
+
+An experiment YAML has five sections, each optional (every field has a default here)::
+
+    name: phantom_quick
+    data:  {phantom: {n_cases: 48, size: 64, seed: 0}, spatial_size: 64, batch_size: 4}
+    model: {preset: spca_tiny}                       # or {name: spca_vlm, params: {...}}
+    loss:  {name: pid_tversky, params: {kp: 0.5}}
+    train: {epochs: 4, lr: 1e-3, seed: 0}
+    eval:  {split: test, num_beams: 1}
+
+``load_config(path, ["train.lr=3e-4", "loss.params.kp=0.2"])`` applies ``--set`` overrides (values are parsed as
+YAML, then type-checked by the schema). Unknown keys and bad values raise :class:`~lss_vlm.errors.ConfigError` naming
+the dotted key and what is allowed. ``dump_config`` writes the fully resolved config (every default) to YAML.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lss_vlm.errors import ConfigError, LssError
+from lss_vlm.io import atomic_write_text
+
+#: Folder of the shipped YAML configs (``configs/`` at the repository root).
+CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
+MODEL_PRESET_DIR = CONFIG_ROOT / "models"
+#: Where a synthesised phantom is cached when ``data.cache_dir`` is not set (``$LSS_VLM_CACHE`` overrides).
+DEFAULT_CACHE_DIR = Path(os.environ.get("LSS_VLM_CACHE", Path.home() / ".cache" / "lss-vlm"))
+
+
+class _Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PhantomConfig(_Section):
+    """Settings of the embedded phantom, passed to ``lss_vlm.data.phantom.synthesize``."""
+
+    n_cases: int = Field(120, ge=6, description="number of synthetic cases (patient-level train/val/test split)")
+    size: int = Field(64, ge=32, description="slice size in pixels (square)")
+    seed: int = Field(0, description="phantom seed; the phantom is a pure function of these settings")
+    shift: str | None = Field(None, description="named acquisition-shift preset (out-of-distribution suites)")
+    options: dict[str, Any] = Field(default_factory=dict, description="extra synthesize() keyword arguments")
+
+
+class DataConfig(_Section):
+    """Where the cases come from and how they are batched. ``manifest`` wins over ``phantom`` when set."""
+
+    manifest: Path | None = Field(None, description="manifest.csv of a prepared dataset; null = use the phantom")
+    phantom: PhantomConfig = Field(default_factory=PhantomConfig)
+    cache_dir: Path | None = Field(None, description=f"phantom cache folder; null = {DEFAULT_CACHE_DIR}")
+    spatial_size: int = Field(64, ge=16, description="views are resampled to this square size")
+    batch_size: int = Field(4, ge=1)
+    augment: bool = Field(True, description="random training augmentation (MONAI)")
+    num_workers: int = Field(0, ge=0)
+
+
+class ModelConfig(_Section):
+    """Model registry name plus its keyword arguments; ``preset`` pulls both from ``configs/models/<preset>.yaml``."""
+
+    preset: str | None = Field(None, description="name of configs/models/<preset>.yaml, or a YAML path")
+    name: str = Field("spca_vlm", description="lss_vlm.models registry name")
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of build_model")
+
+
+class LossConfig(_Section):
+    """Segmentation loss under test: ``losses.build_loss(name, **params)`` (validated by building it)."""
+
+    name: str = Field("dice", description="losses registry name (see losses.available_losses())")
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the loss")
+
+
+class EarlyStoppingConfig(_Section):
+    """Stop when the validation ``metric`` has not improved for ``patience`` epochs (0 = never stop early)."""
+
+    metric: str = Field("dice_macro", description="validation metric key (without the 'val/' prefix)")
+    mode: Literal["max", "min"] = "max"
+    patience: int = Field(0, ge=0)
+
+
+class TrainConfig(_Section):
+    """Optimisation: AdamW + schedule, the multi-task weights and reproducibility switches."""
+
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    grad_clip: float | None = Field(1.0, description="max gradient L2 norm; null = no clipping")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    lambda_seg: float = Field(1.0, ge=0, description="weight of the segmentation loss under test")
+    lambda_cls: float = Field(0.5, ge=0, description="weight of the grade cross-entropy")
+    lambda_txt: float = Field(0.2, ge=0, description="weight of the report token cross-entropy")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="mixed precision; only ever used on CUDA")
+    deterministic: bool = True
+    quiet: bool = Field(False, description="no progress bars")
+
+
+class EvalConfig(_Section):
+    """Final evaluation of the best checkpoint."""
+
+    split: Literal["train", "val", "test"] = "test"
+    checkpoint: Literal["best", "last"] = "best"
+    num_beams: int = Field(1, ge=1)
+    max_report_tokens: int = Field(96, ge=8)
+    text_metrics: bool = Field(True, description="BLEU/METEOR/ROUGE-L/CIDEr (needs Java); off = skipped")
+    overlay_prompt: str | None = Field(None, description="prompt of the attention map in overlay.png; null = first")
+
+
+class ExperimentConfig(_Section):
+    """One experiment: data, model, loss, training and evaluation."""
+
+    name: str = "experiment"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("loss")
+    @classmethod
+    def _loss_builds(cls, loss: LossConfig) -> LossConfig:
+        """Fill in the loss's registered defaults, then build it once so bad params fail at load time."""
+        import losses
+        from losses.errors import UnknownLossError
+
+        try:
+            params = {**losses.loss_spec(loss.name)["defaults"], **loss.params}
+        except UnknownLossError as exc:
+            raise ValueError(f"loss.name: {exc}") from None
+        try:
+            losses.build_loss(loss.name, **params)
+        except (TypeError, ValueError, LssError) as exc:
+            raise ValueError(f"loss.params: {exc}") from None
+        return LossConfig(name=loss.name, params=params)
+
+    @model_validator(mode="after")
+    def _model_matches_data(self) -> ExperimentConfig:
+        """Known model; its constructor defaults filled in; ``image_size`` defaults to (must equal) the data size."""
+        from lss_vlm.models import available_models
+
+        names = available_models()
+        if self.model.name not in names:
+            raise ValueError(f"model.name: unknown model {self.model.name!r}; choose one of: {', '.join(names)}")
+        params = {"image_size": self.data.spatial_size, **self.model.params}
+        accepted = _constructor_defaults(self.model.name)
+        unknown = sorted(set(params) - set(accepted)) if accepted is not None else []
+        if unknown:
+            raise ValueError(
+                f"model.params: unknown argument(s) {', '.join(unknown)} for model {self.model.name!r}; "
+                f"valid: {', '.join(sorted(accepted or {}))}"
+            )
+        if params["image_size"] != self.data.spatial_size:
+            raise ValueError(
+                f"model.params.image_size ({params['image_size']}) must equal data.spatial_size "
+                f"({self.data.spatial_size})"
+            )
+        self.model.params = {**(accepted or {}), **params}
+        return self
+
+
+def _constructor_defaults(model_name: str) -> dict[str, Any] | None:
+    """Keyword defaults of a registered model's factory (None if it takes ``**kwargs``), JSON-friendly."""
+    import inspect
+
+    from lss_vlm.models import MODELS, available_models
+
+    available_models()  # imports (registers) every model factory
+    params = inspect.signature(MODELS.get(model_name)).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {
+        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------- loading
+def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read an experiment YAML (``None`` = all defaults), apply ``key=value`` overrides and validate.
+
+    Raises :class:`ConfigError` naming the file and the dotted key for unknown keys, bad values and bad overrides.
+    """
+    source = str(path) if path is not None else "defaults"
+    raw: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return config_from_dict(raw, source=source)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate a plain dict (e.g. a suite's per-run settings) into an :class:`ExperimentConfig`."""
+    raw = copy.deepcopy(raw)
+    _expand_model_preset(raw, source)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def dump_config(cfg: ExperimentConfig, path: str | os.PathLike[str] | None = None) -> str:
+    """The fully resolved config as YAML text (every default written out); also written to ``path`` atomically."""
+    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    if path is not None:
+        atomic_write_text(path, text)
+    return text
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """SHA-256 of the resolved config (canonical JSON); equal configs have equal hashes."""
+    canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, model, loss, train, eval), got {data!r}")
+    return data
+
+
+def _expand_model_preset(raw: dict[str, Any], source: str) -> None:
+    """Merge ``configs/models/<preset>.yaml`` (name + params) under the explicit ``model`` settings."""
+    model = raw.get("model")
+    if not isinstance(model, dict) or not model.get("preset"):
+        return
+    preset = str(model["preset"])
+    path = Path(preset) if preset.endswith((".yaml", ".yml")) else MODEL_PRESET_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in MODEL_PRESET_DIR.glob("*.yaml"))
+        raise ConfigError(f"{source}: model.preset {preset!r} not found; choose one of: {', '.join(available)}")
+    preset_data = _read_yaml(path)
+    unknown = set(preset_data) - {"name", "params"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; a model preset has: name, params")
+    model.setdefault("name", preset_data.get("name", ModelConfig.model_fields["name"].default))
+    model["params"] = {**(preset_data.get("params") or {}), **(model.get("params") or {})}
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in ``raw`` after checking that the dotted key exists in the schema."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.lr=3e-4")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    parts = key.split(".")
+    _check_key(parts, key)
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _check_key(parts: list[str], dotted: str) -> None:
+    """Walk the schema along ``parts``; free-form dicts (``params``, ``options``) accept any sub-key."""
+    model: type[BaseModel] | None = ExperimentConfig
+    for i, part in enumerate(parts):
+        if model is None:  # inside a free-form dict
+            return
+        fields = model.model_fields
+        if part not in fields:
+            where = ".".join(parts[:i]) or "top level"
+            raise ConfigError(f"unknown config key {dotted!r}; allowed keys in {where}: {', '.join(fields)}")
+        annotation = fields[part].annotation
+        is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        if is_section:
+            model = annotation
+        elif i < len(parts) - 1 and getattr(annotation, "__origin__", None) is not dict:
+            raise ConfigError(f"unknown config key {dotted!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
+        else:
+            model = None
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per pydantic error: ``dotted.key: message (got value)``, with allowed keys for unknown ones."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = _section_of(err["loc"][:-1])
+            allowed = ", ".join(parent.model_fields) if parent else "?"
+            lines.append(f"unknown key {loc!r}; allowed here: {allowed}")
+        elif err["type"] == "value_error":
+            msg = str(err.get("ctx", {}).get("error", err["msg"]))
+            named = not loc or msg.startswith((f"{loc}.", f"{loc}:"))
+            lines.append(msg if named else f"{loc}: {msg}")
+        else:
+            lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(lines)
+
+
+def _section_of(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model

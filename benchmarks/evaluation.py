@@ -1,0 +1,299 @@
+"""Final evaluation of a trained model on one split: the result files of a run directory.
+
+Writes ``metrics.json`` (flat float keys), ``per_case.csv`` (one row per case x view), ``reports.jsonl``
+(``{case_id, generated, composed, references}``), ``confusion_matrix.csv`` (4x4 grade counts, rows = truth) and
+``overlay.png`` (image, predicted mask and attention map of the first test case_id in sorted order).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from lss_vlm.constants import GRADES, LEVELS, VIEWS, level_key
+from lss_vlm.engine.validation import predict, update_metrics
+from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
+from lss_vlm.metrics.classification import GradeMetrics
+from lss_vlm.metrics.segmentation import SegmentationMetrics
+
+from .config import ExperimentConfig
+from .overlay import save_case_overlay
+
+#: Text-metric keys written as NaN when text metrics are off or Java is missing (keys stay stable for leaderboards).
+TEXT_METRIC_KEYS: tuple[str, ...] = (
+    "bleu_1",
+    "bleu_2",
+    "bleu_3",
+    "bleu_4",
+    "meteor",
+    "rouge_l",
+    "cider",
+    "cider_x100",
+)
+
+
+@dataclass
+class CaseResult:
+    """What the evaluation keeps of one case."""
+
+    case_id: str
+    generated: str
+    references: list[str]
+    true_grades: list[int]
+    true_areas: list[float]
+    composed: str = ""
+    composed_areas: list[float] = field(default_factory=list)
+
+
+@dataclass
+class CaseView:
+    """Arrays of one case for an overlay: image ``[V, H, W]``, prediction ``[V, H, W]``, attention ``[V, h, w]``."""
+
+    case_id: str
+    image: np.ndarray
+    pred: np.ndarray
+    view_valid: np.ndarray
+    attention: np.ndarray | None
+    prompt: str | None
+
+
+def attention_for_prompt(model: nn.Module, out: dict[str, Any], index: int, prompt: str | None) -> tuple[Any, str]:
+    """Attention maps ``[V, h, w]`` of batch item ``index`` for ``prompt`` (default: the model's first prompt).
+
+    The SPCA maps are ``{name: [B, V, P, h, w]}`` with ``P`` = the model's prompts; the first such map is used.
+    """
+    names = list(getattr(model, "prompt_names", []) or [])
+    maps = out.get("attention") or {}
+    if not maps:
+        return None, prompt or ""
+    if prompt is not None and prompt not in names:
+        from lss_vlm.errors import ConfigError
+
+        raise ConfigError(f"unknown prompt {prompt!r}; the model's prompts are: {', '.join(names)}")
+    chosen = prompt or (names[0] if names else "")
+    for name, amap in maps.items():
+        if name != "grade" and amap.shape[2] == len(names) and names:
+            return amap[index, :, names.index(chosen)].float().cpu().numpy(), chosen
+    name, amap = next(iter(maps.items()))
+    return amap[index, :, 0].float().cpu().numpy(), name
+
+
+def case_view(model: nn.Module, batch: dict[str, Any], out: dict[str, Any], i: int, prompt: str | None) -> CaseView:
+    """The overlay arrays of item ``i`` of a predicted batch."""
+    attention, chosen = attention_for_prompt(model, out, i, prompt)
+    valid = batch.get("view_valid")
+    return CaseView(
+        case_id=batch["case_id"][i],
+        image=batch["views"][i, :, 0].float().cpu().numpy(),
+        pred=out["seg_logits"][i].argmax(dim=1).cpu().numpy(),
+        view_valid=(valid[i].cpu().numpy() if valid is not None else np.ones(len(VIEWS), bool)),
+        attention=attention,
+        prompt=chosen,
+    )
+
+
+def evaluate_model(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    device: torch.device,
+) -> dict[str, float]:
+    """Score ``model`` on ``loader`` and write the result files into ``out_dir``; returns the metrics."""
+    out_dir = Path(out_dir)
+    seg = SegmentationMetrics()
+    grades = GradeMetrics()
+    cases: list[CaseResult] = []
+    overlay_case: CaseView | None = None
+    for batch, out in predict(model, loader, device, amp=cfg.train.amp):
+        pred = update_metrics(seg, grades, batch, out)
+        generated = model.generate_reports(
+            batch["views"],
+            num_beams=cfg.eval.num_beams,
+            max_length=cfg.eval.max_report_tokens,
+            view_valid=batch.get("view_valid"),
+        )
+        for i, case_id in enumerate(batch["case_id"]):
+            cases.append(_case_result(batch, pred, generated, i))
+            if overlay_case is None or case_id < overlay_case.case_id:
+                overlay_case = case_view(model, batch, out, i, cfg.eval.overlay_prompt)
+    metrics = {**seg.aggregate(), **grades.aggregate()}
+    metrics.update(_report_metrics(cases, cfg.eval.text_metrics))
+    metrics = {k: float(v) for k, v in metrics.items()}
+    _write_results(out_dir, metrics, seg.per_case(), grades.confusion_matrix(), cases)
+    if overlay_case is not None:
+        save_case_overlay(out_dir / "overlay.png", overlay_case)
+    return metrics
+
+
+def _case_result(batch: dict[str, Any], pred: torch.Tensor, generated: list[str], i: int) -> CaseResult:
+    result = CaseResult(
+        case_id=batch["case_id"][i],
+        generated=generated[i],
+        references=list(batch["reports"][i]),
+        true_grades=[int(g) for g in batch["grades"][i].tolist()],
+        true_areas=[float(a) for a in batch["areas"][i].tolist()],
+    )
+    composed = _compose(batch, pred, i)
+    if composed is not None:
+        result.composed = composed.text
+        result.composed_areas = [
+            float(composed.measurements.get(level, {}).get("area_mm2", math.nan)) for level in LEVELS
+        ]
+    return result
+
+
+def _compose(batch: dict[str, Any], pred: torch.Tensor, i: int) -> Any:
+    """The structured report composed from the predicted masks of case ``i`` (None without a composer)."""
+    try:
+        from lss_vlm.reports.composer import compose_report
+    except ImportError:
+        return None
+    valid = batch.get("view_valid")
+    views = [j for j in range(len(VIEWS)) if valid is None or bool(valid[i, j])]
+    masks = {VIEWS[j]: pred[i, j].cpu().numpy() for j in views}
+    spacing = {VIEWS[j]: tuple(float(x) for x in batch["spacing"][i, j].tolist()) for j in views}
+    return compose_report(masks, spacing, grades=None)
+
+
+def _report_metrics(cases: list[CaseResult], text_metrics: bool) -> dict[str, float]:
+    """Text metrics of generated and composed reports, grade F1 read back from the text, composer area error."""
+    from lss_vlm.metrics.text import grade_f1_from_text, score_reports
+
+    with_refs = [c for c in cases if c.references]
+    references = {c.case_id: c.references for c in with_refs}
+    true_grades = {c.case_id: c.true_grades for c in cases}
+    metrics: dict[str, float] = {}
+    sources = {"": {c.case_id: c.generated for c in cases}}
+    if any(c.composed for c in cases):
+        sources["composed/"] = {c.case_id: c.composed for c in cases}
+    java = shutil.which("java") is not None
+    for prefix, hypotheses in sources.items():
+        metrics[f"{prefix}grade_f1_from_text"] = grade_f1_from_text(hypotheses, true_grades)
+        scores: dict[str, float] = {k: math.nan for k in TEXT_METRIC_KEYS}
+        if text_metrics and java and references:
+            scores.update(score_reports(references, {cid: hypotheses[cid] for cid in references}))
+        metrics.update({f"{prefix}{k}": v for k, v in scores.items()})
+    errors = [
+        abs(pred - true)
+        for c in cases
+        for pred, true in zip(c.composed_areas, c.true_areas)
+        if math.isfinite(pred) and math.isfinite(true)
+    ]
+    if any(c.composed for c in cases):
+        metrics["area_mae_mm2"] = float(np.mean(errors)) if errors else math.nan
+    metrics["n_cases"] = float(len(cases))
+    return metrics
+
+
+def _write_results(
+    out_dir: Path,
+    metrics: dict[str, float],
+    per_case: pd.DataFrame,
+    confusion: np.ndarray,
+    cases: list[CaseResult],
+) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "per_case.csv") as tmp:
+        per_case.to_csv(tmp, index=False)
+    table = pd.DataFrame(np.asarray(confusion, dtype=int), index=list(GRADES), columns=list(GRADES))
+    table.index.name = "truth\\pred"
+    with atomic_path(out_dir / "confusion_matrix.csv") as tmp:
+        table.to_csv(tmp)
+    lines = [
+        json.dumps(
+            {
+                "case_id": c.case_id,
+                "generated": c.generated,
+                "composed": c.composed,
+                "references": c.references,
+                "true_grades": {level_key(lv): g for lv, g in zip(LEVELS, c.true_grades)},
+            },
+            ensure_ascii=False,
+        )
+        for c in sorted(cases, key=lambda c: c.case_id)
+    ]
+    atomic_write_text(out_dir / "reports.jsonl", "\n".join(lines) + "\n")
+    atomic_write_json(out_dir / "metrics.json", metrics)
+
+
+@dataclass
+class InspectedCase:
+    """One case run through a trained model (``lss-bench report``)."""
+
+    split: str
+    view: CaseView
+    generated: str
+    composed: str
+    references: list[str]
+    true_grades: list[int]
+
+
+def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -> InspectedCase:
+    """Run the trained model of ``run_dir`` on ``case_id`` (any split); the reports plus the overlay arrays."""
+    from lss_vlm.data.dataset import build_dataloader
+    from lss_vlm.data.manifest import read_manifest
+    from lss_vlm.engine.checkpoints import load_weights
+    from lss_vlm.engine.trainer import resolve_device
+    from lss_vlm.errors import ConfigError
+
+    from .data import resolve_manifest
+    from .runner import build_model_from_config, load_run_config
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    if not (run_dir / "model.safetensors").is_file():
+        raise ConfigError(f"{run_dir}: no model.safetensors (the run has not completed training)")
+    manifest = resolve_manifest(cfg.data)
+    table = read_manifest(manifest)
+    rows = table[table["case_id"] == case_id]
+    if rows.empty:
+        examples = ", ".join(sorted(table["case_id"])[:5])
+        raise ConfigError(f"--case {case_id!r} is not in {manifest} (e.g. {examples})")
+    split = str(rows.iloc[0]["split"])
+    device = resolve_device(cfg.train.device)
+    model = build_model_from_config(cfg).to(device)
+    load_weights(model, run_dir / "model.safetensors")
+    if prompt is not None and prompt not in model.prompt_names:
+        raise ConfigError(f"--prompt {prompt!r} is unknown; the model's prompts are: {', '.join(model.prompt_names)}")
+    loader = build_dataloader(
+        manifest,
+        split,
+        spatial_size=cfg.data.spatial_size,
+        batch_size=cfg.data.batch_size,
+        augment=False,
+        shuffle=False,
+        seed=cfg.train.seed,
+        num_workers=cfg.data.num_workers,
+    )
+    for batch, out in predict(model, loader, device):
+        if case_id not in batch["case_id"]:
+            continue
+        i = batch["case_id"].index(case_id)
+        one = {k: (v[i : i + 1] if isinstance(v, torch.Tensor) else v[i : i + 1]) for k, v in batch.items()}
+        generated = model.generate_reports(
+            one["views"],
+            num_beams=cfg.eval.num_beams,
+            max_length=cfg.eval.max_report_tokens,
+            view_valid=one.get("view_valid"),
+        )
+        pred = out["seg_logits"][i : i + 1].argmax(dim=2)
+        composed = _compose(one, pred, 0)
+        return InspectedCase(
+            split=split,
+            view=case_view(model, batch, out, i, prompt),
+            generated=generated[0],
+            composed=composed.text if composed is not None else "",
+            references=list(batch["reports"][i]),
+            true_grades=[int(g) for g in batch["grades"][i].tolist()],
+        )
+    raise ConfigError(f"--case {case_id!r} was not yielded by the {split} loader of {manifest}")

@@ -1,0 +1,322 @@
+"""One experiment end to end: data → model → loss → Trainer → final evaluation → a complete run directory.
+
+Contract for callers (suite runner, Optuna tuner, ``lss-bench train``):
+
+* ``run_experiment(cfg, out_dir)`` returns the final metrics (flat floats) when the run completes.
+* A run that fails (NaN/Inf loss, bad case, any error inside the run) writes ``status.json`` with
+  ``{"status": "failed", "reason": ...}`` and then raises :class:`RunFailed` (an :class:`LssError`), so a suite
+  catches ``RunFailed``, records the failure and goes on.
+* An exception raised by ``on_epoch`` (e.g. ``optuna.TrialPruned``) writes status ``"pruned"`` and propagates unchanged.
+* ``KeyboardInterrupt`` writes no status; the last checkpoint stays and the next call resumes from it.
+* ``status.json`` is always the last file written. A completed run directory is not retrained: calling again with
+  ``resume=True`` returns its ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from lss_vlm.errors import ConfigError, LssError
+from lss_vlm.io import atomic_path, atomic_write_json
+
+from .config import ExperimentConfig, config_from_dict, config_hash, dump_config
+from .data import resolve_manifest
+
+STATUS_FILE = "status.json"
+PACKAGES: tuple[str, ...] = (
+    "torch",
+    "monai",
+    "transformers",
+    "segmentation-models-pytorch",
+    "timm",
+    "numpy",
+    "pandas",
+    "pydantic",
+    "pycocoevalcap",
+    "optuna",
+)
+
+
+class RunFailed(LssError):
+    """A run ended as failed; ``status.json`` in ``run_dir`` already says so, with ``reason``."""
+
+    def __init__(self, run_dir: Path, reason: str) -> None:
+        super().__init__(f"run {run_dir} failed: {reason}")
+        self.run_dir = Path(run_dir)
+        self.reason = reason
+
+
+class _OnEpochRaised(Exception):
+    """Wraps an exception of the caller's ``on_epoch`` so it is told apart from a failure of the run itself."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any] | None:
+    """The parsed ``status.json`` of a run directory, or None when the run has not ended."""
+    path = Path(run_dir) / STATUS_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def load_run_config(run_dir: str | Path) -> ExperimentConfig:
+    """The resolved config of a run directory (``config.yaml``)."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
+    return config_from_dict(yaml.safe_load(path.read_text()) or {}, source=str(path))
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    resume: bool = True,
+) -> dict[str, float]:
+    """Train and evaluate ``cfg`` into the run directory ``out_dir``; returns the final metrics.
+
+    ``on_epoch(epoch, val_metrics)`` is called after every epoch with the validation metrics (keys without the
+    ``val/`` prefix, e.g. ``dice_macro``). ``resume=False`` deletes what ``out_dir`` holds and starts over.
+    See the module docstring for the failure contract.
+    """
+    out_dir = Path(out_dir)
+    started = time.time()
+    status = read_status(out_dir)
+    if resume and status is not None and status.get("status") == "completed":
+        return json.loads((out_dir / "metrics.json").read_text())
+    if not resume and out_dir.exists():
+        shutil.rmtree(out_dir)
+    _check_same_config(cfg, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / STATUS_FILE).unlink(missing_ok=True)
+    dump_config(cfg, out_dir / "config.yaml")
+    try:
+        metrics = _train_and_evaluate(cfg, out_dir, on_epoch, resume)
+    except _OnEpochRaised as stop:
+        _write_status(out_dir, "pruned", str(stop.original) or type(stop.original).__name__, started)
+        raise stop.original from None
+    except Exception as exc:  # noqa: BLE001 - every failure of a run is recorded, then reported as RunFailed
+        reason = f"{type(exc).__name__}: {exc}"
+        _write_status(out_dir, "failed", reason, started)
+        raise RunFailed(out_dir, reason) from exc
+    write_provenance(out_dir, cfg, time.time() - started)
+    _write_status(out_dir, "completed", None, started)
+    return metrics
+
+
+def evaluate_run(run_dir: str | Path, split: str | None = None) -> dict[str, float]:
+    """Re-score a finished run's ``model.safetensors`` on ``split`` (default: the config's ``eval.split``).
+
+    The config's split writes into the run directory itself; another split writes into ``run_dir/eval_<split>/``.
+    """
+    from lss_vlm.data.dataset import build_dataloader
+    from lss_vlm.engine.checkpoints import load_weights
+    from lss_vlm.engine.trainer import resolve_device
+
+    from .evaluation import evaluate_model
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"{run_dir}: no model.safetensors (the run has not completed training)")
+    split = split or cfg.eval.split
+    device = resolve_device(cfg.train.device)
+    model = build_model_from_config(cfg).to(device)
+    load_weights(model, weights)
+    loader = build_dataloader(
+        resolve_manifest(cfg.data),
+        split,
+        spatial_size=cfg.data.spatial_size,
+        batch_size=cfg.data.batch_size,
+        augment=False,
+        shuffle=False,
+        seed=cfg.train.seed,
+        num_workers=cfg.data.num_workers,
+    )
+    target = run_dir if split == cfg.eval.split else run_dir / f"eval_{split}"
+    return evaluate_model(model, loader, cfg, target, device)
+
+
+def build_model_from_config(cfg: ExperimentConfig) -> torch.nn.Module:
+    """``lss_vlm.models.build_model(cfg.model.name, **cfg.model.params)``."""
+    from lss_vlm.models import build_model
+
+    return build_model(cfg.model.name, **cfg.model.params)
+
+
+# ------------------------------------------------------------------------------------------------------------ steps
+def _train_and_evaluate(
+    cfg: ExperimentConfig,
+    out_dir: Path,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+    resume: bool,
+) -> dict[str, float]:
+    import losses
+    from lss_vlm.data.dataset import build_dataloader
+    from lss_vlm.engine.checkpoints import load_weights, save_weights
+    from lss_vlm.engine.seeding import seed_everything
+    from lss_vlm.engine.trainer import Trainer, TrainerSettings
+
+    from .evaluation import evaluate_model
+
+    manifest = resolve_manifest(cfg.data)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    data = cfg.data
+
+    def loader(split: str, train: bool) -> torch.utils.data.DataLoader:
+        return build_dataloader(
+            manifest,
+            split,
+            spatial_size=data.spatial_size,
+            batch_size=data.batch_size,
+            augment=train and data.augment,
+            shuffle=train,
+            seed=cfg.train.seed,
+            num_workers=data.num_workers,
+        )
+
+    model = build_model_from_config(cfg)
+    loss = losses.build_loss(cfg.loss.name, **cfg.loss.params)
+    history_path = out_dir / "history.csv"
+
+    def epoch_done(epoch: int, val: dict[str, float]) -> None:
+        write_history(history_path, trainer.state.history)
+        if on_epoch is not None:
+            try:
+                on_epoch(epoch, val)
+            except Exception as exc:
+                raise _OnEpochRaised(exc) from exc
+
+    t = cfg.train
+    settings = TrainerSettings(
+        epochs=t.epochs,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        schedule=t.schedule,
+        grad_clip=t.grad_clip,
+        lambda_seg=t.lambda_seg,
+        lambda_cls=t.lambda_cls,
+        lambda_txt=t.lambda_txt,
+        seed=t.seed,
+        deterministic=t.deterministic,
+        device=t.device,
+        amp=t.amp,
+        monitor=t.early_stopping.metric,
+        monitor_mode=t.early_stopping.mode,
+        patience=t.early_stopping.patience,
+        quiet=t.quiet,
+    )
+    trainer = Trainer(
+        model, loss, loader("train", True), loader("val", False), settings, out_dir / "checkpoints", epoch_done
+    )
+    try:
+        result = trainer.fit(resume=resume)
+    finally:
+        write_history(history_path, trainer.state.history)
+    chosen = trainer.best_checkpoint if cfg.eval.checkpoint == "best" else trainer.last_checkpoint
+    load_weights(trainer.model, chosen / "model.safetensors")
+    save_weights(trainer.model, out_dir / "model.safetensors")
+    metrics = evaluate_model(trainer.model, loader(cfg.eval.split, False), cfg, out_dir, trainer.device)
+    metrics.update(
+        best_epoch=float(result.best_epoch),
+        epochs_run=float(len(result.history)),
+        early_stopped=float(result.stop_reason == "early_stopping"),
+    )
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    """``history.csv``: one row per epoch (columns in first-seen order)."""
+    if history:
+        with atomic_path(path) as tmp:
+            pd.DataFrame(history).to_csv(tmp, index=False)
+
+
+def _check_same_config(cfg: ExperimentConfig, out_dir: Path) -> None:
+    existing = out_dir / "config.yaml"
+    if existing.is_file() and config_hash(load_run_config(out_dir)) != config_hash(cfg):
+        raise ConfigError(
+            f"{out_dir} holds a run of a different config; use another output folder or start over (resume=False)"
+        )
+
+
+def _write_status(out_dir: Path, status: str, reason: str | None, started: float) -> None:
+    atomic_write_json(
+        out_dir / STATUS_FILE, {"status": status, "reason": reason, "wall_time_s": round(time.time() - started, 3)}
+    )
+
+
+# -------------------------------------------------------------------------------------------------------- provenance
+def write_provenance(out_dir: Path, cfg: ExperimentConfig, wall_time_s: float) -> dict[str, Any]:
+    """``provenance.json``: git sha, package versions, config hash, data manifest hash, seed, wall time, device."""
+    from lss_vlm.engine.trainer import resolve_device
+
+    manifest = resolve_manifest(cfg.data)
+    record = {
+        "git_sha": _git_sha(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "config_hash": config_hash(cfg),
+        "data_manifest": str(manifest),
+        "data_manifest_hash": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+        "seed": cfg.train.seed,
+        "wall_time_s": round(wall_time_s, 3),
+        "device": str(resolve_device(cfg.train.device)),
+        "torch_threads": torch.get_num_threads(),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+    atomic_write_json(out_dir / "provenance.json", record)
+    return record
+
+
+def _git_sha() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+__all__ = ["RunFailed", "evaluate_run", "load_run_config", "read_status", "run_experiment", "write_provenance"]

@@ -1,0 +1,162 @@
+"""The manifest-driven dataset and data loader: one item per case, all views together (DESIGN.md §3).
+
+Batch contract (``V`` views, ``L`` levels, ``S`` = ``spatial_size``):
+
+==============  ==========================  =====================================================================
+key             type                        meaning
+==============  ==========================  =====================================================================
+``case_id``     ``list[str]``
+``views``       float32 ``[B, V, 1, S, S]``  images in canonical orientation, intensities scaled to [0, 1]
+                                            (0.5-99.5 percentile); zeros for a missing view
+``masks``       int64 ``[B, V, S, S]``       label maps (0 where there is no mask)
+``view_valid``  bool ``[B, V]``              the view exists
+``mask_valid``  bool ``[B, V]``              the view has a mask
+``grades``      int64 ``[B, L]``             stenosis grade per level, -1 unknown
+``areas``       float32 ``[B, L]``           true dural-sac area (mm²), NaN unknown
+``spacing``     float32 ``[B, V, 2]``        mm per pixel (row, col) after resampling
+``reports``     ``list[list[str]]``          reference reports
+``clinical``    float32 ``[B, 6]``           age, sex, BMI, symptom months, claudication, ODI; NaN unknown
+==============  ==========================  =====================================================================
+
+Every file is read and checked when the dataset is built, so a bad file fails before training starts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from monai.data import CacheDataset, DataLoader, Dataset
+
+from ..constants import CLINICAL_COLUMNS, LEVELS, MISSING_GRADE, VIEWS, level_key
+from ..errors import DataError
+from .manifest import parse_reports, read_manifest, resolve, select_split
+from .transforms import LoadCaseViewsd, build_case_transform, image_key, mask_key, resolve_target_spacing
+
+TENSOR_KEYS: tuple[str, ...] = (
+    "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "clinical"
+)  # fmt: skip
+
+
+def _number(cell: Any, column: str, case_id: str, source: str) -> float:
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)) or cell == "":
+        return math.nan
+    try:
+        return float(cell)
+    except (TypeError, ValueError):
+        raise DataError(f"{source}: column {column} has value {cell!r} for case {case_id}; expected a number") from None
+
+
+def case_records(df: pd.DataFrame, manifest_dir: str | os.PathLike[str], source: str = "manifest") -> list[dict]:
+    """One record per manifest row: absolute view/mask paths (``None`` if absent), grades, areas, reports,
+    clinical values."""
+    records = []
+    for _, row in df.iterrows():
+        case_id = str(row["case_id"])
+        record: dict[str, Any] = {"case_id": case_id}
+        for view in VIEWS:
+            for key in (image_key(view), mask_key(view)):
+                path = resolve(manifest_dir, row.get(key))
+                record[key] = None if path is None else str(path)
+        grades, areas = [], []
+        for level in LEVELS:
+            g = _number(row.get(f"grade_{level_key(level)}"), f"grade_{level_key(level)}", case_id, source)
+            grades.append(MISSING_GRADE if math.isnan(g) else int(g))
+            areas.append(_number(row.get(f"area_{level_key(level)}"), f"area_{level_key(level)}", case_id, source))
+        record["grades"], record["areas"] = grades, areas
+        record["reports"] = parse_reports(row.get("reports"), f"{source}: case {case_id}")
+        record["clinical"] = [_number(row.get(c), c, case_id, source) for c in CLINICAL_COLUMNS]
+        records.append(record)
+    return records
+
+
+def _data_error_in(exc: BaseException) -> DataError | None:
+    """The :class:`DataError` inside MONAI's ``RuntimeError("applying transform ...")`` wrappers, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, DataError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def build_dataset(
+    manifest_path: str | os.PathLike[str],
+    split: str,
+    spatial_size: int = 128,
+    augment: bool = False,
+    cache: bool = True,
+    seed: int = 0,
+    target_spacing: float | Sequence[float] | Mapping[str, Any] | None = None,
+) -> Dataset:
+    """The cases of one split as a MONAI dataset of batch-contract items (see the module docstring).
+
+    ``target_spacing``: in-plane mm per pixel after resampling (see :func:`resolve_target_spacing`; default: a
+    205 mm sagittal / 110 mm axial field of view on ``spatial_size`` pixels). ``cache=True`` keeps the decoded,
+    resampled views in memory (MONAI ``CacheDataset``); augmentation runs on top of the cache.
+    """
+    if int(spatial_size) < 8:
+        raise DataError(f"spatial_size must be at least 8 pixels, got {spatial_size}")
+    manifest_path = Path(manifest_path)
+    df = select_split(read_manifest(manifest_path), split, source=str(manifest_path))
+    records = case_records(df, manifest_path.parent, source=str(manifest_path))
+    spacing = resolve_target_spacing(int(spatial_size), target_spacing)
+    transform = build_case_transform(int(spatial_size), spacing, augment, seed)
+    try:
+        if cache:
+            return CacheDataset(records, transform, cache_rate=1.0, num_workers=0, progress=False)
+        loader = LoadCaseViewsd(VIEWS)
+        for record in records:  # validate every file now, not in the middle of an epoch
+            loader(record)
+        return Dataset(records, transform)
+    except Exception as exc:
+        error = _data_error_in(exc)
+        if error is None:
+            raise
+        raise DataError(str(error)) from None
+
+
+def collate_cases(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Stack case items into a batch dict (tensors stacked, ids and reports as lists)."""
+    batch: dict[str, Any] = {
+        "case_id": [it["case_id"] for it in items],
+        "reports": [list(it["reports"]) for it in items],
+    }
+    for key in TENSOR_KEYS:
+        batch[key] = torch.stack([torch.as_tensor(it[key]) for it in items])
+    return batch
+
+
+def build_dataloader(
+    manifest_path: str | os.PathLike[str],
+    split: str,
+    spatial_size: int = 128,
+    batch_size: int = 4,
+    augment: bool = False,
+    shuffle: bool = False,
+    cache: bool = True,
+    seed: int = 0,
+    num_workers: int = 0,
+    target_spacing: float | Sequence[float] | Mapping[str, Any] | None = None,
+) -> DataLoader:
+    """A data loader over one split of a manifest, yielding batch dicts (module docstring). Deterministic given
+    ``seed`` (shuffling and augmentation)."""
+    if int(batch_size) < 1:
+        raise DataError(f"batch_size must be ≥ 1, got {batch_size}")
+    dataset = build_dataset(manifest_path, split, spatial_size, augment, cache, seed, target_spacing)
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    return DataLoader(
+        dataset,
+        batch_size=int(batch_size),
+        shuffle=shuffle,
+        num_workers=int(num_workers),
+        collate_fn=collate_cases,
+        generator=generator,
+    )

@@ -1,0 +1,276 @@
+"""Reading and MONAI transforms of one case's views: validate → orient → resample → pad/crop → normalise → augment.
+
+Every view is a 2D slice stored as a NIfTI of shape ``(H, W)`` or ``(H, W, 1)``. Views are turned into a
+canonical display orientation (:data:`CANONICAL_AXCODES`): sagittal rows run superior→inferior and columns
+anterior→posterior; axial rows run anterior→posterior and columns patient right→left (radiological convention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    MapTransform,
+    Orientationd,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ResizeWithPadOrCropd,
+    ScaleIntensityRangePercentilesd,
+    Spacingd,
+    SqueezeDimd,
+    Transform,
+)
+
+from ..constants import NUM_LABELS, VIEWS
+from ..errors import DataError
+
+#: Orientation codes (nibabel convention: direction of increasing index) of (rows, columns, slice).
+CANONICAL_AXCODES: dict[str, str] = {"sagittal": "IPR", "axial": "PLS"}
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+#: Field of view (mm) that the default target spacing maps onto ``spatial_size`` pixels.
+DEFAULT_FOV_MM: dict[str, float] = {"sagittal": 205.0, "axial": 110.0}
+
+
+def view_kind(view: str) -> str:
+    """``"sagittal"`` or ``"axial"`` for a view name of :data:`VIEWS`."""
+    return "sagittal" if view.startswith("sag") else "axial"
+
+
+def image_key(view: str) -> str:
+    return f"img_{view}"
+
+
+def mask_key(view: str) -> str:
+    return f"seg_{view}"
+
+
+def resolve_target_spacing(
+    spatial_size: int, target_spacing: float | Sequence[float] | Mapping[str, Any] | None
+) -> dict[str, tuple[float, float]]:
+    """Target in-plane spacing (row, col) in mm per view kind.
+
+    ``None`` → :data:`DEFAULT_FOV_MM` / ``spatial_size`` (the whole field of view fits); a number or a (row, col)
+    pair → the same for both kinds; a mapping → per kind (``{"sagittal": 1.6, "axial": 0.86}``).
+    """
+
+    def pair(value: Any, where: str) -> tuple[float, float]:
+        values = (float(value), float(value)) if np.isscalar(value) else tuple(float(v) for v in value)
+        if len(values) != 2 or min(values) <= 0:
+            raise DataError(f"target_spacing {where} must be a positive number or a (row, col) pair, got {value!r}")
+        return values  # type: ignore[return-value]
+
+    if target_spacing is None:
+        return {kind: (fov / spatial_size, fov / spatial_size) for kind, fov in DEFAULT_FOV_MM.items()}
+    if isinstance(target_spacing, Mapping):
+        unknown = set(target_spacing) - set(DEFAULT_FOV_MM)
+        if unknown:
+            raise DataError(f"target_spacing has unknown view kind(s) {sorted(unknown)}; use sagittal, axial")
+        out = resolve_target_spacing(spatial_size, None)
+        out.update({k: pair(v, k) for k, v in target_spacing.items()})
+        return out
+    p = pair(target_spacing, "")
+    return {kind: p for kind in DEFAULT_FOV_MM}
+
+
+def _read(path: Path, what: str) -> nib.Nifti1Image:
+    if not path.is_file():
+        raise DataError(f"{path}: {what} file not found")
+    try:
+        image = nib.load(path)
+        data = np.asanyarray(image.dataobj)
+    except Exception as exc:  # nibabel raises many types for truncated / corrupt files
+        raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    if data.ndim == 2:
+        data = data[:, :, None]
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3 or data.shape[2] != 1:
+        raise DataError(f"{path}: expected a 2D slice (H, W) or (H, W, 1), got shape {tuple(image.shape)}")
+    return nib.Nifti1Image(data, image.affine, image.header)
+
+
+#: Anatomical axis of the slice normal per view kind (nibabel axis-code pairs).
+SLICE_NORMAL: dict[str, tuple[str, str]] = {"sagittal": ("L", "R"), "axial": ("S", "I")}
+
+
+def read_view(
+    image_path: Path, mask_path: Path | None, kind: str | None = None
+) -> tuple[MetaTensor, MetaTensor | None]:
+    """Read and check one view's image (and mask): finite voxels, labels in 0-5, same shape and affine, and (if
+    ``kind`` is given) a slice normal that fits the view (L-R for sagittal, S-I for axial).
+
+    Returns channel-first MetaTensors ``[1, H, W, 1]`` carrying the affine. Raises :class:`DataError` naming the
+    file and the problem.
+    """
+    image = _read(image_path, "image")
+    if kind is not None:
+        normal = nib.aff2axcodes(image.affine)[2]
+        if normal not in SLICE_NORMAL[kind]:
+            raise DataError(
+                f"{image_path}: slice normal points {normal} (from the affine), but a {kind} view needs an "
+                f"{'/'.join(SLICE_NORMAL[kind])} normal; check the view column or the file's affine"
+            )
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    bad = int((~np.isfinite(data)).sum())
+    if bad:
+        raise DataError(f"{image_path}: image has {bad} NaN/infinite voxel(s)")
+    img = MetaTensor(torch.from_numpy(data[None]), affine=torch.as_tensor(image.affine, dtype=torch.float64))
+    if mask_path is None:
+        return img, None
+    mask_image = _read(mask_path, "mask")
+    labels = np.asarray(mask_image.dataobj, dtype=np.float64)
+    if labels.shape != data.shape:
+        raise DataError(
+            f"{mask_path}: mask shape {labels.shape[:2]} does not match image {image_path} {data.shape[:2]}"
+        )
+    if not np.allclose(mask_image.affine, image.affine, atol=1e-3):
+        raise DataError(f"{mask_path}: mask affine differs from the affine of image {image_path}")
+    if not np.isfinite(labels).all():
+        raise DataError(f"{mask_path}: mask has NaN/infinite voxels")
+    values = np.unique(labels)
+    bad_values = values[(values != np.round(values)) | (values < 0) | (values >= NUM_LABELS)]
+    if bad_values.size:
+        shown = ", ".join(f"{v:g}" for v in bad_values[:5])
+        raise DataError(f"{mask_path}: mask has label value(s) {shown} outside the label set 0-{NUM_LABELS - 1}")
+    mask = MetaTensor(torch.from_numpy(labels.astype(np.float32)[None]), affine=img.affine.clone())
+    return img, mask
+
+
+class LoadCaseViewsd(MapTransform):
+    """Replace the path entries ``img_<view>`` / ``seg_<view>`` of a case record by checked MetaTensors.
+
+    Views whose image path is ``None`` stay absent (the later transforms skip missing keys)."""
+
+    def __init__(self, views: Sequence[str] = VIEWS) -> None:
+        super().__init__(keys=[image_key(v) for v in views], allow_missing_keys=True)
+        self.views = tuple(views)
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        for view in self.views:
+            path, mask_path = d.pop(image_key(view), None), d.pop(mask_key(view), None)
+            if path is None:
+                continue
+            img, mask = read_view(Path(path), None if mask_path is None else Path(mask_path), view_kind(view))
+            d[image_key(view)] = img
+            if mask is not None:
+                d[mask_key(view)] = mask
+        return d
+
+
+def deterministic_transforms(spatial_size: int, spacing: Mapping[str, tuple[float, float]]) -> list:
+    """Load, canonical orientation, resampling to the target spacing, squeeze to 2D, pad/crop, normalise."""
+    steps: list = [LoadCaseViewsd(VIEWS)]
+    for kind in ("sagittal", "axial"):
+        views = [v for v in VIEWS if view_kind(v) == kind]
+        images, masks = [image_key(v) for v in views], [mask_key(v) for v in views]
+        keys = images + masks
+        row, col = spacing[kind]
+        steps += [
+            Orientationd(keys=keys, axcodes=CANONICAL_AXCODES[kind], labels=RAS_LABELS, allow_missing_keys=True),
+            Spacingd(keys=images, pixdim=(row, col, -1.0), mode="bilinear", allow_missing_keys=True),
+            Spacingd(keys=masks, pixdim=(row, col, -1.0), mode="nearest", allow_missing_keys=True),
+        ]
+    keys = [image_key(v) for v in VIEWS] + [mask_key(v) for v in VIEWS]
+    images = [image_key(v) for v in VIEWS]
+    steps += [
+        SqueezeDimd(keys=keys, dim=3, update_meta=False, allow_missing_keys=True),
+        ResizeWithPadOrCropd(keys=keys, spatial_size=(spatial_size, spatial_size), allow_missing_keys=True),
+        ScaleIntensityRangePercentilesd(
+            keys=images, lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True, allow_missing_keys=True
+        ),
+    ]
+    return steps
+
+
+def augmentation_transforms(spatial_size: int) -> list:
+    """Train-time augmentation: per view a random affine (same for image and mask, nearest for the mask),
+    left-right flips of axial views only (the sagittal plane has no valid flip), then intensity jitter."""
+    steps: list = []
+    for view in VIEWS:
+        pair = [image_key(view), mask_key(view)]
+        steps.append(
+            RandAffined(
+                keys=pair,
+                prob=0.7,
+                rotate_range=(np.deg2rad(10.0),),
+                scale_range=(0.1, 0.1),
+                translate_range=(0.05 * spatial_size, 0.05 * spatial_size),
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+                allow_missing_keys=True,
+            )
+        )
+        if view_kind(view) == "axial":
+            steps.append(RandFlipd(keys=pair, prob=0.5, spatial_axis=1, allow_missing_keys=True))
+    images = [image_key(v) for v in VIEWS]
+    steps += [
+        RandScaleIntensityd(keys=images, factors=0.1, prob=0.5, allow_missing_keys=True),
+        RandShiftIntensityd(keys=images, offsets=0.05, prob=0.5, allow_missing_keys=True),
+        RandAdjustContrastd(keys=images, gamma=(0.8, 1.25), prob=0.3, allow_missing_keys=True),
+        RandGaussianNoised(keys=images, std=0.02, prob=0.3, allow_missing_keys=True),
+    ]
+    return steps
+
+
+def assemble_case(data: Mapping[str, Any], spatial_size: int, spacing: Mapping[str, tuple[float, float]]) -> dict:
+    """Stack a transformed record into the item of the batch contract (zeros + ``*_valid=False`` when missing)."""
+    n, size = len(VIEWS), spatial_size
+    views = torch.zeros(n, 1, size, size, dtype=torch.float32)
+    masks = torch.zeros(n, size, size, dtype=torch.int64)
+    view_valid = torch.zeros(n, dtype=torch.bool)
+    mask_valid = torch.zeros(n, dtype=torch.bool)
+    for i, view in enumerate(VIEWS):
+        img = data.get(image_key(view))
+        if img is not None:
+            views[i] = torch.as_tensor(img, dtype=torch.float32).reshape(1, size, size)
+            view_valid[i] = True
+        mask = data.get(mask_key(view))
+        if mask is not None:
+            masks[i] = torch.as_tensor(mask).reshape(size, size).round().long().clamp_(0, NUM_LABELS - 1)
+            mask_valid[i] = True
+    spacing_t = torch.tensor([spacing[view_kind(v)] for v in VIEWS], dtype=torch.float32)
+    return {
+        "case_id": data["case_id"],
+        "views": views,
+        "masks": masks,
+        "mask_valid": mask_valid,
+        "view_valid": view_valid,
+        "grades": torch.as_tensor(data["grades"], dtype=torch.int64),
+        "areas": torch.as_tensor(data["areas"], dtype=torch.float32),
+        "spacing": spacing_t,
+        "reports": list(data["reports"]),
+        "clinical": torch.as_tensor(data["clinical"], dtype=torch.float32),
+    }
+
+
+class AssembleCased(Transform):
+    """Final step: :func:`assemble_case` (a class, not a lambda, so worker processes can pickle it)."""
+
+    def __init__(self, spatial_size: int, spacing: Mapping[str, tuple[float, float]]) -> None:
+        self.spatial_size, self.spacing = spatial_size, dict(spacing)
+
+    def __call__(self, data: Mapping[str, Any]) -> dict:
+        return assemble_case(data, self.spatial_size, self.spacing)
+
+
+def build_case_transform(
+    spatial_size: int, spacing: Mapping[str, tuple[float, float]], augment: bool, seed: int = 0
+) -> Compose:
+    """The whole chain of one case; MONAI's CacheDataset caches it up to the first random transform."""
+    steps = deterministic_transforms(spatial_size, spacing)
+    if augment:
+        steps += augmentation_transforms(spatial_size)
+    steps.append(AssembleCased(spatial_size, spacing))
+    return Compose(steps).set_random_state(seed=seed)

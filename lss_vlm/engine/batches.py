@@ -1,0 +1,39 @@
+"""Helpers that turn a loader batch and a model output into what losses and metrics take."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..constants import VIEWS
+
+
+def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Copy the tensors of a batch dict to ``device`` (lists of strings stay as they are)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def valid_view_pairs(
+    seg_logits: torch.Tensor, masks: torch.Tensor, mask_valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Segmentation logits ``[N, C, H, W]`` and targets ``[N, 1, H, W]`` of the views that have a mask.
+
+    ``seg_logits [B, V, C, H, W]``, ``masks [B, V, H, W]``, ``mask_valid [B, V]``; ``N = mask_valid.sum()``.
+    """
+    return seg_logits[mask_valid], masks[mask_valid].unsqueeze(1)
+
+
+def valid_view_ids(case_ids: list[str], mask_valid: torch.Tensor) -> tuple[list[str], list[str]]:
+    """Case id and view name of every view selected by :func:`valid_view_pairs`, in the same order."""
+    rows, cols = torch.nonzero(mask_valid.cpu(), as_tuple=True)
+    return [case_ids[int(r)] for r in rows], [VIEWS[int(c)] for c in cols]
+
+
+def pick_references(reports: list[list[str]], epoch: int) -> tuple[list[str], torch.Tensor]:
+    """One reference report per case, cycling through each case's references by epoch.
+
+    Returns the texts (``""`` where a case has none) and a bool ``[B]`` telling which cases have one.
+    """
+    texts = [refs[epoch % len(refs)] if refs else "" for refs in reports]
+    return texts, torch.tensor([bool(refs) for refs in reports], dtype=torch.bool)

@@ -1,0 +1,297 @@
+"""The training loop of the multi-task objective, with checkpoints, early stopping and exact resume.
+
+Objective per batch::
+
+    L = λ_seg · L_seg(seg_logits of the views with a mask [N, C, H, W], masks [N, 1, H, W])
+      + λ_cls · CE(grade_logits [B·L, 4], grades [B·L], ignore_index=-1)
+      + λ_txt · report_loss (token cross-entropy of one reference report per case)
+
+The trainer receives the model, the loss object and the loaders; it never looks anything up by name.
+Every epoch starts from generators re-seeded with ``derive_seed(seed, epoch)`` (global RNGs, the loader's shuffle
+generator and the MONAI transforms), so resuming from the last checkpoint reproduces an uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.data.utils import set_rnd
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..constants import LABELS, MISSING_GRADE, NUM_GRADES
+from ..errors import ConfigError
+from .batches import move_batch, pick_references, valid_view_pairs
+from .checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
+from .seeding import derive_seed, seed_everything
+from .validation import autocast_context, validate
+
+SCHEDULES: tuple[str, ...] = ("cosine", "onecycle", "constant")
+
+
+@dataclass(kw_only=True)
+class TrainerSettings:
+    """Everything the loop needs; the defaults live in the caller's config schema, not here."""
+
+    epochs: int
+    lr: float
+    weight_decay: float
+    schedule: str
+    grad_clip: float | None
+    lambda_seg: float
+    lambda_cls: float
+    lambda_txt: float
+    seed: int
+    deterministic: bool
+    device: str
+    amp: bool
+    monitor: str
+    monitor_mode: str
+    patience: int
+    quiet: bool = False
+
+
+@dataclass
+class FitResult:
+    """Outcome of :meth:`Trainer.fit`: one history row per epoch, the best epoch and why training stopped."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_score: float
+    stop_reason: str  # "completed" (all epochs) or "early_stopping"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the message says where and which term."""
+
+
+@dataclass
+class _State:
+    epoch: int = 0  # number of finished epochs
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = math.nan
+    bad_epochs: int = 0
+    stop_reason: str | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a :class:`ConfigError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' requested but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def _constant(_: int) -> float:
+    return 1.0
+
+
+class Trainer:
+    """Trains ``model`` with ``loss`` (+ grade and report terms), keeping ``checkpoint_dir/{last,best}``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        train_loader: DataLoader,
+        val_loader: DataLoader,
+        settings: TrainerSettings,
+        checkpoint_dir: str | Path,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> None:
+        if settings.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule: unknown schedule {settings.schedule!r}; choose one of {SCHEDULES}")
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.model = model.to(self.device)
+        self.loss = loss.to(self.device)
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.on_epoch = on_epoch
+        self.use_amp = settings.amp and self.device.type == "cuda"
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.steps_per_epoch = max(1, len(train_loader))
+        self.scheduler = self._build_scheduler()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.state = _State()
+
+    # ------------------------------------------------------------------------------------------------------ public
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoint_dir / "last"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoint_dir / "best"
+
+    def fit(self, resume: bool = True) -> FitResult:
+        """Train for ``settings.epochs`` (or until early stopping); resume from ``last`` when it exists.
+
+        Raises :class:`TrainingDiverged` on a NaN/Inf loss; exceptions raised by ``on_epoch`` propagate.
+        """
+        if resume and checkpoint_exists(self.last_checkpoint):
+            self._restore(self.last_checkpoint)
+        s = self.settings
+        with tqdm(
+            total=s.epochs, initial=self.state.epoch, desc="epochs", unit="ep", disable=s.quiet, dynamic_ncols=True
+        ) as bar:
+            while self.state.stop_reason is None and self.state.epoch < s.epochs:
+                row = self._run_epoch(self.state.epoch + 1)
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['train/loss']:.4f}", **{s.monitor: f"{row.get('val/' + s.monitor, 0):.4f}"})
+        if self.state.stop_reason is None:
+            self.state.stop_reason = "completed"
+        return FitResult(
+            history=list(self.state.history),
+            best_epoch=self.state.best_epoch,
+            best_score=self.state.best_score,
+            stop_reason=self.state.stop_reason,
+        )
+
+    # ------------------------------------------------------------------------------------------------------ epochs
+    def _run_epoch(self, epoch: int) -> dict[str, float]:
+        start = time.perf_counter()
+        self._reseed(epoch)
+        row: dict[str, float] = {"epoch": float(epoch), "lr": float(self.optimizer.param_groups[0]["lr"])}
+        row.update(self._train_one_epoch(epoch))
+        self.loss.on_epoch_end()
+        row.update(self._controller_row())
+        val = validate(self.model, self.val_loader, self.device, self.use_amp)
+        row.update({f"val/{k}": v for k, v in val.items()})
+        row["time_s"] = time.perf_counter() - start
+        self.state.epoch = epoch
+        self.state.history.append(row)
+        self._track_best(epoch, val)
+        self._save(self.last_checkpoint)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, dict(val))
+        return row
+
+    def _train_one_epoch(self, epoch: int) -> dict[str, float]:
+        s = self.settings
+        self.model.train()
+        self.loss.train()
+        totals = {"train/loss": 0.0, "train/seg_loss": 0.0, "train/cls_loss": 0.0, "train/txt_loss": 0.0}
+        n = 0
+        steps = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=s.quiet, dynamic_ncols=True)
+        for step, batch in enumerate(steps, start=1):
+            terms = self._train_step(move_batch(batch, self.device), epoch, step)
+            for key, value in terms.items():
+                totals[key] += value
+            n += 1
+            steps.set_postfix(loss=f"{terms['train/loss']:.4f}")
+        return {k: v / max(n, 1) for k, v in totals.items()}
+
+    def _train_step(self, batch: dict[str, Any], epoch: int, step: int) -> dict[str, float]:
+        s = self.settings
+        with autocast_context(self.device, self.use_amp):
+            seg, cls, txt = self._objective_terms(batch, epoch)
+            total = s.lambda_seg * seg + s.lambda_cls * cls + s.lambda_txt * txt
+        if not bool(torch.isfinite(total)):
+            terms = ", ".join(f"{k}={float(v.detach())}" for k, v in {"seg": seg, "cls": cls, "txt": txt}.items())
+            raise TrainingDiverged(
+                f"non-finite loss at epoch {epoch}, step {step}: total={float(total.detach())}, {terms}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if s.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], s.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.loss.on_step_end()
+        values = {"loss": total, "seg_loss": seg, "cls_loss": cls, "txt_loss": txt}
+        return {f"train/{name}": float(value.detach()) for name, value in values.items()}
+
+    def _objective_terms(self, batch: dict[str, Any], epoch: int) -> tuple[torch.Tensor, ...]:
+        """The three (unweighted) terms; a term whose weight is 0 or that has no target is 0."""
+        s = self.settings
+        zero = torch.zeros((), device=self.device)
+        report_ids = report_mask = None
+        if s.lambda_txt > 0 and any(batch["reports"]):
+            texts, has_ref = pick_references(batch["reports"], epoch)
+            report_ids, report_mask = (t.to(self.device) for t in self.model.tokenize_reports(texts))
+            report_mask = report_mask.bool() & has_ref.to(self.device)[:, None]
+        out = self.model(
+            batch["views"], report_ids=report_ids, report_mask=report_mask, view_valid=batch.get("view_valid")
+        )
+        seg = zero
+        if s.lambda_seg > 0 and bool(batch["mask_valid"].any()):
+            logits, target = valid_view_pairs(out["seg_logits"], batch["masks"], batch["mask_valid"])
+            seg = self.loss(logits.float(), target)
+        cls = zero
+        grades = batch["grades"].reshape(-1)
+        if s.lambda_cls > 0 and bool((grades != MISSING_GRADE).any()):
+            logits = out["grade_logits"].float().reshape(-1, NUM_GRADES)
+            cls = F.cross_entropy(logits, grades, ignore_index=MISSING_GRADE)
+        txt = out["report_loss"].float() if report_ids is not None and "report_loss" in out else zero
+        return seg, cls, txt
+
+    # --------------------------------------------------------------------------------------------------- bookkeeping
+    def _controller_row(self) -> dict[str, float]:
+        """``loss.controller_state()`` flattened to ``<quantity>/<class name>`` columns."""
+        state = self.loss.controller_state() if hasattr(self.loss, "controller_state") else {}
+        return {
+            f"{quantity}/{LABELS[int(c)] if int(c) < len(LABELS) else c}": float(v)
+            for quantity, per_class in state.items()
+            for c, v in per_class.items()
+        }
+
+    def _track_best(self, epoch: int, val: dict[str, float]) -> None:
+        s = self.settings
+        if s.monitor not in val:
+            raise ConfigError(
+                f"train.early_stopping.metric: {s.monitor!r} is not a validation metric; "
+                f"choose one of: {', '.join(sorted(val))}"
+            )
+        score = float(val[s.monitor])
+        best = self.state.best_score
+        improved = math.isfinite(score) and (
+            not math.isfinite(best) or (score > best if s.monitor_mode == "max" else score < best)
+        )
+        if improved or self.state.best_epoch == 0:
+            self.state.best_epoch, self.state.best_score, self.state.bad_epochs = epoch, score, 0
+            self._save(self.best_checkpoint)
+        else:
+            self.state.bad_epochs += 1
+            if s.patience and self.state.bad_epochs >= s.patience:
+                self.state.stop_reason = "early_stopping"
+
+    def _reseed(self, epoch: int) -> None:
+        """Re-seed every generator the epoch uses from ``(seed, epoch)``: resume-exact by construction."""
+        seed = derive_seed(self.settings.seed, epoch)
+        seed_everything(seed, self.settings.deterministic)
+        sampler_generator = getattr(getattr(self.train_loader, "sampler", None), "generator", None)
+        if isinstance(sampler_generator, torch.Generator):
+            sampler_generator.manual_seed(seed)
+        set_rnd(self.train_loader.dataset, seed)
+
+    def _build_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        total = self.settings.epochs * self.steps_per_epoch
+        if self.settings.schedule == "cosine":
+            eta_min = self.settings.lr / 100
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total, eta_min=eta_min)
+        if self.settings.schedule == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.settings.lr, total_steps=total)
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, _constant)
+
+    def _save(self, folder: Path) -> None:
+        state = self.state.__dict__.copy()
+        save_checkpoint(folder, self.model, self.optimizer, self.scheduler, self.loss, state, self.scaler)
+
+    def _restore(self, folder: Path) -> None:
+        saved = load_checkpoint(folder, self.model, self.optimizer, self.scheduler, self.loss, self.scaler)
+        self.state = _State(**saved)
