@@ -292,7 +292,7 @@ def run_suite(
     else:
         _clean(out_dir)
     atomic_write_text(out_dir / "suite.yaml", yaml.safe_dump(suite_record(suite), sort_keys=False))
-    progress = progress or SuiteProgress(enabled=False)
+    progress = progress or SuiteProgress(live=False, lines=False)
     outcomes = []
     with progress:
         if runner is None:  # the real engine: build the dataset once, before the first run
@@ -328,13 +328,13 @@ def prepare_data(plans: Sequence[PlannedRun], progress: SuiteProgress) -> list[P
 
 
 class SuiteProgress:
-    """Live view of a suite (rich): runs done/total, current loss/seed and epoch, ETA from this session's runs.
-
-    Also prints one line per finished run, so a log file (``nohup``) shows the progress too.
+    """Progress of a suite: a live rich view (runs done/total, current loss/seed/epoch, ETA from this session's runs)
+    when ``live``, and one printed line per finished run when ``lines`` (so a ``nohup`` log shows progress too).
     """
 
-    def __init__(self, enabled: bool = True, console=None) -> None:
-        self.enabled = enabled
+    def __init__(self, live: bool = True, lines: bool = True, console=None) -> None:
+        self.live = live
+        self.lines = lines or live
         self.console = console
         self._progress = None
         self._task = None
@@ -342,13 +342,16 @@ class SuiteProgress:
         self._total = 0
         self._done = 0
         self._current = ""
+        self._epochs: object = "?"
 
     def __enter__(self) -> SuiteProgress:
-        if self.enabled:
+        if self.lines and self.console is None:
             from rich.console import Console
+
+            self.console = Console(stderr=True)
+        if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.console = self.console or Console(stderr=True)
             self._progress = Progress(
                 TextColumn("[bold]suite"),
                 BarColumn(),
@@ -372,7 +375,7 @@ class SuiteProgress:
         self._print(text)
 
     def _print(self, text: str) -> None:
-        if self.console is not None:
+        if self.lines and self.console is not None:
             self.console.print(text, highlight=False)
 
     def _eta(self) -> str:
@@ -399,7 +402,6 @@ class SuiteProgress:
     def begin(self, plan: PlannedRun, resuming: bool) -> None:
         self._current = f"{plan.label} seed{plan.seed}"
         self._epochs = getattr(getattr(plan.config, "train", None), "epochs", "?")
-        self._metric = None
         self._update(f"{self._current}{' (resuming)' if resuming else ''}")
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:

@@ -63,6 +63,21 @@ def test_failed_run_is_recorded_and_suite_finishes(tmp_path):
     assert list(board.table["loss"]) == ["tversky", "dice", "focal"]
 
 
+def test_progress_lines_name_each_run(tmp_path):
+    from rich.console import Console
+
+    from benchmarks.suite import SuiteProgress
+
+    suite = load_suite(write_suite_yaml(tmp_path, seeds=1))
+    console = Console(record=True, width=200, file=open(os.devnull, "w"))
+    run_suite(suite, tmp_path / "out", runner=FakeRunner(fail=("focal",)), progress=SuiteProgress(False, True, console))
+    run_suite(suite, tmp_path / "out", runner=FakeRunner(), progress=SuiteProgress(False, True, console))
+    text = console.export_text()
+    assert "[1/3] dice seed0: completed in" in text and "dice_macro=0.7" in text
+    assert "[3/3] focal seed0: failed in" in text and "FloatingPointError: loss is NaN" in text
+    assert "[2/3] tversky seed0: already completed, skipped" in text
+
+
 def test_only_loss_and_seed_differ_between_runs(tmp_path):
     suite = load_suite(write_suite_yaml(tmp_path, set=["train.epochs=2", "train.lr=0.01"]))
     plans = plan_runs(suite)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=seeds,
         resume=not args.no_resume,
         retry_failed=args.retry_failed,
-        progress=SuiteProgress(enabled=not args.no_progress),
+        progress=SuiteProgress(live=not args.no_progress),
     )
     board = build_leaderboard(out, rank_by=suite.rank_by, baseline=suite.baseline, metrics=suite.columns)
     written = write_leaderboard(board, out)

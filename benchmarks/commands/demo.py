@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     suite = load_suite("quick")
     losses = ", ".join(entry.label for entry in suite.losses)
     console.print(f"[bold]lss-bench demo[/]: suite 'quick' ({losses}; {len(suite.seed_list())} seed) -> {out}")
-    run_suite(suite, out, progress=SuiteProgress(enabled=not args.no_progress, console=console))
+    run_suite(suite, out, progress=SuiteProgress(live=not args.no_progress, console=console))
     board = build_leaderboard(out, rank_by=suite.rank_by, baseline=suite.baseline, metrics=suite.columns)
     written = write_leaderboard(board, out)
     print_terminal(board)
