@@ -782,8 +782,7 @@ def write_figures(study: optuna.Study, spec: StudySpec, space: dict[str, ParamSp
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 axes = plot()
-            figure = _figure_of(axes)
-            figure.set_size_inches(max(figure.get_size_inches()[0], 6), max(figure.get_size_inches()[1], 4.5))
+            figure = _tidy_figure(axes)
             path = out_dir / f"{name}.png"
             with atomic_path(path) as tmp:
                 figure.savefig(tmp, dpi=120, bbox_inches="tight")
@@ -804,10 +803,22 @@ def _figure_unavailable(name: str, n_complete: int, n_pid: int) -> str | None:
     return None
 
 
-def _figure_of(axes: Any) -> Any:
+def _tidy_figure(axes: Any) -> Any:
+    """The figure of Optuna's axes, big enough for its panels, without the overlapping minor labels of log axes."""
     import numpy as np
+    from matplotlib.ticker import NullFormatter
 
-    return np.ravel(axes)[0].figure if isinstance(axes, np.ndarray) else axes.figure
+    panels = list(np.ravel(axes)) if isinstance(axes, np.ndarray) else [axes]
+    for ax in panels:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log":
+                axis.set_minor_formatter(NullFormatter())
+    figure = panels[0].figure
+    width, height = figure.get_size_inches()
+    shape = np.shape(axes) if isinstance(axes, np.ndarray) else ()
+    rows, columns = (shape[0] if len(shape) == 2 else 1), (shape[-1] if shape else 1)
+    figure.set_size_inches(max(width, 4 * columns, 6), max(height, 3.3 * rows, 4.5))
+    return figure
 
 
 def study_summary(

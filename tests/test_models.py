@@ -101,6 +101,14 @@ def test_gradients_reach_spca_and_decoders_but_not_the_frozen_text_encoder() -> 
     assert not model.text.backbone.training  # frozen encoder stays in eval mode under model.train()
 
 
+def test_a_trainable_text_encoder_gets_gradients_through_the_prompts() -> None:
+    torch.manual_seed(0)
+    model = build_model("spca_vlm", freeze_text=False, **TINY).train()
+    model(_views(1, 32))["seg_logits"].logsumexp(2).mean().backward()
+    assert model.text.backbone.training
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.text.parameters())
+
+
 def test_changing_a_prompt_changes_segmentation_and_attention(spca: torch.nn.Module) -> None:
     views = _views(1, 64)
     with torch.no_grad():
