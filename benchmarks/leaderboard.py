@@ -90,6 +90,8 @@ _KNOWN_METRICS: dict[str, tuple[str, str, int]] = {  # key: (label, short label 
     "grade_f1_from_text": ("Report grade-F1", "RepF1", 3),
     "area_mae_mm2": ("Area MAE mm²", "AreaMAE", 1),
 }
+#: The minority classes whose Dice the notes compare best vs worst.
+MINORITY_METRICS: tuple[str, ...] = ("dice/ligamentum_flavum", "dice/thecal_sac")
 #: Columns of the compact terminal table (plus the rank metric).
 TERMINAL_METRICS: tuple[str, ...] = (
     "dice_macro",
@@ -207,10 +209,29 @@ class Leaderboard:
     runs: list[RunRecord]
     test: str
     title: str = "lss-vlm leaderboard"
+    case_values: dict[str, dict[str, pd.Series]] = field(default_factory=dict)  # metric -> loss -> per-case values
 
-    @property
-    def p_column(self) -> str | None:
-        return f"p_vs_{self.baseline}" if self.baseline else None
+    def best_vs_worst(self, metric: str) -> tuple[str, str, float, float] | None:
+        """(best loss, worst loss, gap of their means, paired p over test cases) for ``metric``; None if < 2 losses."""
+        column = f"{metric}_mean"
+        if column not in self.table:
+            return None
+        ranked = self.table.dropna(subset=[column]).sort_values(
+            column, ascending=not metric_info(metric).higher_is_better, kind="stable"
+        )
+        if len(ranked) < 2:
+            return None
+        best, worst = ranked.iloc[0], ranked.iloc[-1]
+        per_loss = self.case_values.get(metric, {})
+        diffs = stats.paired_differences(
+            per_loss.get(best["loss"], pd.Series(dtype=float)), per_loss.get(worst["loss"], pd.Series(dtype=float))
+        )
+        return (
+            str(best["loss"]),
+            str(worst["loss"]),
+            float(best[column] - worst[column]),
+            stats.paired_p(diffs, self.test),
+        )
 
     @property
     def failed_runs(self) -> list[RunRecord]:
@@ -301,7 +322,7 @@ def build_leaderboard(
         table[f"p_vs_{baseline}"] = table[main_p] if main_p in table else math.nan
         table[f"p_holm_vs_{baseline}"] = stats.holm(table[f"p_vs_{baseline}"].tolist())
     title = f"lss-vlm leaderboard: {suite.get('name', suite_dir.name)}"
-    return Leaderboard(table, rank_by, baseline, chosen, runs, test, title)
+    return Leaderboard(table, rank_by, baseline, chosen, runs, test, title, case_values)
 
 
 # ---------------------------------------------------------------------------------------------------------- formats
@@ -354,6 +375,16 @@ def notes(board: Leaderboard) -> list[str]:
             f"p vs {board.baseline}: two-sided {test} test over test cases of {board.rank_by} "
             "(per-case values averaged over views and seeds); Holm-corrected across losses."
         )
+    for metric in dict.fromkeys([board.rank_by, *MINORITY_METRICS]):
+        spread = board.best_vs_worst(metric) if metric in board.metrics else None
+        if spread is not None:
+            best, worst, gap, p = spread
+            digits = metric_info(metric).digits
+            p_text = format_p(p)
+            lines.append(
+                f"Best vs worst on {metric_info(metric).label}: {best} − {worst} = {gap:+.{digits}f} "
+                f"(paired {test} p {p_text if p_text.startswith('<') else '= ' + p_text})."
+            )
     for r in board.failed_runs:
         lines.append(f"{r.status.upper()} run {r.loss} seed{r.seed}: {r.reason}")
     return lines
@@ -484,7 +515,7 @@ th.asc::after {{ content: " \\25B2"; }} th.desc::after {{ content: " \\25BC"; }}
 .figures {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 12px; }}
 figure {{ margin: 0; }}
 figure.wide {{ grid-column: 1 / -1; max-width: 1200px; }}
-figure img {{ width: 100%; height: auto; border: 1px solid #ddd; }}
+figure img {{ max-width: 100%; height: auto; border: 1px solid #ddd; }}
 figcaption {{ font-size: 0.85em; color: #444; text-align: center; }}
 </style></head><body>
 <h1>{title}</h1>

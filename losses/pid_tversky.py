@@ -59,8 +59,9 @@ class PIDTverskyLoss(SegLoss):
 
     so persistent under-segmentation raises β_c (missed pixels cost more) and over-segmentation lowers it.
 
-    **Cadence.** ``forward`` adds the batch's detached TP/FP/FN to an accumulator whenever gradients are enabled
-    (a training step; validation under ``torch.no_grad()`` does not feed the controller), or explicitly through
+    **Cadence.** ``forward`` adds the batch's detached TP/FP/FN to an accumulator when the module is in training mode
+    and gradients are enabled (a validation pass under ``torch.no_grad()`` or after ``loss.eval()`` does not feed the
+    controller), or explicitly through
     :meth:`observe` / :meth:`observe_counts`. :meth:`update` closes the loop:
 
     - ``"epoch"`` (default): ``on_epoch_end()`` calls ``update()``; e_c is computed from the whole epoch's counts.
@@ -196,7 +197,7 @@ class PIDTverskyLoss(SegLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``logits [N,C,*spatial]``, ``target [N,1,*spatial]`` int64 labels (or ``[N,C,...]`` binary if sigmoid)."""
         tp, fp, fn = self.soft_counts(logits, target)
-        if torch.is_grad_enabled():
+        if self.training and torch.is_grad_enabled():
             self.observe_counts(tp, fp, fn)
         first = self._first_class
         tp, fp, fn = tp[first:], fp[first:], fn[first:]

@@ -80,6 +80,9 @@ def register_loss(
             raise LossConfigError(f"loss {name!r}: defaults for unknown argument(s) {', '.join(unknown)}")
         space = {k: dict(v) for k, v in (search_space or {}).items()}
         _check_search_space(name, params, space)
+        for spec in space.values():
+            if spec["type"] != "categorical":
+                spec.setdefault("log", False)
         summary = (inspect.getdoc(factory) or "").split("\n", 1)[0]
         _LOSSES[name] = _Entry(factory, {**signature_defaults, **(defaults or {})}, space, source, summary)
         return factory

@@ -342,3 +342,15 @@ def test_nifti_adapter_keeps_user_splits_and_reports(tmp_path) -> None:
     out = read_manifest(prepare_dataset("nifti", tmp_path / "src", tmp_path / "out", labels="disc=7,canal=9").manifest)
     assert out["split"].tolist() == ["test", "train", "train", "val"]
     assert json.loads(out.loc[2, "reports"]) == ["report 2"]
+
+
+def test_grade_confusion_matrix_of_a_dataset_without_grades_is_empty() -> None:
+    import torch
+
+    from lss_vlm.metrics.classification import GradeMetrics
+
+    metrics = GradeMetrics()
+    metrics.update(torch.full((2, 5, 4), 0.25), torch.full((2, 5), -1))  # SPIDER/Mendeley: every grade unknown
+    assert metrics.confusion_matrix().tolist() == [[0] * 4] * 4
+    metrics.update(torch.tensor([[[0.1, 0.2, 0.6, 0.1]] * 5]), torch.tensor([[2, -1, -1, -1, -1]]))
+    assert metrics.confusion_matrix()[2, 2] == 1 and metrics.confusion_matrix().sum() == 1

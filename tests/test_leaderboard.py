@@ -52,6 +52,19 @@ def test_paired_test_against_baseline(suite_dir):
     assert bootstrap.loc["pid_tversky", "p_vs_dice"] < 0.01
 
 
+def test_best_vs_worst_gap_with_paired_p(suite_dir):
+    board = build_leaderboard(suite_dir)
+    best, worst, gap, p = board.best_vs_worst("dice/ligamentum_flavum")
+    assert (best, worst) == ("pid_tversky", "focal")
+    table = board.table.set_index("loss")
+    expected = (
+        table.loc["pid_tversky", "dice/ligamentum_flavum_mean"] - table.loc["focal", "dice/ligamentum_flavum_mean"]
+    )
+    assert gap == pytest.approx(expected) and gap > 0.15
+    assert p < 0.01
+    assert "Best vs worst on Dice ligamentum flavum: pid_tversky − focal" in to_markdown(board)
+
+
 def test_failed_runs_are_counted_and_shown(suite_dir):
     board = build_leaderboard(suite_dir)
     focal = board.table.set_index("loss").loc["focal"]

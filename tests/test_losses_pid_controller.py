@@ -233,3 +233,10 @@ def test_resume_from_checkpoint_equals_never_stopping(cadence: str, tmp_path) ->
     assert loss.controller_state()["beta"][1] != 0.5  # the controller did move
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, resumed_model.state_dict()[name]), name
+
+
+def test_eval_mode_does_not_feed_the_controller() -> None:
+    loss = build_loss("pid_tversky", cadence="step").eval()
+    loss(torch.zeros(1, 2, 4, 4, requires_grad=True), torch.ones(1, 1, 4, 4, dtype=torch.long))
+    loss.on_step_end()
+    assert loss.controller_state()["beta"] == {1: 0.5}

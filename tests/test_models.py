@@ -53,6 +53,19 @@ def test_output_shapes(name: str, size: int) -> None:
         assert out["report_loss"].ndim == 0 and torch.isfinite(out["report_loss"])
 
 
+def test_report_loss_ignores_cases_without_a_reference(spca: torch.nn.Module) -> None:
+    ids, mask = spca.tokenize_reports(REPORTS)
+    views = _views(2, 32)
+    partial = mask.clone()
+    partial[1] = False  # case 2 has no reference report
+    with torch.no_grad():
+        alone = spca(views[:1], ids[:1, : int(mask[0].sum())], mask[:1, : int(mask[0].sum())])["report_loss"]
+        both = spca(views, ids, partial)["report_loss"]
+        none = spca(views, ids, torch.zeros_like(mask))["report_loss"]
+    torch.testing.assert_close(both, alone)
+    assert none == 0
+
+
 def test_attention_maps_are_distributions_over_patches(spca: torch.nn.Module) -> None:
     with torch.no_grad():
         attention = spca(_views(2, 96))["attention"]
@@ -86,6 +99,14 @@ def test_gradients_reach_spca_and_decoders_but_not_the_frozen_text_encoder() -> 
     assert spca_block.attn.in_proj_weight.grad.abs().sum() > 0 and spca_block.gate_attn.grad != 0
     assert all(not p.requires_grad and p.grad is None for p in model.text.parameters())
     assert not model.text.backbone.training  # frozen encoder stays in eval mode under model.train()
+
+
+def test_a_trainable_text_encoder_gets_gradients_through_the_prompts() -> None:
+    torch.manual_seed(0)
+    model = build_model("spca_vlm", freeze_text=False, **TINY).train()
+    model(_views(1, 32))["seg_logits"].logsumexp(2).mean().backward()
+    assert model.text.backbone.training
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.text.parameters())
 
 
 def test_changing_a_prompt_changes_segmentation_and_attention(spca: torch.nn.Module) -> None:

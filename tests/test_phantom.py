@@ -216,3 +216,18 @@ def test_cli_synth_prints_stats(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "ligamentum_flavum" in out and "grade prevalence" in out
     assert main(["synth", "--out", str(tmp_path), "--shift", "bogus"]) == 2
     assert "valid shifts" in capsys.readouterr().err
+
+
+def test_clinical_table_worsens_with_severity(modest_phantom: Path) -> None:
+    df = read_manifest(modest_phantom)
+    worst = df[[f"grade_{level_key(lv)}" for lv in LEVELS]].max(axis=1)
+    assert df["odi"].corr(worst, method="spearman") > 0.4
+    assert df["age"].corr(worst, method="spearman") > 0.1
+    assert df.loc[worst >= 2, "claudication"].mean() > df.loc[worst == 0, "claudication"].mean()
+
+
+def test_output_does_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    one = synthesize(tmp_path / "one", n_cases=5, size=40, seed=4).parent
+    two = synthesize(tmp_path / "two", n_cases=5, size=40, seed=4, workers=2).parent
+    files = sorted(p.relative_to(one) for p in one.rglob("*.nii.gz")) + [Path("manifest.csv")]
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)

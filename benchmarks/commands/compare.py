@@ -5,13 +5,46 @@ from __future__ import annotations
 import argparse
 
 HELP = "run every loss x seed of a suite (resumable) and write its leaderboard"
+DESCRIPTION = """Run every (loss x seed) of a suite: the same experiment, data and budget; only the loss and
+train.seed differ. Runs go to OUT/runs/<loss>/seed<k>/. Rerunning the same command resumes: finished runs are skipped,
+a run that was interrupted resumes from its last checkpoint. A failed run (NaN loss, bad case) is recorded with its
+reason and the suite goes on. At the end the leaderboard (csv, md, html + figures) is written into OUT.
+
+SUITE is a YAML path or the name of a shipped suite: quick, standard, minority (configs/suites/)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("suite", metavar="SUITE", help="suite YAML or shipped suite name (quick, standard, minority)")
+    parser.add_argument("--seeds", type=int, default=None, metavar="N", help="run seeds 0..N-1 (default: the suite's)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="suite directory (default: ./lss_runs/<suite name>)")
+    parser.add_argument("--no-resume", action="store_true", help="delete the runs and leaderboard in DIR, start over")
+    parser.add_argument("--retry-failed", action="store_true", help="run the failed runs again when resuming")
+    parser.add_argument("--no-progress", action="store_true", help="no live progress view (one line per run only)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from lss_vlm.errors import NotAvailableError
+    from pathlib import Path
 
-    raise NotAvailableError("'lss-bench compare' is not available yet in this build (issue #6)")
+    from benchmarks.leaderboard import build_leaderboard, print_terminal, write_leaderboard
+    from benchmarks.suite import SuiteProgress, load_suite, run_suite
+    from lss_vlm.errors import ConfigError
+
+    suite = load_suite(args.suite)
+    if args.seeds is not None and args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    seeds = list(range(args.seeds)) if args.seeds is not None else None
+    out = Path(args.out) if args.out else Path("lss_runs") / suite.name
+    run_suite(
+        suite,
+        out,
+        seeds=seeds,
+        resume=not args.no_resume,
+        retry_failed=args.retry_failed,
+        progress=SuiteProgress(live=not args.no_progress),
+    )
+    board = build_leaderboard(out, rank_by=suite.rank_by, baseline=suite.baseline, metrics=suite.columns)
+    written = write_leaderboard(board, out)
+    print_terminal(board)
+    for kind, path in written.items():
+        print(f"{kind:>4}: {path}")
+    return 0

@@ -5,13 +5,33 @@ from __future__ import annotations
 import argparse
 
 HELP = "synthesise the phantom, run the quick suite and print the leaderboard"
+DESCRIPTION = """The embedded demo: synthesise the phantom (cached), train the SPCA VLM with 4+ segmentation losses
+(the 'quick' suite: 1 seed, small budget, a few minutes on a laptop CPU), print the leaderboard (Dice, grade accuracy,
+CIDEr) and write the HTML page with figures. Rerunning resumes (finished runs are skipped)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--out", default="lss_runs/demo", metavar="DIR", help="suite directory (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no live progress view")
 
 
 def run(args: argparse.Namespace) -> int:
-    from lss_vlm.errors import NotAvailableError
+    from pathlib import Path
 
-    raise NotAvailableError("'lss-bench demo' is not available yet in this build (issue #6)")
+    from rich.console import Console
+
+    from benchmarks.leaderboard import build_leaderboard, print_terminal, write_leaderboard
+    from benchmarks.suite import SuiteProgress, load_suite, run_suite
+
+    console = Console(stderr=True)
+    out = Path(args.out)
+    suite = load_suite("quick")
+    losses = ", ".join(entry.label for entry in suite.losses)
+    console.print(f"[bold]lss-bench demo[/]: suite 'quick' ({losses}; {len(suite.seed_list())} seed) -> {out}")
+    run_suite(suite, out, progress=SuiteProgress(live=not args.no_progress, console=console))
+    board = build_leaderboard(out, rank_by=suite.rank_by, baseline=suite.baseline, metrics=suite.columns)
+    written = write_leaderboard(board, out)
+    print_terminal(board)
+    print(f"\nLeaderboard page: {written['html'].resolve()}")
+    print(f"Tables: {written['csv']}  {written['md']}   Runs: {out / 'runs'}")
+    return 0

@@ -5,13 +5,65 @@ from __future__ import annotations
 import argparse
 
 HELP = "Optuna search over loss hyperparameters (PID gains) on SQLite/PostgreSQL storage"
+DESCRIPTION = """\
+Optuna search over loss hyperparameters (PID gains) declared in a study YAML (configs/studies/).
+
+A trial trains the study's base experiment with the suggested parameters into OUT/trials/<number>/; the validation
+metric is reported each epoch so the pruner can stop bad trials. The process that creates the study enqueues exactly
+--n-trials trials; --workers K local processes (and the same command on other machines against the same
+PostgreSQL URL) share them. On finishing: OUT/best.yaml (full experiment config, for 'lss-bench train' or a suite),
+OUT/trials.csv, OUT/figures/*.png, OUT/summary.json and a summary here.
+
+storages:  (default) sqlite:///OUT/study.db    journal:PATH    postgresql://user:password@host:5432/db
+examples:
+  lss-bench tune configs/studies/pid_gains.yaml --n-trials 12 --workers 2
+  lss-bench tune configs/studies/pid_gains.yaml --n-trials 100 --storage postgresql://lss@db-host/optuna --study pid
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("config", help="study YAML (configs/studies/*.yaml)")
+    parser.add_argument("--n-trials", type=int, required=True, help="total trials of the study (all workers)")
+    parser.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUT/study.db)")
+    parser.add_argument("--study", default=None, help="study name (default: study_name of the YAML or its file name)")
+    parser.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    parser.add_argument(
+        "--sampler",
+        choices=("tpe", "cmaes", "random", "grid", "nsga2"),
+        default=None,
+        help="sampler (default: the YAML's, else tpe; nsga2 for several objectives)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="sampler seed (default: the YAML's, else 0)")
+    parser.add_argument("--out", default=None, help="output directory (default: results/tune/<study name>)")
+    parser.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures (they take a while)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a base experiment key (repeatable), e.g. --set train.epochs=2",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from lss_vlm.errors import NotAvailableError
+    from pathlib import Path
 
-    raise NotAvailableError("'lss-bench tune' is not available yet in this build (issue #7)")
+    from benchmarks.tuning import format_summary, load_study_spec, tune
+
+    spec = load_study_spec(args.config)
+    out_dir = Path(args.out) if args.out else Path("results") / "tune" / (args.study or spec.name)
+    summary = tune(
+        spec,
+        n_trials=args.n_trials,
+        out_dir=out_dir,
+        storage_url=args.storage,
+        study_name=args.study,
+        workers=args.workers,
+        sampler=args.sampler,
+        seed=args.seed,
+        overrides=args.overrides,
+        figures=not args.no_figures,
+    )
+    print(format_summary(summary, out_dir))
+    return 0 if summary["best_trial"] is not None else 1

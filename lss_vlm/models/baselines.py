@@ -19,10 +19,11 @@ from ..constants import NUM_LABELS, NUM_LEVELS, NUM_VIEWS
 from ..errors import ConfigError
 from ..reports.writer import write_reports
 from .base import MultiViewModel
+from .decoders import DEFAULT_REPORT_MAX_LENGTH
 from .encoders import PATCH_STRIDE, PatchTokenizer, check_image_size
 from .heads import gather_level_views, grade_mlp
 from .registry import MODELS
-from .text import DEFAULT_TEXT_ENCODER, PromptBank, load_tokenizer
+from .text import DEFAULT_TEXT_ENCODER, PromptEncoding, load_tokenizer
 from .vlm import VisionLanguageModel, pyramid_index
 
 
@@ -40,7 +41,7 @@ class GlobalPoolFusion(nn.Module):
         self.out_channels = tuple(channels)
 
     def forward(
-        self, features: list[torch.Tensor], num_views: int, prompts: PromptBank
+        self, features: list[torch.Tensor], num_views: int, prompts: PromptEncoding
     ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         features = list(features)
         i = pyramid_index(PATCH_STRIDE)
@@ -79,7 +80,7 @@ class UNetImageOnly(MultiViewModel):
         grade_hidden: int = 128,
         dropout: float = 0.1,
         text_encoder: str = DEFAULT_TEXT_ENCODER,
-        report_max_length: int = 128,
+        report_max_length: int = DEFAULT_REPORT_MAX_LENGTH,
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__(config)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from safetensors import safe_open
 from safetensors.torch import load_model, save_model
@@ -29,7 +30,7 @@ def save_checkpoint(model: MultiViewModel, path: str | os.PathLike[str]) -> Path
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike[str], **overrides) -> MultiViewModel:  # noqa: ANN003
+def load_checkpoint(path: str | os.PathLike[str], **overrides: Any) -> MultiViewModel:
     """Rebuild the model saved by :func:`save_checkpoint` (config ``overrides`` allowed) and load its weights."""
     try:
         with safe_open(str(path), framework="pt") as handle:

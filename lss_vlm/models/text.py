@@ -14,7 +14,9 @@ The encoder is frozen by default (``requires_grad=False``, always in eval mode).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -121,12 +123,14 @@ class TextEncoder(nn.Module):
             self.backbone.eval()
         return self
 
-    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):  # noqa: ANN001, ANN201
+    def state_dict(
+        self, *args: Any, destination: dict[str, Any] | None = None, prefix: str = "", keep_vars: bool = False
+    ) -> dict[str, Any]:
         if self.frozen:
             return destination if destination is not None else {}
         return super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         self._load_prefix = prefix
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -140,7 +144,7 @@ class TextEncoder(nn.Module):
         return hidden, batch["attention_mask"].bool()
 
 
-def _ignore_missing_frozen_weights(module: TextEncoder, incompatible_keys) -> None:  # noqa: ANN001
+def _ignore_missing_frozen_weights(module: TextEncoder, incompatible_keys: Any) -> None:
     """Frozen text weights are not saved (see :class:`TextEncoder`), so they are not "missing" on load either."""
     if module.frozen:
         own = module._load_prefix + "backbone."
@@ -156,12 +160,22 @@ def default_prompts(indication: str | None = None) -> dict[str, str]:
     return prompts
 
 
-class PromptBank(nn.Module):
-    """Encodes the prompts once and caches them as (non-persistent) buffers.
+@dataclass(frozen=True)
+class PromptEncoding:
+    """Encoded prompts: ``tokens [K, D]`` (valid text tokens of all prompts, concatenated), ``token_prompt [K]``
+    (index of the prompt each token belongs to) and ``pooled [P, D]`` (mean token embedding per prompt)."""
 
-    Buffers: ``tokens [K, D]`` (valid text tokens of all prompts, concatenated), ``token_prompt [K]`` (index of the
-    prompt each token belongs to) and ``pooled [P, D]`` (mean token embedding per prompt). They are rebuilt from
-    the prompt texts (kept in :attr:`prompts`) on construction, so a checkpoint does not carry them.
+    tokens: torch.Tensor
+    token_prompt: torch.Tensor
+    pooled: torch.Tensor
+
+
+class PromptBank(nn.Module):
+    """Encodes the prompts once and caches the :class:`PromptEncoding` as (non-persistent) buffers.
+
+    The buffers are rebuilt from the prompt texts (kept in :attr:`prompts`) on construction, so checkpoints do not
+    carry them. Only when the text encoder is trainable (``freeze_text=False``) does :meth:`encoding` re-encode the
+    prompts at every call, because its gradients must flow.
     """
 
     def __init__(self, text_encoder: TextEncoder, prompts: dict[str, str]) -> None:
@@ -183,15 +197,25 @@ class PromptBank(nn.Module):
         except ValueError:
             raise ConfigError(f"unknown prompt {name!r}; prompts are: {', '.join(self.names)}") from None
 
-    @torch.no_grad()
     def set_prompts(self, prompts: dict[str, str]) -> None:
-        """Replace (some of) the prompt texts and re-encode them all once. Names must be known or new."""
+        """Replace (some of) the prompt texts, or add new ones, and re-encode them all once."""
         empty = [name for name, text in prompts.items() if not str(text).strip()]
         if empty:
             raise ConfigError(f"prompt(s) {', '.join(empty)} are empty")
         self.prompts = {**self.prompts, **{name: str(text) for name, text in prompts.items()}}
+        with torch.no_grad():
+            encoded = self._encode()
+        self.tokens, self.token_prompt, self.pooled = encoded.tokens, encoded.token_prompt, encoded.pooled
+
+    def encoding(self) -> PromptEncoding:
+        """The cached encoding (frozen text encoder), or a fresh one with gradients (trainable text encoder)."""
+        if self.text_encoder.frozen:
+            return PromptEncoding(self.tokens, self.token_prompt, self.pooled)
+        return self._encode()
+
+    def _encode(self) -> PromptEncoding:
         hidden, mask = self.text_encoder(list(self.prompts.values()))
         hidden = hidden.float()
-        self.tokens = hidden[mask]
-        self.token_prompt = torch.arange(len(self.prompts), device=hidden.device)[:, None].expand_as(mask)[mask]
-        self.pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        token_prompt = torch.arange(len(self.prompts), device=hidden.device)[:, None].expand_as(mask)[mask]
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        return PromptEncoding(hidden[mask], token_prompt, pooled)

@@ -20,11 +20,11 @@ from ..constants import LEVELS, NUM_LABELS, NUM_VIEWS
 from ..errors import ConfigError
 from .attention import SpatialPatchCrossAttention
 from .base import MultiViewModel
-from .decoders import ReportDecoder, SegmentationDecoder
+from .decoders import DEFAULT_REPORT_MAX_LENGTH, ReportDecoder, SegmentationDecoder
 from .encoders import PATCH_STRIDE, PatchTokenizer, build_image_encoder, check_image_size
 from .heads import LevelQueryGradeHead
 from .registry import MODELS
-from .text import DEFAULT_TEXT_ENCODER, PromptBank, TextEncoder, default_prompts
+from .text import DEFAULT_TEXT_ENCODER, PromptBank, PromptEncoding, TextEncoder, default_prompts
 
 DEFAULT_DECODER_CHANNELS: tuple[int, ...] = (96, 48, 24, 16)
 
@@ -71,15 +71,16 @@ class SpcaFusion(nn.Module):
         self.out_channels = tuple(channels)
 
     def forward(
-        self, features: list[torch.Tensor], num_views: int, prompts: PromptBank
+        self, features: list[torch.Tensor], num_views: int, prompts: PromptEncoding
     ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         features = list(features)
         maps: dict[str, torch.Tensor] = {}
+        num_prompts = len(prompts.pooled)
         for s in self.strides:
             i = pyramid_index(s)
             tokens = self.tokenizers[str(s)](features[i], num_views)
             features[i], maps[f"spca/s{s}"] = self.blocks[str(s)](
-                tokens, prompts.tokens, prompts.token_prompt, len(prompts.names)
+                tokens, prompts.tokens, prompts.token_prompt, num_prompts
             )
         return features, maps
 
@@ -105,7 +106,7 @@ class VisionLanguageModel(MultiViewModel):
         report_width: int = 128,
         report_layers: int = 2,
         report_heads: int = 4,
-        report_max_length: int = 128,
+        report_max_length: int = DEFAULT_REPORT_MAX_LENGTH,
         prompts: dict[str, str] | None = None,
         indication: str | None = None,
         freeze_text: bool = True,
@@ -160,19 +161,20 @@ class VisionLanguageModel(MultiViewModel):
         self.prompts.set_prompts(prompts)
         self.config["prompts"] = {**(self.config.get("prompts") or {}), **prompts}
 
-    def level_text(self) -> torch.Tensor:
-        """Cached mean text embedding of each level query ``[L, d_text]``."""
-        return self.prompts.pooled[[self.prompts.index(f"level/{level}") for level in LEVELS]]
+    def level_text(self, prompts: PromptEncoding) -> torch.Tensor:
+        """Mean text embedding of each level query ``[L, d_text]``."""
+        return prompts.pooled[[self.prompts.index(f"level/{level}") for level in LEVELS]]
 
     def encode(self, views: torch.Tensor, view_valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Everything but the report: seg/grade logits, attention maps and the fused patch grid ``[B, V, d, h, w]``."""
         b, v, h, w = self.check_views(views)
         features = self.encoder(views.reshape(b * v, 1, h, w))
-        features, maps = self.fusion(features, v, self.prompts)
+        prompts = self.prompts.encoding()
+        features, maps = self.fusion(features, v, prompts)
         seg = self.seg_decoder(features).reshape(b, v, NUM_LABELS, h, w)
         grid = features[pyramid_index(PATCH_STRIDE)]
         grid = grid.reshape(b, v, *grid.shape[1:])
-        grade_logits, grade_maps = self.grade_head(grid, self.level_text(), view_valid)
+        grade_logits, grade_maps = self.grade_head(grid, self.level_text(prompts), view_valid)
         attention = {name: m.reshape(b, v, *m.shape[1:]) for name, m in maps.items()}
         attention["grade"] = grade_maps
         return {"seg_logits": seg, "grade_logits": grade_logits, "attention": attention, "grid": grid}

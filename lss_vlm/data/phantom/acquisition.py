@@ -12,7 +12,7 @@ from .anatomy import Tissue
 #: Relative signal of each tissue (index = :class:`Tissue`) on T1- and T2-weighted fast spin echo.
 SIGNAL: dict[str, np.ndarray] = {
     "t1": np.array([0.0, 0.95, 0.35, 0.68, 0.06, 0.36, 0.40, 0.33, 0.14, 0.48, 0.30, 0.40, 0.10, 0.22, 0.10]),
-    "t2": np.array([0.0, 0.72, 0.24, 0.46, 0.05, 0.24, 0.86, 0.34, 1.00, 0.30, 0.16, 0.36, 0.08, 0.90, 0.04]),
+    "t2": np.array([0.0, 0.72, 0.24, 0.46, 0.05, 0.24, 0.86, 0.34, 1.00, 0.30, 0.16, 0.36, 0.08, 0.65, 0.04]),
 }
 assert all(len(v) == len(Tissue) for v in SIGNAL.values())
 

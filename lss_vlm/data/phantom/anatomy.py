@@ -194,12 +194,13 @@ def render_axial(
 
     # disc (with an endplate crescent of vertebral body from slice obliquity) and nucleus
     disc = (_ellipse(x, y, 0.0, disc_cy, anatomy.disc_width / 2, anatomy.disc_depth / 2) <= 1) & (y <= front)
-    body = disc & (y < disc_front + anatomy.obliquity * anatomy.disc_depth)
+    endplate = disc_front + anatomy.obliquity * anatomy.disc_depth - 3.0 * (x / (anatomy.disc_width / 2)) ** 2
+    body = disc & (y < endplate) & (anatomy.obliquity > 0)
     labels[disc], tissue[disc] = DISC, Tissue.ANNULUS
     nucleus = disc & (_ellipse(x, y, 0.0, disc_cy + 1.5, anatomy.disc_width * 0.3, anatomy.disc_depth * 0.28) <= 1)
     tissue[nucleus] = Tissue.DEGENERATED_NUCLEUS if degenerated else Tissue.NUCLEUS
     labels[body], tissue[body] = BODY, Tissue.MARROW
-    tissue[body & (y < disc_front + 1.2)] = Tissue.CORTEX
+    tissue[body & (y > endplate - 1.0)] = Tissue.CORTEX  # endplate
 
     # posterior elements: facets (two articular processes split by the joint), lamina, spinous process
     outside = r >= r_bony
@@ -212,7 +213,7 @@ def render_axial(
         tilt = side * 0.75
         q = _ellipse(x, y, cx, cy, size * 1.35, size, tilt)
         facet = (q <= 1) & outside
-        joint = facet & (np.abs(-(x - cx) * np.sin(tilt) + (y - cy) * np.cos(tilt)) < 0.45)
+        joint = facet & (np.abs(-(x - cx) * np.sin(tilt) + (y - cy) * np.cos(tilt)) < 0.3) & (q < 0.8)
         labels[facet], tissue[facet] = POSTERIOR, Tissue.MARROW
         tissue[facet & (q > 0.72)] = Tissue.CORTEX
         labels[joint], tissue[joint] = 0, Tissue.JOINT_FLUID

@@ -8,7 +8,7 @@ import numpy as np
 from scipy.special import expit, ndtri
 
 from ...constants import GRADES, LEVELS
-from ..manifest import SPLITS
+from ..splits import assign_splits
 from .config import PhantomConfig
 
 #: Followed-up patients only appear in cohorts at least this large (small test phantoms stay one study per patient).
@@ -81,24 +81,10 @@ def clinical_values(grades: np.ndarray, patient_rng: np.random.Generator, rng: n
             "claudication": claudication, "odi": odi}  # fmt: skip
 
 
-def assign_splits(patient_ids: list[str], worst_grades: list[int], seed: int, cfg: PhantomConfig) -> dict[str, str]:
-    """Patient → split, stratified by the patient's worst grade, fixed by ``seed``.
-
-    Patients are ordered by stratum (random order inside a stratum) and dealt out one by one to the split whose
-    share is most behind its target fraction, so every stratum is split in the configured proportions.
-    """
-    rng = np.random.default_rng([seed, 303])
+def phantom_splits(patient_ids: list[str], worst_grades: list[int], seed: int, cfg: PhantomConfig) -> dict[str, str]:
+    """Patient → split with :func:`lss_vlm.data.splits.assign_splits`, stratified by the patient's worst grade."""
     worst: dict[str, int] = {}
     for pid, g in zip(patient_ids, worst_grades):
-        worst[pid] = max(worst.get(pid, 0), g)
-    patients = sorted(worst)
-    keys = rng.random(len(patients))
-    order = sorted(range(len(patients)), key=lambda i: (-worst[patients[i]], keys[i]))
-    fractions = np.asarray(cfg.split_fractions)
-    counts = np.zeros(len(SPLITS))
-    result = {}
-    for n, i in enumerate(order):
-        k = int(np.argmax(fractions * (n + 1) - counts))
-        counts[k] += 1
-        result[patients[i]] = SPLITS[k]
-    return result
+        worst[pid] = max(worst.get(pid, 0), int(g))
+    _, val, test = cfg.split_fractions
+    return assign_splits(sorted(worst), seed=seed, val_frac=val, test_frac=test, strata=worst)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ...constants import AXIAL_VIEWS, LEVELS, grade_from_area, level_key
 from ...errors import ConfigError
-from ...io import atomic_path, atomic_write_json
+from ...io import atomic_write_json
 from ...reports.writer import write_reports
 from ..manifest import write_manifest
 from .acquisition import acquire
@@ -32,7 +32,7 @@ from .anatomy import (
     render_axial,
     render_sagittal,
 )
-from .cohort import Study, assign_splits, clinical_values, plan_studies, sample_grades
+from .cohort import Study, clinical_values, phantom_splits, plan_studies, sample_grades
 from .config import PhantomConfig, resolve_config
 
 PHANTOM_VERSION = 1
@@ -43,10 +43,10 @@ _ANTERIOR, _POSTERIOR = int(np.argmin(np.abs(THETA))), 0  # THETA indices of θ 
 
 def _spine_anatomy(rng: np.random.Generator, degenerated: np.ndarray) -> SpineAnatomy:
     heights = np.array([24.0, 25.0, 26.0, 27.0, 27.5, 26.5, 40.0]) * rng.uniform(0.92, 1.08)
-    discs = np.array([7.0, 8.0, 9.0, 10.0, 10.5, 9.5]) * rng.uniform(0.88, 1.1)
+    discs = np.array([8.0, 9.0, 10.0, 11.0, 11.5, 10.5]) * rng.uniform(0.88, 1.1)
     discs[1:] *= 1.0 - 0.3 * degenerated
     return SpineAnatomy(
-        lordosis_radius=float(rng.uniform(260, 420)),
+        lordosis_radius=float(rng.uniform(200, 320)),
         body_heights=tuple(heights),
         disc_heights=tuple(discs),
         body_depth=float(rng.uniform(32, 38)),
@@ -109,9 +109,10 @@ def _save(path: Path, array: np.ndarray, affine: np.ndarray, size: int) -> None:
     image.header.set_xyzt_units("mm")
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
-    payload = gzip.compress(image.to_bytes(), compresslevel=1, mtime=0)  # one call: fast and deterministic
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(payload)
+    # one gzip call: fast and deterministic (no file name, mtime 0). No per-file atomic rename is needed: cases
+    # are written into a staging folder that is moved into place only when complete.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
 
 
 def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[str, Any]:
@@ -179,7 +180,7 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
     spine = _spine_anatomy(prng, np.array([m.degenerated for m in midline], float))
     sag_spacing = _spacing(rng, cfg.sagittal_fov_mm, cfg)
     rotation = np.deg2rad(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg))
-    centre = (5.0 + rng.uniform(-cfg.shift_mm, cfg.shift_mm), 5.0 + rng.uniform(-cfg.shift_mm, cfg.shift_mm))
+    centre = (-4.0 + rng.uniform(-cfg.shift_mm, cfg.shift_mm), 5.0 + rng.uniform(-cfg.shift_mm, cfg.shift_mm))
     u, w = _grid(size, sag_spacing, rotation, centre)
     labels, tissue = render_sagittal(-w, -u, spine, midline)  # rows run inferior, columns posterior
     sag_thickness = float(rng.uniform(*cfg.slice_thickness_mm))
@@ -293,7 +294,7 @@ def _generate(out, n_cases, seed, shift, cfg, workers, fingerprint, progress) ->
                         progress(1)
         df = pd.DataFrame(rows)
         worst = df[[f"grade_{level_key(lv)}" for lv in LEVELS]].max(axis=1).tolist()
-        splits = assign_splits(df["patient_id"].tolist(), worst, seed, cfg)
+        splits = phantom_splits(df["patient_id"].tolist(), worst, seed, cfg)
         df.insert(2, "split", df["patient_id"].map(splits))
         write_manifest(df, staging / "manifest.csv")
         # swap in: drop the old manifest first, so an interruption never leaves a manifest over the wrong files

@@ -1,0 +1,423 @@
+"""Suites: the same experiment trained once per (loss × seed), resumable, into a suite directory.
+
+A suite YAML (``configs/suites/<name>.yaml``; format in docs/leaderboard.md)::
+
+    name: quick
+    base: ../experiments/quick.yaml        # experiment config (relative to this file)
+    set: [train.epochs=3]                  # --set overrides applied to every run
+    losses: [dice, {name: pid_tversky, params: {kp: 0.5}, label: pid_kp05}]
+    seeds: 1                               # a count (0..N-1) or an explicit list
+    rank_by: dice_macro
+    baseline: dice
+
+Only ``loss`` and ``train.seed`` differ between the runs. A run lives in ``runs/<label>/seed<k>.partial/`` while it
+trains and is renamed to ``seed<k>/`` once its ``status.json`` is written, so a killed suite never counts half a run;
+rerunning resumes a partial run from its last checkpoint and skips the finished ones. A run that raises (NaN loss, bad
+case, ...) is recorded as failed with its reason and the suite goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lss_vlm.errors import ConfigError
+from lss_vlm.io import atomic_write_json, atomic_write_text
+
+#: Folder of the shipped suites (``configs/suites/`` at the repository root).
+SUITE_DIR = Path(__file__).resolve().parent.parent / "configs" / "suites"
+PARTIAL_SUFFIX = ".partial"
+#: Files and folders of a suite directory that ``--no-resume`` removes before starting again.
+SUITE_OUTPUTS = ("runs", "figures", "leaderboard.csv", "leaderboard.md", "leaderboard.html", "suite.yaml")
+
+Runner = Callable[..., dict[str, float]]
+
+
+class LossEntry(BaseModel):
+    """One loss of a suite: registry ``name``, its ``params`` and the ``label`` of its runs (default: name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    label: str = ""
+
+    @model_validator(mode="after")
+    def _default_label(self) -> LossEntry:
+        if not self.label:
+            self.label = self.name
+        if "/" in self.label or self.label.startswith("."):
+            raise ValueError(f"label {self.label!r} must be usable as a folder name")
+        return self
+
+
+class SuiteConfig(BaseModel):
+    """A suite YAML, validated. ``base`` is resolved relative to the suite file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    base: Path | None = Field(None, description="experiment YAML shared by every run; null = all defaults")
+    set: list[str] = Field(default_factory=list, description="key=value overrides applied to every run")
+    losses: list[LossEntry] = Field(min_length=1)
+    seeds: int | list[int] = Field(1, description="number of seeds (0..N-1) or explicit train.seed values")
+    rank_by: str = "dice_macro"
+    baseline: str | None = None
+    columns: list[str] | None = Field(None, description="leaderboard metrics; null = the default set")
+
+    @field_validator("losses", mode="before")
+    @classmethod
+    def _names_to_entries(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> SuiteConfig:
+        labels = [entry.label for entry in self.losses]
+        duplicates = sorted({x for x in labels if labels.count(x) > 1})
+        if duplicates:
+            raise ValueError(f"losses: duplicate label(s) {', '.join(duplicates)}; give each entry its own 'label'")
+        if self.baseline is not None and self.baseline not in labels:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the losses: {', '.join(labels)}")
+        if isinstance(self.seeds, int) and self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        return self
+
+    def seed_list(self) -> list[int]:
+        """The ``train.seed`` values of the suite."""
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+def resolve_suite_path(name_or_path: str | Path) -> Path:
+    """A suite YAML path, or the name of a shipped suite (``quick`` -> ``configs/suites/quick.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = SUITE_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    available = ", ".join(sorted(p.stem for p in SUITE_DIR.glob("*.yaml")))
+    raise ConfigError(f"suite {str(name_or_path)!r}: no such file and no shipped suite of that name ({available})")
+
+
+def load_suite(name_or_path: str | Path) -> SuiteConfig:
+    """Read and validate a suite YAML; errors name the file and the key."""
+    path = resolve_suite_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping (name, base, set, losses, seeds, rank_by, baseline)")
+    raw.setdefault("name", path.stem)
+    try:
+        suite = SuiteConfig.model_validate(raw)
+    except ValidationError as exc:
+        details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'suite'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {details}") from None
+    if suite.base is not None and not suite.base.is_absolute():
+        suite.base = (path.parent / suite.base).resolve()
+    return suite
+
+
+@dataclass
+class PlannedRun:
+    """One (loss × seed) of a suite with its resolved experiment config."""
+
+    label: str
+    seed: int
+    config: Any  # benchmarks.config.ExperimentConfig
+
+    def final_dir(self, out_dir: Path) -> Path:
+        return out_dir / "runs" / self.label / f"seed{self.seed}"
+
+    def partial_dir(self, out_dir: Path) -> Path:
+        return out_dir / "runs" / self.label / f"seed{self.seed}{PARTIAL_SUFFIX}"
+
+
+def plan_runs(suite: SuiteConfig, seeds: Sequence[int] | None = None) -> list[PlannedRun]:
+    """Resolve the experiment config of every (seed × loss), seed-major; every config is validated before any run.
+
+    Seed-major order means an interrupted long suite already has a one-seed leaderboard of every loss.
+    """
+    from benchmarks.config import config_from_dict, load_config
+
+    base = load_config(suite.base, list(suite.set)).model_dump(mode="json")
+    plans = []
+    for seed in seeds if seeds is not None else suite.seed_list():  # seed-major: every loss has seed 0 first
+        for i, entry in enumerate(suite.losses):
+            raw = {**base, "name": f"{suite.name}/{entry.label}/seed{seed}"}
+            raw["loss"] = {"name": entry.name, "params": dict(entry.params)}
+            raw["train"] = {**base["train"], "seed": int(seed), "quiet": True}  # the suite shows its own progress
+            cfg = config_from_dict(raw, source=f"suite {suite.name!r} losses[{i}] ({entry.label})")
+            plans.append(PlannedRun(entry.label, int(seed), cfg))
+    return plans
+
+
+def suite_record(suite: SuiteConfig) -> dict[str, Any]:
+    """What ``suite.yaml`` of a suite directory stores (resolved; compared on resume, seeds excluded)."""
+    record = suite.model_dump(mode="json")
+    record["losses"] = [entry.model_dump() for entry in suite.losses]
+    return record
+
+
+def _check_resumable(out_dir: Path, suite: SuiteConfig) -> None:
+    path = out_dir / "suite.yaml"
+    if not path.is_file():
+        return
+    old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    new = suite_record(suite)
+    changed = sorted(k for k in set(old) | set(new) if k not in ("seeds", "description") and old.get(k) != new.get(k))
+    if changed:
+        raise ConfigError(
+            f"{path}: the suite changed since these runs were made (keys: {', '.join(changed)}); "
+            "use a new --out directory or --no-resume to start over"
+        )
+
+
+def _clean(out_dir: Path) -> None:
+    for name in SUITE_OUTPUTS:
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+@dataclass
+class RunOutcome:
+    """What happened to one planned run in this invocation."""
+
+    plan: PlannedRun
+    status: str  # completed | failed | pruned | skipped
+    reason: str | None
+    wall_time_s: float
+    metrics: dict[str, float]
+
+
+def _default_runner() -> Runner:
+    from benchmarks.runner import run_experiment
+
+    return run_experiment
+
+
+def _read_status(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "status.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+
+
+def execute_run(plan: PlannedRun, out_dir: Path, runner: Runner, on_epoch=None) -> RunOutcome:
+    """Train one run in its ``.partial`` folder (resuming from its checkpoint if any), then rename it final.
+
+    An exception from the runner is recorded as a failed run (``status.json`` with the reason); KeyboardInterrupt
+    leaves the partial folder in place for the next resume. A partial folder that already has its ``status.json``
+    (killed between the end of the run and the rename) is only renamed.
+    """
+    from benchmarks.config import dump_config
+
+    partial, final = plan.partial_dir(out_dir), plan.final_dir(out_dir)
+    partial.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    metrics: dict[str, float] = {}
+    ended = _read_status(partial)
+    if ended is not None:
+        _promote(partial, final)
+        return RunOutcome(plan, str(ended.get("status")), ended.get("reason"), 0.0, _read_metrics(final))
+    try:
+        metrics = dict(runner(plan.config, partial, on_epoch=on_epoch) or {})
+        status = _read_status(partial) or {"status": "completed", "reason": None}
+    except Exception as exc:  # noqa: BLE001 - any failure of one run is recorded and the suite goes on
+        (partial / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        status = _read_status(partial) or {}
+        if status.get("status") not in ("failed", "pruned"):
+            status = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}".strip()}
+    wall = time.perf_counter() - start
+    status.setdefault("wall_time_s", wall)
+    if not (partial / "config.yaml").is_file():
+        dump_config(plan.config, partial / "config.yaml")
+    if _read_status(partial) != status:
+        atomic_write_json(partial / "status.json", status)
+    _promote(partial, final)
+    return RunOutcome(plan, str(status["status"]), status.get("reason"), wall, metrics)
+
+
+def _promote(partial: Path, final: Path) -> None:
+    """Rename a finished ``seed<k>.partial`` to ``seed<k>`` (replacing an older final folder on --retry-failed)."""
+    if final.exists():
+        shutil.rmtree(final)
+    partial.rename(final)
+
+
+def _read_metrics(run_dir: Path) -> dict[str, float]:
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def run_suite(
+    suite: SuiteConfig,
+    out_dir: str | Path,
+    seeds: Sequence[int] | None = None,
+    resume: bool = True,
+    retry_failed: bool = False,
+    runner: Runner | None = None,
+    progress: SuiteProgress | None = None,
+) -> list[RunOutcome]:
+    """Run every planned (loss × seed) of ``suite`` into ``out_dir`` (a suite directory); see the module docstring.
+
+    With ``resume`` (default) finished runs are skipped (failed ones too, unless ``retry_failed``) and partial runs
+    resume from their last checkpoint; without it the suite directory's outputs are deleted first.
+    """
+    out_dir = Path(out_dir)
+    plans = plan_runs(suite, seeds)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        _check_resumable(out_dir, suite)
+    else:
+        _clean(out_dir)
+    atomic_write_text(out_dir / "suite.yaml", yaml.safe_dump(suite_record(suite), sort_keys=False))
+    progress = progress or SuiteProgress(live=False, lines=False)
+    outcomes = []
+    with progress:
+        if runner is None:  # the real engine: build the dataset once, before the first run
+            runner = _default_runner()
+            prepare_data(plans, progress)
+        progress.start(len(plans))
+        for plan in plans:
+            done = _read_status(plan.final_dir(out_dir)) if plan.final_dir(out_dir).is_dir() else None
+            if done is not None and (done.get("status") == "completed" or not retry_failed):
+                outcomes.append(RunOutcome(plan, "skipped", done.get("status"), 0.0, {}))
+                progress.skipped(plan, done.get("status", "?"))
+                continue
+            progress.begin(plan, resuming=plan.partial_dir(out_dir).is_dir())
+            outcome = execute_run(plan, out_dir, runner, on_epoch=progress.on_epoch)
+            outcomes.append(outcome)
+            progress.finished(outcome, suite.rank_by)
+    return outcomes
+
+
+def prepare_data(plans: Sequence[PlannedRun], progress: SuiteProgress) -> list[Path]:
+    """Resolve the dataset of the runs once before training (synthesises the phantom into its cache if needed)."""
+    from benchmarks.data import resolve_manifest
+
+    manifests = []
+    distinct = {json.dumps(p.config.data.model_dump(mode="json"), sort_keys=True): p.config.data for p in plans}
+    for data in distinct.values():
+        start = time.perf_counter()
+        progress.message(f"data: preparing {'manifest' if data.manifest else 'phantom (cached after the first time)'}")
+        manifest = resolve_manifest(data)
+        progress.message(f"data: {manifest} ({time.perf_counter() - start:.0f}s)")
+        manifests.append(manifest)
+    return manifests
+
+
+class SuiteProgress:
+    """Progress of a suite: a live rich view (runs done/total, current loss/seed/epoch, ETA from this session's runs)
+    when ``live``, and one printed line per finished run when ``lines`` (so a ``nohup`` log shows progress too).
+    """
+
+    def __init__(self, live: bool = True, lines: bool = True, console=None) -> None:
+        self.live = live
+        self.lines = lines or live
+        self.console = console
+        self._progress = None
+        self._task = None
+        self._durations: list[float] = []
+        self._total = 0
+        self._done = 0
+        self._current = ""
+        self._epochs: object = "?"
+
+    def __enter__(self) -> SuiteProgress:
+        if self.lines and self.console is None:
+            from rich.console import Console
+
+            self.console = Console(stderr=True)
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]suite"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("runs"),
+                TimeElapsedColumn(),
+                TextColumn("ETA {task.fields[eta]}"),
+                TextColumn("{task.description}"),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc_info)
+
+    def message(self, text: str) -> None:
+        """Print one line (above the live view)."""
+        self._print(text)
+
+    def _print(self, text: str) -> None:
+        if self.lines and self.console is not None:
+            self.console.print(text, highlight=False)
+
+    def _eta(self) -> str:
+        if not self._durations:
+            return "?"
+        seconds = sum(self._durations) / len(self._durations) * (self._total - self._done)
+        return time.strftime("%H:%M:%S", time.gmtime(seconds))
+
+    def _update(self, description: str) -> None:
+        if self._progress is not None:
+            if self._task is None:
+                self._task = self._progress.add_task(description, total=self._total, eta="?")
+            self._progress.update(self._task, completed=self._done, description=description, eta=self._eta())
+
+    def start(self, total: int) -> None:
+        self._total = total
+        self._update("")
+
+    def skipped(self, plan: PlannedRun, status: str) -> None:
+        self._done += 1
+        self._print(f"[{self._done}/{self._total}] {plan.label} seed{plan.seed}: already {status}, skipped")
+        self._update("")
+
+    def begin(self, plan: PlannedRun, resuming: bool) -> None:
+        self._current = f"{plan.label} seed{plan.seed}"
+        self._epochs = getattr(getattr(plan.config, "train", None), "epochs", "?")
+        self._update(f"{self._current}{' (resuming)' if resuming else ''}")
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Trainer hook: show the epoch and the validation rank metric of the current run."""
+        key = next((k for k in ("dice_macro", "val/dice_macro") if k in metrics), None)
+        shown = f" val dice {metrics[key]:.3f}" if key else ""
+        self._update(f"{self._current} epoch {epoch}/{self._epochs}{shown}")
+
+    def finished(self, outcome: RunOutcome, rank_by: str) -> None:
+        self._done += 1
+        self._durations.append(outcome.wall_time_s)
+        value = outcome.metrics.get(rank_by, math.nan)
+        detail = f"{rank_by}={value:.4f}" if math.isfinite(value) else (outcome.reason or "")
+        colour = "green" if outcome.status == "completed" else "red"
+        self._print(
+            f"[{self._done}/{self._total}] {outcome.plan.label} seed{outcome.plan.seed}: "
+            f"[{colour}]{outcome.status}[/] in {outcome.wall_time_s:.0f}s {detail}"
+        )
+        self._update("")
