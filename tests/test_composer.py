@@ -21,7 +21,7 @@ def draw_axial(
     size_mm: float = 64.0,
     lf_mm: float = 2.0,
     bulge_mm: float = 0.0,
-    facet_mm: float = 8.0,
+    facet_mm: float = 5.0,
 ) -> tuple[np.ndarray, float]:
     """An axial label map (anterior = top rows) with an elliptic sac of semi-axes (AP, lateral) and its exact area."""
     rows, cols = int(round(size_mm / spacing[0])), int(round(size_mm / spacing[1]))
@@ -63,15 +63,15 @@ def test_spurious_sac_islands_are_dropped_and_the_ap_axis_follows_a_rotated_pati
 
 
 def test_findings_follow_lf_thickness_disc_protrusion_and_facet_size():
-    quiet, _ = draw_axial((4.0, 6.0), lf_mm=2.0, bulge_mm=0.0, facet_mm=8.0)
+    quiet, _ = draw_axial((4.0, 6.0), lf_mm=2.0, bulge_mm=0.0, facet_mm=5.0)
     m = measure_level(quiet, (0.25, 0.25))
     assert m.lf_thickness_mm == pytest.approx(2.0, abs=0.3) and m.disc_protrusion_mm < 0.5
-    assert m.facet_size_mm == pytest.approx(8.0, abs=0.5)
-    loud, _ = draw_axial((4.0, 6.0), lf_mm=6.0, bulge_mm=4.0, facet_mm=15.0)
+    assert m.facet_size_mm == pytest.approx(5.0, abs=0.5)
+    loud, _ = draw_axial((4.0, 6.0), lf_mm=6.0, bulge_mm=4.0, facet_mm=9.0)
     m = measure_level(loud, (0.25, 0.25))
     assert m.lf_thickness_mm == pytest.approx(6.0, abs=0.3)
     assert m.disc_protrusion_mm == pytest.approx(4.0, abs=0.6)
-    assert m.facet_size_mm == pytest.approx(15.0, abs=0.5)
+    assert m.facet_size_mm == pytest.approx(9.0, abs=0.5)
 
     masks = {AXIAL_VIEW_OF_LEVEL["L4-L5"]: loud, AXIAL_VIEW_OF_LEVEL["L3-L4"]: quiet}
     spacing = {v: (0.25, 0.25) for v in masks}

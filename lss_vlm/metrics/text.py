@@ -70,30 +70,28 @@ def tokenize_corpus(
     return gts, res
 
 
-def _meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:
+def score_tokenized(gts: dict[str, list[str]], res: dict[str, list[str]]) -> dict[str, float]:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of already PTB-tokenized texts (pycocoevalcap scorers).
+
+    The METEOR JVM is started first, so that it loads its paraphrase tables while Python computes the other scores.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
 
     meteor = Meteor()
     try:
-        score, _ = meteor.compute_score(gts, res)
+        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        cider, _ = Cider().compute_score(gts, res)
+        rouge, _ = Rouge().compute_score(gts, res)
+        meteor_score, _ = meteor.compute_score(gts, res)
     finally:  # stop the JVM now rather than at garbage collection
         meteor.meteor_p.stdin.close()
         meteor.meteor_p.kill()
         meteor.meteor_p.wait()
-    return float(score)
-
-
-def score_tokenized(gts: dict[str, list[str]], res: dict[str, list[str]]) -> dict[str, float]:
-    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of already PTB-tokenized texts (pycocoevalcap scorers)."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    cider, _ = Cider().compute_score(gts, res)
-    rouge, _ = Rouge().compute_score(gts, res)
     out = {f"bleu_{n + 1}": float(b) for n, b in enumerate(bleu)}
-    out.update(meteor=_meteor(gts, res), rouge_l=float(rouge), cider=float(cider), cider_x100=100.0 * float(cider))
+    out.update(meteor=float(meteor_score), rouge_l=float(rouge), cider=float(cider), cider_x100=100.0 * float(cider))
     return out
 
 

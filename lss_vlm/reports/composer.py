@@ -41,11 +41,13 @@ SAC, DISC, POSTERIOR, LIGAMENTUM = (
     LABEL_INDEX[n] for n in ("thecal_sac", "disc", "posterior_elements", "ligamentum_flavum")
 )
 FINDING_PHRASE = "spinal canal stenosis"
-#: Measurement (mm) above which a contributing finding is reported.
+#: Measurement (mm) above which a contributing finding is reported. Chosen by balanced accuracy against the findings of
+#: a 30-case phantom (seed 0, 128², 74 stenotic levels): disc 0.68, LF 0.92, facet 0.68. Heuristics, not validated
+#: on patients (the clinical LF-hypertrophy cut-off is about 4 mm).
 FINDING_THRESHOLDS_MM: dict[str, float] = {
-    "disc_bulge": 2.0,
-    "ligamentum_flavum_thickening": 4.0,
-    "facet_hypertrophy": 12.0,
+    "disc_bulge": 1.5,
+    "ligamentum_flavum_thickening": 4.4,
+    "facet_hypertrophy": 6.8,
 }
 
 
