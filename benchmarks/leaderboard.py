@@ -515,7 +515,7 @@ th.asc::after {{ content: " \\25B2"; }} th.desc::after {{ content: " \\25BC"; }}
 .figures {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 12px; }}
 figure {{ margin: 0; }}
 figure.wide {{ grid-column: 1 / -1; max-width: 1200px; }}
-figure img {{ width: 100%; height: auto; border: 1px solid #ddd; }}
+figure img {{ max-width: 100%; height: auto; border: 1px solid #ddd; }}
 figcaption {{ font-size: 0.85em; color: #444; text-align: center; }}
 </style></head><body>
 <h1>{title}</h1>

@@ -267,11 +267,11 @@ def attention_overlays(board: Leaderboard, path: Path) -> Path | None:
     if not images:
         return None
     plt = _plt()
-    cols = min(2, len(images))
-    rows = math.ceil(len(images) / cols)
+    cols = 1  # an overlay shows every view side by side: one loss per row keeps them readable
+    rows = len(images)
     first = plt.imread(next(iter(images.values())))
     aspect = first.shape[0] / max(1, first.shape[1])
-    width = 6.5
+    width = 10.0
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, width * aspect * rows + 0.4 * rows), squeeze=False)
     for ax, (title, image_path) in zip(axes.ravel(), images.items()):
         ax.imshow(plt.imread(image_path))
