@@ -114,7 +114,9 @@ class EvalConfig(_Section):
     num_beams: int = Field(1, ge=1)
     max_report_tokens: int = Field(96, ge=8)
     text_metrics: bool = Field(True, description="BLEU/METEOR/ROUGE-L/CIDEr (needs Java); off = skipped")
-    overlay_prompt: str | None = Field(None, description="prompt of the attention map in overlay.png; null = first")
+    overlay_prompt: str | None = Field(
+        None, description="prompt of the attention map in overlay.png; null = label/thecal_sac"
+    )
 
 
 class ExperimentConfig(_Section):

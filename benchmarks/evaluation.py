@@ -40,6 +40,9 @@ TEXT_METRIC_KEYS: tuple[str, ...] = (
     "cider_x100",
 )
 
+#: Prompt of the attention map drawn when none is chosen: the dural sac, whose narrowing is the stenosis.
+DEFAULT_OVERLAY_PROMPT = "label/thecal_sac"
+
 
 @dataclass
 class CaseResult:
@@ -67,7 +70,8 @@ class CaseView:
 
 
 def attention_for_prompt(model: nn.Module, out: dict[str, Any], index: int, prompt: str | None) -> tuple[Any, str]:
-    """Attention maps ``[V, h, w]`` of batch item ``index`` for ``prompt`` (default: the model's first prompt).
+    """Attention maps ``[V, h, w]`` of batch item ``index`` for ``prompt`` (default: ``label/thecal_sac`` if the model
+    has it, else its first prompt).
 
     The SPCA maps are ``{name: [B, V, P, h, w]}`` with ``P`` = the model's prompts; the first such map is used.
     """
@@ -79,7 +83,7 @@ def attention_for_prompt(model: nn.Module, out: dict[str, Any], index: int, prom
         from lss_vlm.errors import ConfigError
 
         raise ConfigError(f"unknown prompt {prompt!r}; the model's prompts are: {', '.join(names)}")
-    chosen = prompt or (names[0] if names else "")
+    chosen = prompt or (DEFAULT_OVERLAY_PROMPT if DEFAULT_OVERLAY_PROMPT in names else (names[0] if names else ""))
     for name, amap in maps.items():
         if name != "grade" and amap.shape[2] == len(names) and names:
             return amap[index, :, names.index(chosen)].float().cpu().numpy(), chosen

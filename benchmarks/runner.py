@@ -35,6 +35,8 @@ from .config import ExperimentConfig, config_from_dict, config_hash, dump_config
 from .data import resolve_manifest
 
 STATUS_FILE = "status.json"
+#: Keys of metrics.json that describe the training, not the evaluation (kept when a run is re-evaluated).
+TRAINING_SUMMARY_KEYS: tuple[str, ...] = ("best_epoch", "epochs_run", "early_stopped")
 PACKAGES: tuple[str, ...] = (
     "torch",
     "monai",
@@ -151,8 +153,14 @@ def evaluate_run(run_dir: str | Path, split: str | None = None) -> dict[str, flo
         seed=cfg.train.seed,
         num_workers=cfg.data.num_workers,
     )
-    target = run_dir if split == cfg.eval.split else run_dir / f"eval_{split}"
-    return evaluate_model(model, loader, cfg, target, device)
+    if split != cfg.eval.split:
+        return evaluate_model(model, loader, cfg, run_dir / f"eval_{split}", device)
+    previous = run_dir / "metrics.json"
+    summary = json.loads(previous.read_text()) if previous.is_file() else {}
+    metrics = evaluate_model(model, loader, cfg, run_dir, device)
+    metrics.update({k: summary[k] for k in TRAINING_SUMMARY_KEYS if k in summary})
+    atomic_write_json(previous, metrics)
+    return metrics
 
 
 def build_model_from_config(cfg: ExperimentConfig) -> torch.nn.Module:
@@ -235,11 +243,8 @@ def _train_and_evaluate(
     load_weights(trainer.model, chosen / "model.safetensors")
     save_weights(trainer.model, out_dir / "model.safetensors")
     metrics = evaluate_model(trainer.model, loader(cfg.eval.split, False), cfg, out_dir, trainer.device)
-    metrics.update(
-        best_epoch=float(result.best_epoch),
-        epochs_run=float(len(result.history)),
-        early_stopped=float(result.stop_reason == "early_stopping"),
-    )
+    summary = (float(result.best_epoch), float(len(result.history)), float(result.stop_reason == "early_stopping"))
+    metrics.update(zip(TRAINING_SUMMARY_KEYS, summary))
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
 
@@ -252,8 +257,13 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def _check_same_config(cfg: ExperimentConfig, out_dir: Path) -> None:
+    """Refuse to resume a folder trained with another config (``train.quiet`` may differ: it changes no number)."""
+
+    def comparable(c: ExperimentConfig) -> str:
+        return config_hash(c.model_copy(update={"train": c.train.model_copy(update={"quiet": False})}))
+
     existing = out_dir / "config.yaml"
-    if existing.is_file() and config_hash(load_run_config(out_dir)) != config_hash(cfg):
+    if existing.is_file() and comparable(load_run_config(out_dir)) != comparable(cfg):
         raise ConfigError(
             f"{out_dir} holds a run of a different config; use another output folder or start over (resume=False)"
         )

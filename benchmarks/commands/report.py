@@ -9,18 +9,22 @@ DESCRIPTION = """Run a trained model on one case and explain it.
 
 Prints the report the model generates, the structured report composed from its predicted masks (with the measured
 dural-sac areas) and the reference reports, and saves a PNG with every view's image, predicted labels and the
-text->patch attention map of one prompt (--prompt; without it the model's first prompt, --prompt help lists them).
+text->patch attention map of one prompt (--prompt: label/<label>, level/<level>; default label/thecal_sac).
 
 examples:
-  lss-bench report runs/phantom_quick-dice-seed0 --case phantom_0007
-  lss-bench report runs/phantom_quick-dice-seed0 --case phantom_0007 --prompt "level/L4-L5" --out l45.png
+  lss-bench report runs/phantom_quick-dice-seed0 --case ph0007
+  lss-bench report runs/phantom_quick-dice-seed0 --case ph0007 --prompt "level/L4-L5" --out l45.png
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'lss-bench train'")
     parser.add_argument("--case", required=True, metavar="ID", help="case_id from the dataset manifest")
-    parser.add_argument("--prompt", default=None, help="prompt whose attention map is drawn (default: the first)")
+    parser.add_argument(
+        "--prompt",
+        default=None,
+        help="prompt whose attention map is drawn, e.g. level/L4-L5 (default: label/thecal_sac)",
+    )
     parser.add_argument("--out", default=None, metavar="PNG", help="overlay path (default: RUN_DIR/report_<ID>.png)")
 
 

@@ -75,6 +75,19 @@ def case_records(df: pd.DataFrame, manifest_dir: str | os.PathLike[str], source:
     return records
 
 
+class SequentialCacheDataset(CacheDataset):
+    """MONAI ``CacheDataset`` that fills its cache in the calling thread.
+
+    The stock version runs the transforms in a ``ThreadPool``; torch ops in those threads made the interpreter abort
+    at exit ("terminate called without an active exception") in long test sessions, and errors surface more
+    directly without the pool."""
+
+    def _fill_cache(self, indices: Sequence[int] | None = None) -> list:
+        if self.cache_num <= 0:
+            return []
+        return [self._load_cache_item(i) for i in (range(self.cache_num) if indices is None else indices)]
+
+
 def _data_error_in(exc: BaseException) -> DataError | None:
     """The :class:`DataError` inside MONAI's ``RuntimeError("applying transform ...")`` wrappers, if any."""
     seen = set()
@@ -110,7 +123,7 @@ def build_dataset(
     transform = build_case_transform(int(spatial_size), spacing, augment, seed)
     try:
         if cache:
-            return CacheDataset(records, transform, cache_rate=1.0, num_workers=0, progress=False)
+            return SequentialCacheDataset(records, transform, cache_rate=1.0, progress=False)
         loader = LoadCaseViewsd(VIEWS)
         for record in records:  # validate every file now, not in the middle of an epoch
             loader(record)

@@ -71,20 +71,17 @@ def tokenize_corpus(
 
 
 def score_tokenized(gts: dict[str, list[str]], res: dict[str, list[str]]) -> dict[str, float]:
-    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of already PTB-tokenized texts (pycocoevalcap scorers).
-
-    The METEOR JVM is started first, so that it loads its paraphrase tables while Python computes the other scores.
-    """
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of already PTB-tokenized texts (pycocoevalcap scorers)."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
 
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    cider, _ = Cider().compute_score(gts, res)
+    rouge, _ = Rouge().compute_score(gts, res)
     meteor = Meteor()
     try:
-        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-        cider, _ = Cider().compute_score(gts, res)
-        rouge, _ = Rouge().compute_score(gts, res)
         meteor_score, _ = meteor.compute_score(gts, res)
     finally:  # stop the JVM now rather than at garbage collection
         meteor.meteor_p.stdin.close()

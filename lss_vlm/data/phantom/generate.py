@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from ..manifest import write_manifest
 from .acquisition import acquire
 from .anatomy import (
     THETA,
+    CanalGeometry,
     LevelAnatomy,
     MidlineLevel,
     SpineAnatomy,
@@ -115,6 +117,40 @@ def _save(path: Path, array: np.ndarray, affine: np.ndarray, size: int) -> None:
     path.write_bytes(gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
 
 
+def _midline(geom: CanalGeometry, area: float, degenerated: bool) -> MidlineLevel:
+    """Midline distances of an axial level (disc margin → sac → ligamentum flavum) for the sagittal slice.
+
+    The sac is ``r ≤ τ · R_free(θ)`` with ``τ = √(area / free area)``."""
+    free_area = 0.5 * float(np.sum(geom.r_free**2)) * (THETA[1] - THETA[0])
+    tau = np.sqrt(min(area / free_area, 1.0))
+    rf0, rfp, gap = geom.r_free[_ANTERIOR], geom.r_free[_POSTERIOR], geom.gap
+    return MidlineLevel(
+        bulge=float(geom.bulge[_ANTERIOR]),
+        disc_to_sac=float(rf0 + gap - tau * rf0),
+        sac_ap=float(tau * (rf0 + rfp)),
+        sac_to_lf=float(rfp + gap - tau * rfp),
+        lf_thickness=float(max(geom.r_bony[_POSTERIOR] - rfp - gap, 0.0)),
+        degenerated=degenerated,
+    )
+
+
+def _write_sagittal(case_dir: Path, spine, midline, rng, gain, noise: float, cfg: PhantomConfig) -> tuple[float, float]:
+    """Draw the mid-sagittal slice, write ``sag_t1``, ``sag_t2`` and their shared mask; return the pixel spacing."""
+    spacing = _spacing(rng, cfg.sagittal_fov_mm, cfg)
+    rotation = np.deg2rad(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg))
+    centre = (-4.0 + rng.uniform(-cfg.shift_mm, cfg.shift_mm), 5.0 + rng.uniform(-cfg.shift_mm, cfg.shift_mm))
+    u, w = _grid(cfg.size, spacing, rotation, centre)
+    labels, tissue = render_sagittal(-w, -u, spine, midline)  # rows run inferior, columns posterior
+    thickness = float(rng.uniform(*cfg.slice_thickness_mm))
+    blur = cfg.blur_px * np.sqrt(thickness / 3.5)
+    affine = _affine(spacing, thickness, (0, 0, -1), (0, -1, 0), (1, 0, 0))
+    for view, weighting in (("sag_t1", "t1"), ("sag_t2", "t2")):
+        image = acquire(tissue, weighting, rng, gain, noise, cfg.bias_field, (blur, blur))
+        _save(case_dir / f"{view}.nii.gz", image, affine, cfg.size)
+    _save(case_dir / "sag_seg.nii.gz", labels, affine, cfg.size)
+    return spacing
+
+
 def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[str, Any]:
     """Generate one case: views and masks written under ``root/cases/<case_id>/``; returns its manifest row."""
     prng = np.random.default_rng([seed, 1, study.patient_index])  # anatomy shared by a patient's studies
@@ -158,19 +194,7 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
         _save(case_dir / f"{view}_seg.nii.gz", labels, affine, size)
         row[f"img_{view}"] = f"cases/{study.case_id}/{view}.nii.gz"
         row[f"seg_{view}"] = f"cases/{study.case_id}/{view}_seg.nii.gz"
-        free_area = 0.5 * float(np.sum(geom.r_free**2)) * (THETA[1] - THETA[0])
-        tau = np.sqrt(min(area / free_area, 1.0))
-        rf0, rfp, gap = geom.r_free[_ANTERIOR], geom.r_free[_POSTERIOR], geom.gap
-        midline.append(
-            MidlineLevel(
-                bulge=float(geom.bulge[_ANTERIOR]),
-                disc_to_sac=float(rf0 + gap - tau * rf0),
-                sac_ap=float(tau * (rf0 + rfp)),
-                sac_to_lf=float(rfp + gap - tau * rfp),
-                lf_thickness=float(max(geom.r_bony[_POSTERIOR] - rfp - gap, 0.0)),
-                degenerated=degenerated,
-            )
-        )
+        midline.append(_midline(geom, area, degenerated))
         areas.append(area)
         grades.append(grade)
         if grade > 0:
@@ -178,20 +202,9 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
             findings[level] = [CAUSES[k] for k in order if anatomy.causes[k] >= 0.25]
 
     spine = _spine_anatomy(prng, np.array([m.degenerated for m in midline], float))
-    sag_spacing = _spacing(rng, cfg.sagittal_fov_mm, cfg)
-    rotation = np.deg2rad(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg))
-    centre = (-4.0 + rng.uniform(-cfg.shift_mm, cfg.shift_mm), 5.0 + rng.uniform(-cfg.shift_mm, cfg.shift_mm))
-    u, w = _grid(size, sag_spacing, rotation, centre)
-    labels, tissue = render_sagittal(-w, -u, spine, midline)  # rows run inferior, columns posterior
-    sag_thickness = float(rng.uniform(*cfg.slice_thickness_mm))
-    sag_blur = cfg.blur_px * np.sqrt(sag_thickness / 3.5)
-    affine = _affine(sag_spacing, sag_thickness, (0, 0, -1), (0, -1, 0), (1, 0, 0))
-    for view, weighting in (("sag_t1", "t1"), ("sag_t2", "t2")):
-        image = acquire(tissue, weighting, rng, gain, noise, cfg.bias_field, (sag_blur, sag_blur))
-        _save(case_dir / f"{view}.nii.gz", image, affine, size)
-        row[f"img_{view}"] = f"cases/{study.case_id}/{view}.nii.gz"
-    _save(case_dir / "sag_seg.nii.gz", labels, affine, size)
+    sag_spacing = _write_sagittal(case_dir, spine, midline, rng, gain, noise, cfg)
     for view in ("sag_t1", "sag_t2"):
+        row[f"img_{view}"] = f"cases/{study.case_id}/{view}.nii.gz"
         row[f"seg_{view}"] = f"cases/{study.case_id}/sag_seg.nii.gz"
 
     for level, grade, area in zip(LEVELS, grades, areas):
@@ -286,7 +299,8 @@ def _generate(out, n_cases, seed, shift, cfg, workers, fingerprint, progress) ->
                 if progress is not None:
                     progress(1)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # "spawn": forking a process that already runs torch/OpenMP thread pools can abort at exit
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 futures = [pool.submit(make_case, s, seed, cfg, staging) for s in studies]
                 for future in futures:
                     rows.append(future.result())
