@@ -244,19 +244,14 @@ class InspectedCase:
 
 def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -> InspectedCase:
     """Run the trained model of ``run_dir`` on ``case_id`` (any split); the reports plus the overlay arrays."""
-    from lss_vlm.data.dataset import build_dataloader
     from lss_vlm.data.manifest import read_manifest
-    from lss_vlm.engine.checkpoints import load_weights
-    from lss_vlm.engine.trainer import resolve_device
     from lss_vlm.errors import ConfigError
 
     from .data import resolve_manifest
-    from .runner import build_model_from_config, load_run_config
+    from .runner import build_split_loader, load_run_config, load_trained_model
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    if not (run_dir / "model.safetensors").is_file():
-        raise ConfigError(f"{run_dir}: no model.safetensors (the run has not completed training)")
     manifest = resolve_manifest(cfg.data)
     table = read_manifest(manifest)
     rows = table[table["case_id"] == case_id]
@@ -264,21 +259,10 @@ def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -
         examples = ", ".join(sorted(table["case_id"])[:5])
         raise ConfigError(f"--case {case_id!r} is not in {manifest} (e.g. {examples})")
     split = str(rows.iloc[0]["split"])
-    device = resolve_device(cfg.train.device)
-    model = build_model_from_config(cfg).to(device)
-    load_weights(model, run_dir / "model.safetensors")
+    model, device = load_trained_model(run_dir, cfg)
     if prompt is not None and prompt not in model.prompt_names:
         raise ConfigError(f"--prompt {prompt!r} is unknown; the model's prompts are: {', '.join(model.prompt_names)}")
-    loader = build_dataloader(
-        manifest,
-        split,
-        spatial_size=cfg.data.spatial_size,
-        batch_size=cfg.data.batch_size,
-        augment=False,
-        shuffle=False,
-        seed=cfg.train.seed,
-        num_workers=cfg.data.num_workers,
-    )
+    loader = build_split_loader(cfg, split)
     for batch, out in predict(model, loader, device):
         if case_id not in batch["case_id"]:
             continue

@@ -128,31 +128,13 @@ def evaluate_run(run_dir: str | Path, split: str | None = None) -> dict[str, flo
 
     The config's split writes into the run directory itself; another split writes into ``run_dir/eval_<split>/``.
     """
-    from lss_vlm.data.dataset import build_dataloader
-    from lss_vlm.engine.checkpoints import load_weights
-    from lss_vlm.engine.trainer import resolve_device
-
     from .evaluation import evaluate_model
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise ConfigError(f"{run_dir}: no model.safetensors (the run has not completed training)")
+    model, device = load_trained_model(run_dir, cfg)
     split = split or cfg.eval.split
-    device = resolve_device(cfg.train.device)
-    model = build_model_from_config(cfg).to(device)
-    load_weights(model, weights)
-    loader = build_dataloader(
-        resolve_manifest(cfg.data),
-        split,
-        spatial_size=cfg.data.spatial_size,
-        batch_size=cfg.data.batch_size,
-        augment=False,
-        shuffle=False,
-        seed=cfg.train.seed,
-        num_workers=cfg.data.num_workers,
-    )
+    loader = build_split_loader(cfg, split)
     if split != cfg.eval.split:
         return evaluate_model(model, loader, cfg, run_dir / f"eval_{split}", device)
     previous = run_dir / "metrics.json"
@@ -170,6 +152,37 @@ def build_model_from_config(cfg: ExperimentConfig) -> torch.nn.Module:
     return build_model(cfg.model.name, **cfg.model.params)
 
 
+def build_split_loader(cfg: ExperimentConfig, split: str, train: bool = False) -> torch.utils.data.DataLoader:
+    """The data loader of one split as the config describes it (augmented and shuffled only for training)."""
+    from lss_vlm.data.dataset import build_dataloader
+
+    data = cfg.data
+    return build_dataloader(
+        resolve_manifest(data),
+        split,
+        spatial_size=data.spatial_size,
+        batch_size=data.batch_size,
+        augment=train and data.augment,
+        shuffle=train,
+        seed=cfg.train.seed,
+        num_workers=data.num_workers,
+    )
+
+
+def load_trained_model(run_dir: Path, cfg: ExperimentConfig) -> tuple[torch.nn.Module, torch.device]:
+    """The run's final ``model.safetensors`` in a freshly built model, on the config's device."""
+    from lss_vlm.engine.checkpoints import load_weights
+    from lss_vlm.engine.trainer import resolve_device
+
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"{run_dir}: no model.safetensors (the run has not completed training)")
+    device = resolve_device(cfg.train.device)
+    model = build_model_from_config(cfg).to(device)
+    load_weights(model, weights)
+    return model, device
+
+
 # ------------------------------------------------------------------------------------------------------------ steps
 def _train_and_evaluate(
     cfg: ExperimentConfig,
@@ -178,28 +191,13 @@ def _train_and_evaluate(
     resume: bool,
 ) -> dict[str, float]:
     import losses
-    from lss_vlm.data.dataset import build_dataloader
     from lss_vlm.engine.checkpoints import load_weights, save_weights
     from lss_vlm.engine.seeding import seed_everything
     from lss_vlm.engine.trainer import Trainer, TrainerSettings
 
     from .evaluation import evaluate_model
 
-    manifest = resolve_manifest(cfg.data)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    data = cfg.data
-
-    def loader(split: str, train: bool) -> torch.utils.data.DataLoader:
-        return build_dataloader(
-            manifest,
-            split,
-            spatial_size=data.spatial_size,
-            batch_size=data.batch_size,
-            augment=train and data.augment,
-            shuffle=train,
-            seed=cfg.train.seed,
-            num_workers=data.num_workers,
-        )
 
     model = build_model_from_config(cfg)
     loss = losses.build_loss(cfg.loss.name, **cfg.loss.params)
@@ -233,7 +231,13 @@ def _train_and_evaluate(
         quiet=t.quiet,
     )
     trainer = Trainer(
-        model, loss, loader("train", True), loader("val", False), settings, out_dir / "checkpoints", epoch_done
+        model,
+        loss,
+        build_split_loader(cfg, "train", train=True),
+        build_split_loader(cfg, "val"),
+        settings,
+        out_dir / "checkpoints",
+        epoch_done,
     )
     try:
         result = trainer.fit(resume=resume)
@@ -242,7 +246,7 @@ def _train_and_evaluate(
     chosen = trainer.best_checkpoint if cfg.eval.checkpoint == "best" else trainer.last_checkpoint
     load_weights(trainer.model, chosen / "model.safetensors")
     save_weights(trainer.model, out_dir / "model.safetensors")
-    metrics = evaluate_model(trainer.model, loader(cfg.eval.split, False), cfg, out_dir, trainer.device)
+    metrics = evaluate_model(trainer.model, build_split_loader(cfg, cfg.eval.split), cfg, out_dir, trainer.device)
     summary = (float(result.best_epoch), float(len(result.history)), float(result.stop_reason == "early_stopping"))
     metrics.update(zip(TRAINING_SUMMARY_KEYS, summary))
     atomic_write_json(out_dir / "metrics.json", metrics)

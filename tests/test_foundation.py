@@ -104,3 +104,16 @@ def test_cli_help_lists_every_subcommand() -> None:
     out = subprocess.run([sys.executable, "-m", "benchmarks.cli", "--help"], capture_output=True, text=True, check=True)
     for command in ("synth", "prepare", "train", "evaluate", "compare", "leaderboard", "tune", "report", "demo"):
         assert command in out.stdout
+
+
+def test_atomic_path_gives_the_usual_file_mode(tmp_path) -> None:
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o644
