@@ -12,6 +12,7 @@ from .errors import LossConfigError
 from .registry import register_loss
 
 CADENCES = ("epoch", "step")
+ERROR_COUNTS = ("soft", "hard")
 _STATE_BUFFERS = ("alpha", "beta", "error", "error_prev", "integral", "derivative", "n_updates")
 _COUNT_BUFFERS = ("counts", "counts_ema", "ema_ready")
 
@@ -28,6 +29,7 @@ _COUNT_BUFFERS = ("counts", "counts_ema", "ema_ready")
         "integral_max": {"type": "float", "low": 0.5, "high": 5.0},
         "gamma": {"type": "float", "low": 0.75, "high": 2.0},
         "cadence": {"type": "categorical", "choices": ["epoch", "step"]},
+        "error_counts": {"type": "categorical", "choices": ["soft", "hard"]},
     },
 )
 class PIDTverskyLoss(SegLoss):
@@ -88,6 +90,11 @@ class PIDTverskyLoss(SegLoss):
             ``include_background=False``, as MONAI's ``DiceLoss``); ``None`` = equal weights.
         cadence: ``"epoch"`` or ``"step"`` (see above).
         ema: EMA momentum μ ∈ [0, 1) of the counts for the ``"step"`` cadence (default 0.9).
+        error_counts: which detached counts feed e_c: ``"soft"`` (default, DESIGN.md §6: the same soft TP/FP/FN
+            as the loss) or ``"hard"`` (counts of the argmax segmentation, or p > 0.5 with ``sigmoid``). Soft counts
+            measure probability mass: an untrained softmax spreads ~1/C of every pixel over each small class, so
+            e_c ≈ −1 (over-segmentation) and β_c drops to β_min even where the argmax segmentation misses the class.
+            Hard counts measure the segmentation that Dice scores, so a missed minority class raises β_c.
         include_background: whether class 0 is part of the loss and controlled (default False).
         sigmoid: multi-label mode: sigmoid probabilities per channel; the target may then also be a ``[N,C,...]``
             binary map. Default False: softmax over classes and ``[N,1,...]`` integer labels.
@@ -112,6 +119,7 @@ class PIDTverskyLoss(SegLoss):
         weight: Sequence[float] | None = None,
         cadence: str = "epoch",
         ema: float = 0.9,
+        error_counts: str = "soft",
         include_background: bool = False,
         sigmoid: bool = False,
         smooth_nr: float = 1e-5,
@@ -122,6 +130,11 @@ class PIDTverskyLoss(SegLoss):
         super().__init__()
         alpha0 = 1.0 - beta if alpha is None else float(alpha)
         _validate(beta, alpha0, beta_min, beta_max, leak, integral_max, gamma, cadence, ema, weight)
+        if error_counts not in ERROR_COUNTS:
+            raise LossConfigError(
+                f"pid_tversky: error_counts must be one of {', '.join(ERROR_COUNTS)}, got {error_counts!r}"
+            )
+        self.error_counts = error_counts
         self.kp, self.ki, self.kd = float(kp), float(ki), float(kd)
         self.beta0, self.alpha0 = float(beta), alpha0
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
@@ -198,7 +211,7 @@ class PIDTverskyLoss(SegLoss):
         """``logits [N,C,*spatial]``, ``target [N,1,*spatial]`` int64 labels (or ``[N,C,...]`` binary if sigmoid)."""
         tp, fp, fn = self.soft_counts(logits, target)
         if self.training and torch.is_grad_enabled():
-            self.observe_counts(tp, fp, fn)
+            self.observe_counts(*((tp, fp, fn) if self.error_counts == "soft" else self.hard_counts(logits, target)))
         first = self._first_class
         tp, fp, fn = tp[first:], fp[first:], fn[first:]
         alpha = self.alpha[first:].to(tp.dtype)
@@ -216,8 +229,30 @@ class PIDTverskyLoss(SegLoss):
     # ----------------------------------------------------------------------------------------------- controller
     @torch.no_grad()
     def observe(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        """Add the detached soft counts of a batch to the controller's accumulator (no loss is computed)."""
-        self.observe_counts(*self.soft_counts(logits, target))
+        """Add the detached counts of a batch (soft or hard, see ``error_counts``) to the controller's accumulator."""
+        counts = self.soft_counts(logits, target) if self.error_counts == "soft" else self.hard_counts(logits, target)
+        self.observe_counts(*counts)
+
+    @torch.no_grad()
+    def hard_counts(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(TP, FP, FN) per class ``[C]`` of the hard segmentation: argmax (softmax) or p > 0.5 (sigmoid)."""
+        num_classes = logits.shape[1]
+        reduce_dims = [0, *range(2, logits.ndim)]
+        if self.sigmoid:
+            predicted = (logits > 0).to(torch.float64)
+            if target.shape == logits.shape:
+                truth = target.to(torch.float64)
+            else:
+                labels = check_label_target(logits, target)
+                truth = torch.zeros_like(predicted).scatter_(1, labels, 1.0)
+            tp = (predicted * truth).sum(reduce_dims)
+            return tp, predicted.sum(reduce_dims) - tp, truth.sum(reduce_dims) - tp
+        labels = check_label_target(logits, target).reshape(-1)
+        predicted = logits.argmax(dim=1).reshape(-1)
+        tp = torch.bincount(labels[predicted == labels], minlength=num_classes)
+        n_pred = torch.bincount(predicted, minlength=num_classes)
+        n_true = torch.bincount(labels, minlength=num_classes)
+        return tuple(x.to(torch.float64) for x in (tp, n_pred - tp, n_true - tp))
 
     @torch.no_grad()
     def observe_counts(self, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> None:
@@ -291,7 +326,8 @@ class PIDTverskyLoss(SegLoss):
         return (
             f"kp={self.kp}, ki={self.ki}, kd={self.kd}, beta={self.beta0}, alpha={self.alpha0}, "
             f"beta_range=({self.beta_min}, {self.beta_max}), leak={self.leak}, integral_max={self.integral_max}, "
-            f"gamma={self.gamma}, cadence={self.cadence!r}, include_background={self.include_background}, "
+            f"gamma={self.gamma}, cadence={self.cadence!r}, error_counts={self.error_counts!r}, "
+            f"include_background={self.include_background}, "
             f"sigmoid={self.sigmoid}"
         )
 

@@ -240,3 +240,34 @@ def test_eval_mode_does_not_feed_the_controller() -> None:
     loss(torch.zeros(1, 2, 4, 4, requires_grad=True), torch.ones(1, 1, 4, 4, dtype=torch.long))
     loss.on_step_end()
     assert loss.controller_state()["beta"] == {1: 0.5}
+
+
+def _missed_but_smeared() -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 1 covers 10 of 100 pixels; every pixel predicts p = (0.4, 0.3, 0.3), so the argmax never says 1
+    (hard: all 10 missed, under-segmentation) while the soft mass over-covers it (27 soft FP vs 7 soft FN)."""
+    target = torch.zeros(1, 1, 10, 10, dtype=torch.long)
+    target[0, 0, 0] = 1
+    probs = torch.tensor([0.4, 0.3, 0.3]).view(1, 3, 1, 1).expand(1, 3, 10, 10)
+    return probs.log().clone().requires_grad_(True), target
+
+
+@pytest.mark.parametrize(("error_counts", "sign"), [("soft", -1), ("hard", +1)])
+def test_error_counts_choose_what_the_controller_sees(error_counts: str, sign: int) -> None:
+    logits, target = _missed_but_smeared()
+    loss = PIDTverskyLoss(kp=0.5, ki=0.0, kd=0.0, error_counts=error_counts).train()
+    loss(logits, target).backward()
+    state = loss.update()
+    assert sign * state["error"][1] > 0.5
+    assert sign * (state["beta"][1] - 0.5) > 0
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_hard_counts_match_a_hand_count() -> None:
+    logits, target = _missed_but_smeared()
+    tp, fp, fn = PIDTverskyLoss().hard_counts(logits, target)
+    assert tp.tolist() == [90.0, 0.0, 0.0] and fp.tolist() == [10.0, 0.0, 0.0] and fn.tolist() == [0.0, 10.0, 0.0]
+
+
+def test_unknown_error_counts_is_rejected() -> None:
+    with pytest.raises(ValueError, match="error_counts must be one of soft, hard"):
+        PIDTverskyLoss(error_counts="argmax")
