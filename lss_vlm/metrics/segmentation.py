@@ -19,6 +19,7 @@ and :func:`monai.metrics.compute_average_surface_distance` (``symmetric=True``).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -84,14 +85,16 @@ def surface_distances_mm(
         return diagonal, diagonal
     from monai.metrics.utils import get_edge_surface_distance
 
-    _, distances, _ = get_edge_surface_distance(
-        torch.from_numpy(pred),
-        torch.from_numpy(target),
-        distance_metric="euclidean",
-        spacing=[float(s) for s in spacing],
-        symmetric=True,
-        warn_empty=False,
-    )
+    with warnings.catch_warnings():  # MONAI >= 1.5 warns on every call about an argument it passes itself
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
+        _, distances, _ = get_edge_surface_distance(
+            torch.from_numpy(pred),
+            torch.from_numpy(target),
+            distance_metric="euclidean",
+            spacing=[float(s) for s in spacing],
+            symmetric=True,
+            warn_empty=False,
+        )
     q = percentile / 100.0
     hd = max(float(torch.quantile(d.double(), q)) for d in distances)
     msd = float(torch.cat(distances).double().mean())

@@ -90,10 +90,17 @@ def _load_backbone(name: str, vocab_size: int) -> nn.Module:
     if name == "tiny-bert":
         return _tiny_bert(vocab_size)
     source = minilm_path() if name == "minilm" else name
+    from transformers.utils import logging as hf_logging
+
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per run would flood suite logs
     try:
         return AutoModel.from_pretrained(str(source), local_files_only=True)
     except (OSError, ValueError) as err:
         raise _not_offline(name, err) from None
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
 
 
 class TextEncoder(nn.Module):
