@@ -360,8 +360,26 @@ def display_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+#: (metric, what it stands for, why a dataset may lack it) for the "not scored" footnotes.
+UNSCORED_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("dice_macro", "Segmentation (Dice, IoU, HD95)", "the data has no ground-truth masks, e.g. RSNA 2024"),
+    ("accuracy", "Stenosis grades", "the data has no grade labels, e.g. SPIDER or Mendeley"),
+    ("cider_x100", "Report text", "the data has no reference reports"),
+)
+
+
+def unscored_notes(board: Leaderboard) -> list[str]:
+    """One line per metric family that no completed run could score (the column is absent or all NaN)."""
+    lines = []
+    for metric, family, why in UNSCORED_FAMILIES:
+        column = f"{metric}_mean"
+        if column not in board.table or not board.table[column].notna().any():
+            lines.append(f"{family} not scored: {why}.")
+    return lines
+
+
 def notes(board: Leaderboard) -> list[str]:
-    """Footnotes explaining the statistics and listing failed runs."""
+    """Footnotes explaining the statistics, what was not scored, and the failed runs."""
     n_seeds = max((int(v) for v in board.table["n_seeds"]), default=0)
     ci_over = "seeds" if n_seeds >= 2 else "test cases (1 seed per loss)"
     test = "Wilcoxon signed-rank" if board.test == "wilcoxon" else "paired bootstrap"
@@ -385,6 +403,7 @@ def notes(board: Leaderboard) -> list[str]:
                 f"Best vs worst on {metric_info(metric).label}: {best} − {worst} = {gap:+.{digits}f} "
                 f"(paired {test} p {p_text if p_text.startswith('<') else '= ' + p_text})."
             )
+    lines += unscored_notes(board)
     for r in board.failed_runs:
         lines.append(f"{r.status.upper()} run {r.loss} seed{r.seed}: {r.reason}")
     return lines

@@ -134,3 +134,19 @@ def test_cli_writes_the_chosen_format(suite_dir, capsys):
     out = capsys.readouterr().out
     assert "pid_tversky" in out and "Dice LF" in out
     assert main(["leaderboard", str(suite_dir), "--baseline", "nope"]) == 2
+
+
+def test_leaderboard_says_when_segmentation_was_not_scored(tmp_path):
+    """A dataset without masks (RSNA 2024) gives runs without Dice: the leaderboard says so instead of a blank."""
+    import json
+
+    suite = write_suite(tmp_path / "suite", {"dice": 0.7, "tversky": 0.75}, seeds=1)
+    for metrics_file in (suite / "runs").glob("*/seed0/metrics.json"):
+        metrics = json.loads(metrics_file.read_text())
+        metrics = {k: (math.nan if k.startswith(("dice", "hd95")) else v) for k, v in metrics.items()}
+        metrics_file.write_text(json.dumps(metrics))
+    markdown = to_markdown(build_leaderboard(suite))
+    assert "Segmentation (Dice, IoU, HD95) not scored: the data has no ground-truth masks" in markdown
+    assert "Stenosis grades not scored" not in markdown
+    full = to_markdown(build_leaderboard(write_suite(tmp_path / "full", {"dice": 0.7, "tversky": 0.75}, seeds=1)))
+    assert "not scored" not in full
