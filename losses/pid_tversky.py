@@ -91,10 +91,10 @@ class PIDTverskyLoss(SegLoss):
         cadence: ``"epoch"`` or ``"step"`` (see above).
         ema: EMA momentum μ ∈ [0, 1) of the counts for the ``"step"`` cadence (default 0.9).
         error_counts: which detached counts feed e_c: ``"soft"`` (default, DESIGN.md §6: the same soft TP/FP/FN
-            as the loss) or ``"hard"`` (counts of the argmax segmentation, or p > 0.5 with ``sigmoid``). Soft counts
-            measure probability mass: an untrained softmax spreads ~1/C of every pixel over each small class, so
-            e_c ≈ −1 (over-segmentation) and β_c drops to β_min even where the argmax segmentation misses the class.
-            Hard counts measure the segmentation that Dice scores, so a missed minority class raises β_c.
+            as the loss) or ``"hard"`` (counts of the argmax segmentation, or p > 0.5 with ``sigmoid``, i.e. of the
+            segmentation that Dice scores). They differ when probability mass and the argmax disagree, e.g. a class
+            that holds ~1/C of every pixel's mass but never wins the argmax: soft counts call it over-segmented,
+            hard counts under-segmented.
         include_background: whether class 0 is part of the loss and controlled (default False).
         sigmoid: multi-label mode: sigmoid probabilities per channel; the target may then also be a ``[N,C,...]``
             binary map. Default False: softmax over classes and ``[N,1,...]`` integer labels.
