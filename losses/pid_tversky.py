@@ -29,7 +29,6 @@ _COUNT_BUFFERS = ("counts", "counts_ema", "ema_ready")
         "integral_max": {"type": "float", "low": 0.5, "high": 5.0},
         "gamma": {"type": "float", "low": 0.75, "high": 2.0},
         "cadence": {"type": "categorical", "choices": ["epoch", "step"]},
-        "error_counts": {"type": "categorical", "choices": ["soft", "hard"]},
     },
 )
 class PIDTverskyLoss(SegLoss):
