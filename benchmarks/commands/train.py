@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from benchmarks.commands import add_set_argument
+
 HELP = "train one experiment config into a run directory"
 DESCRIPTION = """Train the model of an experiment YAML with its segmentation loss, then evaluate it on the test split.
 
@@ -22,13 +24,9 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="experiment YAML (e.g. configs/experiments/phantom_quick.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value by dotted key, e.g. train.lr=3e-4 or loss.params.kp=0.5 (repeatable; "
+    add_set_argument(
+        parser,
+        "override a config value by dotted key, e.g. train.lr=3e-4 or loss.params.kp=0.5 (repeatable; "
         "the value is parsed as YAML and type-checked)",
     )
     parser.add_argument("--out", help="run directory (default: runs/<config name>-<loss>-seed<seed>)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from benchmarks.commands import add_set_argument
+
 HELP = "Optuna search over loss hyperparameters (PID gains) on SQLite/PostgreSQL storage"
 DESCRIPTION = """\
 Optuna search over loss hyperparameters (PID gains) declared in a study YAML (configs/studies/).
@@ -36,13 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="sampler seed (default: the YAML's, else 0)")
     parser.add_argument("--out", default=None, help="output directory (default: results/tune/<study name>)")
     parser.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures (they take a while)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a base experiment key (repeatable), e.g. --set train.epochs=2",
+    add_set_argument(
+        parser,
+        "override a base experiment key (repeatable), e.g. --set train.epochs=2",
     )
 
 
