@@ -32,6 +32,7 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "macro_f1",
     "qwk",
     "cider_x100",
+    "grade_f1_from_text",
     "composed/cider_x100",
     "area_mae_mm2",
 )

@@ -49,17 +49,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _headline(metrics: dict[str, float]) -> str:
     """The key numbers of a run in one JSON line."""
-    keys = (
-        "dice_macro",
-        "dice/ligamentum_flavum",
-        "dice/thecal_sac",
-        "hd95_macro",
-        "accuracy",
-        "macro_f1",
-        "qwk",
-        "cider_x100",
-        "grade_f1_from_text",
-        "composed/cider_x100",
-        "area_mae_mm2",
-    )
-    return json.dumps({k: round(metrics[k], 4) for k in keys if k in metrics})
+    from benchmarks.leaderboard import DEFAULT_METRICS
+
+    return json.dumps({k: round(metrics[k], 4) for k in DEFAULT_METRICS if k in metrics})

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from ..io import atomic_path
 from .seeding import rng_state, set_rng_state
 
 WEIGHTS_FILE = "model.safetensors"
@@ -24,16 +25,8 @@ STATE_FILE = "state.pt"
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Write the model's weights to a safetensors file atomically (shared/tied tensors are stored once)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_model(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_model(model, str(tmp))
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
