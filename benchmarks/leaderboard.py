@@ -234,6 +234,16 @@ class Leaderboard:
             stats.paired_p(diffs, self.test),
         )
 
+    def rank_agreement(self, metric: str) -> stats.RankAgreement:
+        """Kendall's W of the per-seed rankings on ``metric``, over the seeds every ranked loss completed."""
+        values: dict[str, dict[int, float]] = {}
+        for r in self.runs:
+            if r.completed and math.isfinite(r.metrics.get(metric, math.nan)):
+                values.setdefault(r.loss, {})[r.seed] = r.metrics[metric]
+        common = sorted(set.intersection(*(set(v) for v in values.values()))) if values else []
+        scores = np.array([[values[loss][seed] for loss in sorted(values)] for seed in common], dtype=float)
+        return stats.rank_agreement(scores)
+
     @property
     def failed_runs(self) -> list[RunRecord]:
         return [r for r in self.runs if not r.completed]
@@ -339,6 +349,12 @@ def format_p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3g}"
 
 
+def p_clause(p: float) -> str:
+    """``p <0.001`` or ``p = 0.0302``, for footnotes."""
+    text = format_p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def display_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
     """Header and string cells of the human table (terminal, Markdown): mean ± std per metric, CI of the rank metric."""
     info = {m: metric_info(m) for m in board.metrics}
@@ -399,11 +415,17 @@ def notes(board: Leaderboard) -> list[str]:
         if spread is not None:
             best, worst, gap, p = spread
             digits = metric_info(metric).digits
-            p_text = format_p(p)
             lines.append(
                 f"Best vs worst on {metric_info(metric).label}: {best} − {worst} = {gap:+.{digits}f} "
-                f"(paired {test} p {p_text if p_text.startswith('<') else '= ' + p_text})."
+                f"(paired {test} {p_clause(p)})."
             )
+    agreement = board.rank_agreement(board.rank_by)
+    if math.isfinite(agreement.w):
+        lines.append(
+            f"Rank agreement across seeds on {metric_info(board.rank_by).label}: Kendall's W = {agreement.w:.2f} "
+            f"({agreement.n_seeds} seeds × {agreement.n_losses} losses; 1 = every seed ranks the losses the same; "
+            f"Friedman {p_clause(agreement.friedman_p)})."
+        )
     lines += unscored_notes(board)
     for r in board.failed_runs:
         lines.append(f"{r.status.upper()} run {r.loss} seed{r.seed}: {r.reason}")

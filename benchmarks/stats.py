@@ -189,3 +189,36 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[i]))
         out[i] = running
     return out.tolist()
+
+
+@dataclass(frozen=True)
+class RankAgreement:
+    """How consistently the seeds rank the losses: Kendall's W and the Friedman test behind it."""
+
+    w: float
+    friedman_p: float
+    n_seeds: int
+    n_losses: int
+
+
+def rank_agreement(scores: np.ndarray) -> RankAgreement:
+    """Kendall's coefficient of concordance W of the loss rankings given by each seed.
+
+    ``scores`` is ``[m seeds, n losses]`` (no NaN). Each seed ranks the n losses; with ``R_j`` the rank sum of loss
+    j and ``S = Σ_j (R_j − m(n+1)/2)²``, ``W = 12 S / (m² (n³ − n))`` (1 = every seed gives the same ranking, 0 = no
+    agreement). Computed from the tie-corrected Friedman statistic as ``W = χ²_F / (m (n − 1))``
+    (``scipy.stats.friedmanchisquare``), whose p-value tests that the losses differ consistently across seeds.
+    Needs m ≥ 2 and n ≥ 3; NaN otherwise.
+    """
+    from scipy.stats import friedmanchisquare
+
+    scores = np.asarray(scores, dtype=float)
+    m, n = scores.shape if scores.ndim == 2 else (0, 0)
+    if m < 2 or n < 3 or not np.isfinite(scores).all():
+        return RankAgreement(math.nan, math.nan, m, n)
+    if np.all(scores == scores[:, :1]):  # every seed ties every loss: no ranking to agree on
+        return RankAgreement(math.nan, math.nan, m, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        chi2, p = friedmanchisquare(*scores.T)
+    return RankAgreement(float(chi2) / (m * (n - 1)), float(p), m, n)

@@ -150,3 +150,13 @@ def test_leaderboard_says_when_segmentation_was_not_scored(tmp_path):
     assert "Stenosis grades not scored" not in markdown
     full = to_markdown(build_leaderboard(write_suite(tmp_path / "full", {"dice": 0.7, "tversky": 0.75}, seeds=1)))
     assert "not scored" not in full
+
+
+def test_rank_agreement_over_seeds_is_reported(suite_dir, tmp_path):
+    board = build_leaderboard(suite_dir)  # focal seed2 failed: W over seeds 0-1, where every loss completed
+    agreement = board.rank_agreement("dice_macro")
+    assert (agreement.n_seeds, agreement.n_losses) == (2, 4)
+    assert agreement.w == pytest.approx(1.0)  # qualities 0.10 apart, seed noise 0.02: every seed ranks alike
+    assert "Kendall's W = 1.00 (2 seeds × 4 losses" in to_markdown(board)
+    single = write_suite(tmp_path / "single", QUALITIES, seeds=1)
+    assert "Kendall" not in to_markdown(build_leaderboard(single))

@@ -102,3 +102,21 @@ def test_paired_differences_align_on_case_id():
     a = pd.Series({"c1": 0.9, "c2": 0.8, "c3": 0.7})
     b = pd.Series({"c3": 0.5, "c1": 0.6, "c4": 0.1})
     assert stats.paired_differences(a, b) == pytest.approx([0.3, 0.2])
+
+
+def test_rank_agreement_hand_values():
+    identical = np.array([[0.9, 0.8, 0.7, 0.6], [0.8, 0.7, 0.6, 0.5], [0.95, 0.9, 0.5, 0.1]])
+    assert stats.rank_agreement(identical).w == pytest.approx(1.0)
+    reversed_ = np.array([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])  # rank sums 4, 4, 4 -> S = 0
+    assert stats.rank_agreement(reversed_).w == pytest.approx(0.0)
+    # rankings (1,2,3) and (1,3,2): rank sums 2,5,5, S = 4+1+1 = 6, W = 12*6 / (2^2 (27-3)) = 0.75
+    one_swap = np.array([[3.0, 2.0, 1.0], [3.0, 1.0, 2.0]])
+    agreement = stats.rank_agreement(one_swap)
+    assert agreement.w == pytest.approx(0.75) and (agreement.n_seeds, agreement.n_losses) == (2, 3)
+    assert 0.0 < agreement.friedman_p < 1.0
+
+
+def test_rank_agreement_undefined_cases():
+    assert math.isnan(stats.rank_agreement(np.array([[1.0, 2.0, 3.0]])).w)  # one seed
+    assert math.isnan(stats.rank_agreement(np.array([[1.0, 2.0], [2.0, 1.0]])).w)  # two losses
+    assert math.isnan(stats.rank_agreement(np.array([[1.0, math.nan, 3.0], [1.0, 2.0, 3.0]])).w)
