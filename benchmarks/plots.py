@@ -179,7 +179,9 @@ def training_curves(board: Leaderboard, path: Path) -> Path | None:
         ax.set_title(column if column == "train/loss" else f"validation {metric_info(key).header}")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best")
+    handles, labels = axes[0][-1].get_legend_handles_labels()  # below the panels: the curves stay readable
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(6, len(labels)), frameon=False)
+    fig.subplots_adjust(bottom=0.18 + 0.05 * ((len(labels) - 1) // 6))
     return _save(fig, path)
 
 
