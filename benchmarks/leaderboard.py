@@ -34,6 +34,7 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "cider_x100",
     "grade_f1_from_text",
     "composed/cider_x100",
+    "composed/grade_f1_from_text",
     "area_mae_mm2",
 )
 DEFAULT_RANK_METRIC = "dice_macro"
@@ -89,6 +90,7 @@ _KNOWN_METRICS: dict[str, tuple[str, str, int]] = {  # key: (label, short label 
     "meteor": ("METEOR", "METEOR", 3),
     "bleu_4": ("BLEU-4", "BLEU-4", 3),
     "grade_f1_from_text": ("Report grade-F1", "RepF1", 3),
+    "composed/grade_f1_from_text": ("Composed grade-F1", "cRepF1", 3),
     "area_mae_mm2": ("Area MAE mm²", "AreaMAE", 1),
 }
 #: The minority classes whose Dice the notes compare best vs worst.
