@@ -38,6 +38,7 @@ STATUS_FILE = "status.json"
 #: Keys of metrics.json that describe the training, not the evaluation (kept when a run is re-evaluated).
 TRAINING_SUMMARY_KEYS: tuple[str, ...] = ("best_epoch", "epochs_run", "early_stopped")
 PACKAGES: tuple[str, ...] = (
+    "lss-vlm",  # with git_sha null (code outside a git checkout) the version is what identifies it
     "torch",
     "monai",
     "transformers",

@@ -120,6 +120,7 @@ def test_run_directory_holds_every_file_with_the_documented_keys(finished_run: t
         assert key in provenance, key
     assert provenance["device"] == "cpu" and provenance["seed"] == 0
     assert provenance["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert provenance["packages"]["lss-vlm"]  # the toolkit itself, installed by the test environment
 
 
 def status_written_last(run_dir: Path) -> bool:
