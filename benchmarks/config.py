@@ -225,18 +225,33 @@ def config_hash(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path, kind: str, expected: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping ({} when empty); one-line :class:`ConfigError` naming the file otherwise.
+
+    ``kind`` names the file in the not-found error ("config", "study"), ``expected`` describes the mapping.
+    """
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {kind} file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections (data, model, loss, train, eval), got {data!r}")
+        raise ConfigError(f"{path}: expected a mapping of {expected}, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: what is wrong and where."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    return read_yaml_mapping(path, "config", "sections (data, model, loss, train, eval)")
 
 
 def _expand_model_preset(raw: dict[str, Any], source: str) -> None:

@@ -31,7 +31,7 @@ import torch
 from lss_vlm.errors import ConfigError, LssError
 from lss_vlm.io import atomic_path, atomic_write_json
 
-from .config import ExperimentConfig, config_from_dict, config_hash, dump_config
+from .config import ExperimentConfig, config_from_dict, config_hash, dump_config, read_yaml_mapping
 from .data import resolve_manifest
 
 STATUS_FILE = "status.json"
@@ -79,12 +79,10 @@ def read_status(run_dir: str | Path) -> dict[str, Any] | None:
 
 def load_run_config(run_dir: str | Path) -> ExperimentConfig:
     """The resolved config of a run directory (``config.yaml``)."""
-    import yaml
-
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
-    return config_from_dict(yaml.safe_load(path.read_text()) or {}, source=str(path))
+    return config_from_dict(read_yaml_mapping(path, "config", "config sections"), source=str(path))
 
 
 def run_experiment(

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from benchmarks.config import read_yaml_mapping
 from lss_vlm.errors import ConfigError
 from lss_vlm.io import atomic_write_json, atomic_write_text
 
@@ -115,12 +116,7 @@ def resolve_suite_path(name_or_path: str | Path) -> Path:
 def load_suite(name_or_path: str | Path) -> SuiteConfig:
     """Read and validate a suite YAML; errors name the file and the key."""
     path = resolve_suite_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping (name, base, set, losses, seeds, rank_by, baseline)")
+    raw = read_yaml_mapping(path, "suite", "suite settings (name, base, set, losses, seeds, rank_by, baseline)")
     raw.setdefault("name", path.stem)
     try:
         suite = SuiteConfig.model_validate(raw)

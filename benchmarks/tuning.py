@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-import yaml
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from benchmarks.config import read_yaml_mapping
 from lss_vlm.errors import ConfigError
 from lss_vlm.io import atomic_path, atomic_write_json
 
@@ -192,14 +192,7 @@ def load_study_spec(path: str | os.PathLike[str]) -> StudySpec:
     """Read a study YAML file. ``objective:`` (one) or ``objectives:`` (a list) name the metric(s) to optimise;
     ``experiment:`` is resolved relative to the study file. Raises :class:`ConfigError` naming the file and field."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: study file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of study settings, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path, "study", "study settings")
     if "objective" in raw:
         if "objectives" in raw:
             raise ConfigError(f"{path}: give either 'objective' or 'objectives', not both")

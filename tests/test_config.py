@@ -76,3 +76,7 @@ def test_bad_yaml_files_name_the_file_and_key(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+    bad.write_text("train:\n  epochs: [3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML \(line \d+, column \d+: ") as caught:
+        load_config(bad)
+    assert "\n" not in str(caught.value)  # one line, however PyYAML formats its message
