@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from ..errors import ConfigError
 from .encoders import check_image_size
 
 
-class MultiViewModel(nn.Module):
+class MultiViewModel(nn.Module, abc.ABC):
     """Base of the registry's models.
 
     ``forward(views [B, V, 1, H, W], report_ids=None, report_mask=None, view_valid=None)`` returns a dict with
@@ -71,7 +72,8 @@ class MultiViewModel(nn.Module):
         finally:
             self.train(was_training)
 
+    @abc.abstractmethod
     def _generate_reports(
         self, views: torch.Tensor, num_beams: int, max_length: int | None, view_valid: torch.Tensor | None
     ) -> list[str]:
-        raise NotImplementedError
+        """The model's own report writer (a learned decoder, or templates from the predicted grades)."""
