@@ -20,22 +20,28 @@ def losses(model: nn.Module, batch: dict, ids: torch.Tensor, mask: torch.Tensor)
 
 
 def test_short_training_on_the_phantom_reduces_segmentation_and_report_losses(tiny_phantom: Path) -> None:
+    """Both losses are measured in train mode (batch statistics) before and after 20 steps on one batch.
+
+    Eval mode is not used: after 20 steps the BatchNorm running statistics are still far from the batch statistics,
+    so an eval-mode loss measures the running averages, not what was learned (CI turned red on exactly that). The
+    bound has a wide margin: on seeds 0-3 the segmentation CE ends at 0.13-0.16 x its start and the report CE at
+    0.30-0.33 x, so a single noisy step cannot flip the verdict.
+    """
     torch.manual_seed(0)
     batch = next(iter(build_dataloader(tiny_phantom, "train", spatial_size=64, batch_size=2, seed=0)))
     model = build_model("spca_vlm", text_encoder="tiny-bert", image_size=64)
     ids, mask = model.tokenize_reports([reports[0] for reports in batch["reports"]])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    model.eval()
+    model.train()
     with torch.no_grad():
         seg_before, report_before = losses(model, batch, ids, mask)
-    model.train()
     for _ in range(20):
         seg, report = losses(model, batch, ids, mask)
         optimizer.zero_grad()
         (seg + report).backward()
         optimizer.step()
-    model.eval()
     with torch.no_grad():
         seg_after, report_after = losses(model, batch, ids, mask)
+    assert torch.isfinite(seg_after) and torch.isfinite(report_after)
     assert seg_after < 0.5 * seg_before, (seg_before, seg_after)
     assert report_after < 0.5 * report_before, (report_before, report_after)
