@@ -61,7 +61,9 @@ def lock() -> int:
         subprocess.run(_pip(bin_dir) + [f"{ROOT}[{EXTRAS}]"], check=True, cwd=ROOT)
         frozen = subprocess.run(
             [str(bin_dir / "python"), "-m", "pip", "freeze", "--exclude-editable"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.splitlines()
     pins = [line for line in frozen if line and not line.lower().startswith(("lss-vlm", "lss_vlm", "-e "))]
     header = CONSTRAINTS.read_text().splitlines()[:2] if CONSTRAINTS.is_file() else []
