@@ -1,19 +1,24 @@
-"""Adaptive PID-Tversky loss: a per-class PID controller steers the Tversky false-negative penalty β_c."""
+"""Adaptive PID-Tversky loss (v2): a per-class PID controller, fed by the segmentation that Dice scores, steers a
+term that still has a gradient when a class is missed."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from .base import SegLoss, check_label_target
 from .errors import LossConfigError
+from .pid_controller import PIDController
 from .registry import register_loss
 
 CADENCES = ("epoch", "step")
-ERROR_COUNTS = ("soft", "hard")
-_STATE_BUFFERS = ("alpha", "beta", "error", "error_prev", "integral", "derivative", "n_updates")
+SENSORS = ("volume", "recall", "soft")
+ACTUATORS = ("pixel_weight", "tversky", "lagrange")
+DEFAULT_SETPOINTS = {"volume": 1.0, "recall": 0.9, "soft": 0.0}
 _COUNT_BUFFERS = ("counts", "counts_ema", "ema_ready")
 
 
@@ -24,102 +29,106 @@ _COUNT_BUFFERS = ("counts", "counts_ema", "ema_ready")
         "kp": {"type": "float", "low": 0.0, "high": 2.0},
         "ki": {"type": "float", "low": 0.0, "high": 0.5},
         "kd": {"type": "float", "low": 0.0, "high": 0.5},
-        "beta": {"type": "float", "low": 0.3, "high": 0.7},
         "leak": {"type": "float", "low": 0.5, "high": 1.0},
         "integral_max": {"type": "float", "low": 0.5, "high": 5.0},
-        "gamma": {"type": "float", "low": 0.75, "high": 2.0},
         "cadence": {"type": "categorical", "choices": ["epoch", "step"]},
     },
 )
 class PIDTverskyLoss(SegLoss):
-    r"""Tversky loss whose per-class penalties are driven by a discrete PID controller on the segmentation error.
+    r"""Tversky loss plus a controlled term whose per-class strength a discrete PID sets from the hard segmentation.
 
-    **Loss.** For every class c the loss covers (all classes, or the foreground ones with
-    ``include_background=False``), with p the softmax (or sigmoid) probabilities and g the one-hot target, summed
-    over the batch and all spatial dimensions:
+    **Loss.** With p the softmax (or sigmoid) probabilities and g the one-hot target, summed over the batch and all
+    spatial dimensions, for every class c the Tversky term covers (all classes by default; foreground only with
+    ``include_background=False``):
 
         TP_c = Σ p·g,   FP_c = Σ p·(1−g),   FN_c = Σ (1−p)·g
         T_c  = (TP_c + s_nr) / (TP_c + α_c·FP_c + β_c·FN_c + s_nr + s_dr)
-        L    = Σ_c w_c · (1 − T_c)^γ / Σ_c w_c
+        L    = Σ_c w_c·(1 − T_c)^γ / Σ_c w_c  +  A(y)
 
-    α weighs false positives and β false negatives, as in MONAI and smp. The form of T_c is MONAI's
-    ``TverskyLoss(batch=True)``, so with zero gains the loss *is* the static Tversky(α₀, β₀) loss, and with
-    α₀ = β₀ = 0.5 also the soft Dice loss.
+    where y_c is the controller output and A the *actuator* term:
 
-    **Controller.** From detached counts (never from the graph) the signed under-segmentation error
+    - ``"pixel_weight"`` (default): A = λ_ce · CE_y, a per-pixel cross-entropy whose class weights are y_c
+      (neutral 1, clamp [``weight_min``, ``weight_max``]); torch normalises it by Σ_pixels y_{g(x)}. Every pixel of
+      class c pulls p_c up with weight y_c whatever TP_c is, so the actuator acts on a class the network misses.
+      Idea: the recall loss of Tian et al. (2021), which weights CE per class by its running false-negative rate.
+    - ``"tversky"`` (v1): y_c = β_c ∈ [β_min, β_max], α_c = max(α₀ + β₀ − β_c, 0), A = 0. Steers the same
+      overlap term, so it has no gradient on a class whose TP ≈ 0 (kept for the ablation).
+    - ``"lagrange"``: A = mean_c y_c·(1 − R_c), R_c = TP_c/(TP_c + FN_c + s_dr) the soft recall, y_c ∈
+      [0, ``multiplier_max``] a Lagrange multiplier on the constraint "recall ≥ setpoint"; dA/dp_c = y_c/|g_c| on
+      the pixels of c, never 0. The PID multiplier update is that of Stooke, Achiam & Abbeel (2020).
 
-        e_c = (FN_c − FP_c) / (TP_c + FN_c + FP_c + ε) ∈ [−1, 1]
+    **Sensor.** After each update window (an epoch, or a step with EMA-smoothed counts) the controller reads per
+    foreground class c a signed error that is > 0 when c is under-segmented and 0 at the setpoint s:
 
-    is positive when the class is under-segmented and negative when it is over-segmented. Each update runs
+    - ``"volume"`` (default): e_c = (s·|G_c| − |P_c|)/(s·|G_c| + |P_c|) on the argmax segmentation (p > 0.5 with
+      ``sigmoid``), i.e. on what Dice scores; s (default 1) is the wanted predicted/true area ratio. e ∈ [−1, 1].
+    - ``"recall"``: e_c = s − TP_c/(TP_c + FN_c) on the argmax segmentation; s is the recall target (default 0.9).
+    - ``"soft"`` (v1): e_c = (FN_c − FP_c)/(TP_c + FN_c + FP_c) on the soft counts. For a class under 1 % of the
+      pixels these measure the probability mass leaking from the background (e ≈ −1 from the first epoch), which is
+      why v2 reads hard counts.
 
-        I_c ← clip(λ·I_c + e_c, −I_max, I_max)        (leaky integral with clamp: anti-windup)
-        D_c = e_c − e_c,prev                          (0 on a class's first update)
-        u_c = Kp·e_c + Ki·I_c + Kd·D_c
-        β_c = clip(β₀ + u_c, β_min, β_max)            (output clamp)
-        α_c = max(α₀ + β₀ − β_c, 0)                  (= 1 − β_c for the default α₀ = 1 − β₀)
+    **Controller** (:class:`losses.pid_controller.PIDController`): I_c ← clip(λ·I_c + e_c, ±I_max),
+    D_c = e_c − e_c,prev, u_c = Kp·e_c + Ki·I_c + Kd·D_c, y_c = clip(y₀ + u_c, y_min, y_max). The background is
+    never controlled, a class with no ground truth in the window is not updated, and a non-finite error is skipped,
+    so the controller can never put a NaN into the loss.
 
-    so persistent under-segmentation raises β_c (missed pixels cost more) and over-segmentation lowers it.
+    **Static baselines.** With Kp = Ki = Kd = 0 the loss is exactly: Tversky(α₀, β₀) + λ_ce·CE for
+    ``"pixel_weight"`` (with α₀ = β₀ = 0.5, the Dice+CE objective of nnU-Net), and Tversky(α₀, β₀) (= MONAI
+    ``TverskyLoss(batch=True)``; soft Dice at α₀ = β₀ = 0.5) for ``"tversky"`` and ``"lagrange"``.
 
-    **Cadence.** ``forward`` adds the batch's detached TP/FP/FN to an accumulator when the module is in training mode
-    and gradients are enabled (a validation pass under ``torch.no_grad()`` or after ``loss.eval()`` does not feed the
-    controller), or explicitly through
-    :meth:`observe` / :meth:`observe_counts`. :meth:`update` closes the loop:
-
-    - ``"epoch"`` (default): ``on_epoch_end()`` calls ``update()``; e_c is computed from the whole epoch's counts.
-    - ``"step"``: ``on_step_end()`` calls ``update()``; the counts are smoothed by an EMA over steps,
-      C̄ ← μ·C̄ + (1 − μ)·C_step (μ = ``ema``), and e_c is computed from C̄.
-
-    A class with no ground truth in the observed window (TP_c + FN_c = 0) is not updated, so an empty class never
-    moves the controller; ε keeps every ratio finite. Never calling the hooks leaves the loss a static
-    Tversky(α₀, β₀) loss. All controller state (α, β, e, e_prev, I, D, update counts, accumulated and EMA counts)
-    lives in registered buffers, so ``state_dict()``/``load_state_dict()`` resume a run exactly.
+    **Cadence.** ``forward`` adds the batch's detached counts to an accumulator in training mode with gradients on
+    (or explicitly through :meth:`observe` / :meth:`observe_counts`); ``"epoch"`` updates in ``on_epoch_end()``,
+    ``"step"`` (default) in ``on_step_end()`` from counts smoothed by C̄ ← μ·C̄ + (1 − μ)·C_step. All state lives in
+    registered buffers: ``state_dict()`` / ``load_state_dict()`` resume exactly.
 
     Args:
-        kp: proportional gain Kp (default 0.5: a persistent error of 0.2 shifts β by 0.1).
-        ki: integral gain Ki (default 0.1). With the leak, a constant error e drives I to e/(1−λ) = 20·e (clamped to
-            ±I_max), so the steady-state gain of the controller is Kp + Ki/(1−λ) = 2.5.
-        kd: derivative gain Kd (default 0.05: damps oscillation, small because e is noisy).
-        beta: initial/neutral false-negative weight β₀ (default 0.5).
-        alpha: initial false-positive weight α₀; ``None`` (default) means 1 − β₀, i.e. α_c = 1 − β_c.
-        beta_min, beta_max: output clamp of β_c (default 0.3 and 0.9).
-        leak: integral leak λ ∈ [0, 1] (default 0.95; 1 is a pure integrator, 0 disables the integral).
-        integral_max: integral clamp I_max > 0 (default 2.0).
-        gamma: focal exponent γ > 0 on (1 − T_c) (default 1.0: plain Tversky).
-        weight: per-class weights w_c for the classes the loss covers (without background when
-            ``include_background=False``, as MONAI's ``DiceLoss``); ``None`` = equal weights.
-        cadence: ``"epoch"`` or ``"step"`` (see above).
-        ema: EMA momentum μ ∈ [0, 1) of the counts for the ``"step"`` cadence (default 0.9).
-        error_counts: which detached counts feed e_c: ``"soft"`` (default, DESIGN.md §6: the same soft TP/FP/FN
-            as the loss) or ``"hard"`` (counts of the argmax segmentation, or p > 0.5 with ``sigmoid``, i.e. of the
-            segmentation that Dice scores). They differ when probability mass and the argmax disagree, e.g. a class
-            that holds ~1/C of every pixel's mass but never wins the argmax: soft counts call it over-segmented,
-            hard counts under-segmented.
-        include_background: whether class 0 is part of the loss and controlled (default False).
-        sigmoid: multi-label mode: sigmoid probabilities per channel; the target may then also be a ``[N,C,...]``
-            binary map. Default False: softmax over classes and ``[N,1,...]`` integer labels.
-        smooth_nr, smooth_dr: MONAI's numerator/denominator smoothing s_nr, s_dr (default 1e-5 each).
-        eps: ε of the error ratio (default 1e-6).
-        num_classes: C, to create the controller buffers at construction; ``None`` creates them at the first call
-            (and on ``load_state_dict``).
+        kp, ki, kd: PID gains (finite, ≥ 0; defaults 1.0, 0.1, 0.0, chosen by the ablation in docs/results.md).
+        sensor: ``"volume"``, ``"recall"`` or ``"soft"``.
+        actuator: ``"pixel_weight"``, ``"tversky"`` or ``"lagrange"``.
+        setpoint: the sensor's setpoint (None: 1.0 for volume, 0.9 for recall; soft has none). Volume: > 0;
+            recall: in (0, 1].
+        beta: β₀ (default 0.5); alpha: α₀ (None: 1 − β₀). beta_min, beta_max: clamp of β for ``"tversky"``.
+        lambda_ce: weight of the per-pixel term of ``"pixel_weight"`` (default 1.0, must be > 0 there).
+        weight_min, weight_max: clamp of the class weights of ``"pixel_weight"`` (default 0.25, 4.0).
+        multiplier_max: upper clamp of the multipliers of ``"lagrange"`` (default 2.0).
+        leak: integral leak λ ∈ [0, 1] (default 0.95); integral_max: I_max > 0 (default 2.0).
+        gamma: focal exponent γ > 0 on (1 − T_c) (default 1: plain Tversky).
+        weight: static per-class weights w_c of the Tversky term (one per covered class), None = equal.
+        cadence: ``"step"`` (default) or ``"epoch"``; ema: EMA momentum μ ∈ [0, 1) of the step cadence (0.9).
+        include_background: whether class 0 is in the Tversky term (default True, MONAI's default: with a softmax
+            and an overlap-only loss, excluding it leaves the background unsupervised, see docs/losses.md).
+        sigmoid: multi-label mode (sigmoid per channel; target may be ``[N,C,...]`` binary).
+        smooth_nr, smooth_dr: MONAI's smoothing (1e-5 each); eps: ε of the error ratios (1e-6).
+        num_classes: C, to create the buffers at construction (else at the first call or ``load_state_dict``).
+
+    Raises:
+        LossConfigError: a value outside its domain or an unknown sensor/actuator/cadence; the message names the
+            parameter and the allowed values.
     """
 
     def __init__(
         self,
-        kp: float = 0.5,
+        kp: float = 1.0,
         ki: float = 0.1,
-        kd: float = 0.05,
+        kd: float = 0.0,
+        sensor: str = "volume",
+        actuator: str = "pixel_weight",
+        setpoint: float | None = None,
         beta: float = 0.5,
         alpha: float | None = None,
         beta_min: float = 0.3,
         beta_max: float = 0.9,
+        lambda_ce: float = 1.0,
+        weight_min: float = 0.25,
+        weight_max: float = 4.0,
+        multiplier_max: float = 2.0,
         leak: float = 0.95,
         integral_max: float = 2.0,
         gamma: float = 1.0,
         weight: Sequence[float] | None = None,
-        cadence: str = "epoch",
+        cadence: str = "step",
         ema: float = 0.9,
-        error_counts: str = "soft",
-        include_background: bool = False,
+        include_background: bool = True,
         sigmoid: bool = False,
         smooth_nr: float = 1e-5,
         smooth_dr: float = 1e-5,
@@ -127,64 +136,84 @@ class PIDTverskyLoss(SegLoss):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
+        _check_choice("sensor", sensor, SENSORS)
+        _check_choice("actuator", actuator, ACTUATORS)
+        _check_choice("cadence", cadence, CADENCES)
         alpha0 = 1.0 - beta if alpha is None else float(alpha)
-        _validate(beta, alpha0, beta_min, beta_max, leak, integral_max, gamma, cadence, ema, weight)
-        if error_counts not in ERROR_COUNTS:
-            raise LossConfigError(
-                f"pid_tversky: error_counts must be one of {', '.join(ERROR_COUNTS)}, got {error_counts!r}"
-            )
-        self.error_counts = error_counts
-        self.kp, self.ki, self.kd = float(kp), float(ki), float(kd)
+        self.sensor, self.actuator, self.cadence = sensor, actuator, cadence
+        self.setpoint = _setpoint(sensor, setpoint)
+        _validate(
+            beta,
+            alpha0,
+            beta_min,
+            beta_max,
+            gamma,
+            ema,
+            weight,
+            lambda_ce,
+            actuator,
+            weight_min,
+            weight_max,
+            multiplier_max,
+        )
         self.beta0, self.alpha0 = float(beta), alpha0
-        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
-        self.leak, self.integral_max = float(leak), float(integral_max)
-        self.gamma = float(gamma)
-        self.cadence, self.ema = cadence, float(ema)
+        self.lambda_ce, self.gamma, self.ema = float(lambda_ce), float(gamma), float(ema)
         self.include_background, self.sigmoid = bool(include_background), bool(sigmoid)
         self.smooth_nr, self.smooth_dr, self.eps = float(smooth_nr), float(smooth_dr), float(eps)
+        neutral, low, high = {
+            "pixel_weight": (1.0, weight_min, weight_max),
+            "tversky": (float(beta), beta_min, beta_max),
+            "lagrange": (0.0, 0.0, multiplier_max),
+        }[actuator]
+        self.controller = PIDController(kp, ki, kd, leak, integral_max, neutral, low, high, owner="pid_tversky")
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
         self.num_classes: int | None = None
-        for name in _STATE_BUFFERS + _COUNT_BUFFERS:
+        for name in _COUNT_BUFFERS:
             self.register_buffer(name, torch.zeros(0))
         if num_classes is not None:
             self._materialise(int(num_classes))
 
     # ----------------------------------------------------------------------------------------------- buffers
     def _materialise(self, num_classes: int) -> None:
-        """Create the per-class controller buffers for ``num_classes`` classes (neutral state)."""
-        first = 0 if self.include_background else 1
-        if num_classes <= first:
-            raise LossConfigError(f"pid_tversky needs at least {first + 1} classes, got {num_classes}")
-        n_covered = num_classes - first
+        """Create the per-class controller and count buffers for ``num_classes`` classes (neutral state)."""
+        if num_classes < 2:
+            raise LossConfigError(f"pid_tversky needs at least 2 classes, got {num_classes}")
+        n_covered = num_classes - self._first_class
         if self.weight is not None and self.weight.numel() != n_covered:
             raise LossConfigError(
                 f"pid_tversky weight has {self.weight.numel()} entries; expected {n_covered} "
-                f"(one per class{' without background' if first else ''})"
+                f"(one per class{' without background' if self._first_class else ''})"
             )
-        device = self.beta.device
+        device = self.counts.device
         self.num_classes = num_classes
-        self.beta = torch.full((num_classes,), self.beta0, device=device)
-        self.alpha = torch.full((num_classes,), self.alpha0, device=device)
-        for name in ("error", "error_prev", "integral", "derivative"):
-            setattr(self, name, torch.zeros(num_classes, device=device))
-        self.n_updates = torch.zeros(num_classes, dtype=torch.long, device=device)
+        self.controller.materialise(num_classes, device)
         self.counts = torch.zeros(3, num_classes, dtype=torch.float64, device=device)
         self.counts_ema = torch.zeros(3, num_classes, dtype=torch.float64, device=device)
         self.ema_ready = torch.zeros(num_classes, dtype=torch.bool, device=device)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        saved = state_dict.get(prefix + "beta")
-        if saved is not None and saved.numel() and saved.numel() != self.beta.numel():
-            self._materialise(saved.numel())
+        saved = state_dict.get(prefix + "counts")
+        if saved is not None and saved.numel() and saved.shape != self.counts.shape:
+            self._materialise(saved.shape[1])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def _first_class(self) -> int:
         return 0 if self.include_background else 1
 
+    @property
+    def beta(self) -> torch.Tensor:
+        """β per class ``[C]`` (β₀ everywhere unless the actuator is ``"tversky"``)."""
+        out = self.controller.output
+        return out if self.actuator == "tversky" else torch.full_like(out, self.beta0)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """α per class ``[C]``: α₀ + β₀ − β_c, floored at 0."""
+        return (self.alpha0 + self.beta0 - self.beta).clamp_min(0.0)
+
     # ----------------------------------------------------------------------------------------------- loss
-    def soft_counts(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Soft (TP, FP, FN) per class ``[C]``, summed over batch and space, differentiable w.r.t. ``logits``."""
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         num_classes = logits.shape[1]
         if self.num_classes is None:
             self._materialise(num_classes)
@@ -192,7 +221,12 @@ class PIDTverskyLoss(SegLoss):
             raise LossConfigError(
                 f"pid_tversky was set up for {self.num_classes} classes, got logits with {num_classes}"
             )
-        probs = torch.sigmoid(logits) if self.sigmoid else torch.softmax(logits, dim=1)
+        return torch.sigmoid(logits) if self.sigmoid else torch.softmax(logits, dim=1)
+
+    def soft_counts(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Soft (TP, FP, FN) per class ``[C]``, summed over batch and space, differentiable w.r.t. ``logits``."""
+        probs = self._probabilities(logits)
+        num_classes = logits.shape[1]
         reduce_dims = [0, *range(2, logits.ndim)]
         if self.sigmoid and target.shape == logits.shape:  # multi-label binary target
             onehot = target.to(probs.dtype)
@@ -210,14 +244,20 @@ class PIDTverskyLoss(SegLoss):
         """``logits [N,C,*spatial]``, ``target [N,1,*spatial]`` int64 labels (or ``[N,C,...]`` binary if sigmoid)."""
         tp, fp, fn = self.soft_counts(logits, target)
         if self.training and torch.is_grad_enabled():
-            self.observe_counts(*((tp, fp, fn) if self.error_counts == "soft" else self.hard_counts(logits, target)))
+            self.observe_counts(*((tp, fp, fn) if self.sensor == "soft" else self.hard_counts(logits, target)))
+        loss = self._tversky(tp, fp, fn)
+        if self.actuator == "pixel_weight":
+            loss = loss + self.lambda_ce * self._weighted_ce(logits, target)
+        elif self.actuator == "lagrange":
+            loss = loss + self._recall_penalty(tp, fn)
+        return loss
+
+    def _tversky(self, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
         first = self._first_class
         tp, fp, fn = tp[first:], fp[first:], fn[first:]
-        alpha = self.alpha[first:].to(tp.dtype)
-        beta = self.beta[first:].to(tp.dtype)
+        alpha, beta = self.alpha[first:].to(tp.dtype), self.beta[first:].to(tp.dtype)
         numerator = tp + self.smooth_nr
-        tversky = numerator / (numerator + alpha * fp + beta * fn + self.smooth_dr)
-        per_class = 1.0 - tversky
+        per_class = 1.0 - numerator / (numerator + alpha * fp + beta * fn + self.smooth_dr)
         if self.gamma != 1.0:
             per_class = per_class.clamp_min(1e-12) ** self.gamma
         if self.weight is None:
@@ -225,11 +265,30 @@ class PIDTverskyLoss(SegLoss):
         weight = self.weight.to(per_class.dtype)
         return (weight * per_class).sum() / weight.sum()
 
-    # ----------------------------------------------------------------------------------------------- controller
+    def _weighted_ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-pixel CE with the controller's class weights (softmax), or per-channel weighted BCE (sigmoid)."""
+        weights = self.controller.output.to(logits.dtype)
+        if not self.sigmoid:
+            return F.cross_entropy(logits, check_label_target(logits, target)[:, 0], weight=weights)
+        if target.shape != logits.shape:
+            labels = check_label_target(logits, target)
+            target = torch.zeros_like(logits).scatter_(1, labels, 1.0)
+        shape = (1, -1) + (1,) * (logits.ndim - 2)
+        return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), weight=weights.view(shape))
+
+    def _recall_penalty(self, tp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+        """mean over foreground classes of y_c·(1 − soft recall_c); 0 for classes without ground truth."""
+        multipliers = self.controller.output[1:].to(tp.dtype)
+        truth = (tp + fn)[1:]
+        recall = tp[1:] / (truth + self.smooth_dr)
+        penalty = torch.where(truth > 0, multipliers * (1.0 - recall), torch.zeros_like(recall))
+        return penalty.mean()
+
+    # ----------------------------------------------------------------------------------------------- sensor
     @torch.no_grad()
     def observe(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        """Add the detached counts of a batch (soft or hard, see ``error_counts``) to the controller's accumulator."""
-        counts = self.soft_counts(logits, target) if self.error_counts == "soft" else self.hard_counts(logits, target)
+        """Add the detached counts of a batch (soft or hard, per ``sensor``) to the controller's accumulator."""
+        counts = self.soft_counts(logits, target) if self.sensor == "soft" else self.hard_counts(logits, target)
         self.observe_counts(*counts)
 
     @torch.no_grad()
@@ -258,7 +317,17 @@ class PIDTverskyLoss(SegLoss):
         """Add per-class counts ``[C]`` (TP, FP, FN) to the accumulator used by the next :meth:`update`."""
         if self.num_classes is None:
             self._materialise(int(tp.numel()))
-        self.counts += torch.stack([tp, fp, fn]).detach().to(self.counts)
+        counts = torch.stack([tp, fp, fn]).detach().to(self.counts)
+        self.counts += torch.nan_to_num(counts, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def sensor_error(self, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+        """The signed error e ``[C]`` of the configured sensor (> 0: under-segmented; 0 at the setpoint)."""
+        if self.sensor == "soft":
+            return (fn - fp) / (tp + fn + fp + self.eps)
+        truth, predicted = tp + fn, tp + fp
+        if self.sensor == "volume":
+            return (self.setpoint * truth - predicted) / (self.setpoint * truth + predicted + self.eps)
+        return self.setpoint - tp / (truth + self.eps)
 
     @torch.no_grad()
     def update(self) -> dict[str, dict[int, float]]:
@@ -274,25 +343,9 @@ class PIDTverskyLoss(SegLoss):
             self.counts_ema.copy_(torch.where(has_truth, blended, self.counts_ema))
             self.ema_ready |= has_truth
             observed = self.counts_ema
-        tp, fp, fn = observed
         active = has_truth.clone()
-        active[: self._first_class] = False
-        error = ((fn - fp) / (tp + fn + fp + self.eps)).to(self.error)
-        integral = (self.leak * self.integral + error).clamp(-self.integral_max, self.integral_max)
-        derivative = torch.where(self.n_updates > 0, error - self.error_prev, torch.zeros_like(error))
-        control = self.kp * error + self.ki * integral + self.kd * derivative
-        beta = (self.beta0 + control).clamp(self.beta_min, self.beta_max)
-        for name, value in (
-            ("error", error),
-            ("integral", integral),
-            ("derivative", derivative),
-            ("beta", beta),
-            ("alpha", (self.alpha0 + self.beta0 - beta).clamp_min(0.0)),
-            ("error_prev", error),
-        ):
-            buffer = getattr(self, name)
-            buffer.copy_(torch.where(active, value, buffer))
-        self.n_updates += active.long()
+        active[0] = False  # the background is never controlled
+        self.controller.step(self.sensor_error(*observed).float(), active)
         return self.controller_state()
 
     def on_step_end(self) -> None:
@@ -306,29 +359,90 @@ class PIDTverskyLoss(SegLoss):
             self.update()
 
     def controller_state(self) -> dict[str, dict[int, float]]:
-        """``{"alpha", "beta", "error", "integral", "derivative": {class index: value}}`` for the controlled classes."""
+        """Per foreground class: ``output`` (the actuator's value y_c), ``alpha``, ``beta``, ``error``,
+        ``integral``, ``derivative``, ``updates``, ``clamp_fraction`` (share of updates that sat on a clamp) and the
+        clamp limits ``output_min`` / ``output_max``."""
         if self.num_classes is None:
             return {}
-        classes = range(self._first_class, self.num_classes)
-        return {
-            name: {c: float(values[c]) for c in classes}
-            for name, values in (
-                ("alpha", self.alpha.tolist()),
-                ("beta", self.beta.tolist()),
-                ("error", self.error.tolist()),
-                ("integral", self.integral.tolist()),
-                ("derivative", self.derivative.tolist()),
-            )
+        pid = self.controller
+        quantities = {
+            "output": pid.output,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "error": pid.error,
+            "integral": pid.integral,
+            "derivative": pid.derivative,
+            "updates": pid.n_updates,
+            "clamp_fraction": pid.clamp_fraction(),
+            "output_min": torch.full_like(pid.output, pid.output_min),
+            "output_max": torch.full_like(pid.output, pid.output_max),
+        }
+        updated = pid.n_updates.tolist()
+        return {  # clamp_fraction is left out for a class that was never updated (0 of 0 updates)
+            name: {
+                c: float(v)
+                for c, v in enumerate(values.tolist())
+                if c >= 1 and (name != "clamp_fraction" or updated[c] > 0)
+            }
+            for name, values in quantities.items()
         }
 
     def extra_repr(self) -> str:
         return (
-            f"kp={self.kp}, ki={self.ki}, kd={self.kd}, beta={self.beta0}, alpha={self.alpha0}, "
-            f"beta_range=({self.beta_min}, {self.beta_max}), leak={self.leak}, integral_max={self.integral_max}, "
-            f"gamma={self.gamma}, cadence={self.cadence!r}, error_counts={self.error_counts!r}, "
-            f"include_background={self.include_background}, "
-            f"sigmoid={self.sigmoid}"
+            f"sensor={self.sensor!r}, setpoint={self.setpoint}, actuator={self.actuator!r}, cadence={self.cadence!r}, "
+            f"beta={self.beta0}, alpha={self.alpha0}, lambda_ce={self.lambda_ce}, gamma={self.gamma}, "
+            f"include_background={self.include_background}, sigmoid={self.sigmoid}"
         )
+
+
+@register_loss(
+    "pid_tversky_nobg",
+    source="losses.pid_tversky.PIDTverskyLoss (v1 configuration: soft sensor, β actuator, no background)",
+    search_space={
+        "kp": {"type": "float", "low": 0.0, "high": 2.0},
+        "ki": {"type": "float", "low": 0.0, "high": 0.5},
+        "kd": {"type": "float", "low": 0.0, "high": 0.5},
+        "beta": {"type": "float", "low": 0.3, "high": 0.7},
+    },
+)
+def pid_tversky_nobg(
+    kp: float = 0.5,
+    ki: float = 0.1,
+    kd: float = 0.05,
+    beta: float = 0.5,
+    beta_min: float = 0.3,
+    beta_max: float = 0.9,
+    cadence: str = "epoch",
+) -> PIDTverskyLoss:
+    """PID-Tversky v1 as it was (soft sensor, α/β actuator, background excluded): shows the collapse pitfall."""
+    return PIDTverskyLoss(
+        kp=kp,
+        ki=ki,
+        kd=kd,
+        sensor="soft",
+        actuator="tversky",
+        beta=beta,
+        beta_min=beta_min,
+        beta_max=beta_max,
+        cadence=cadence,
+        include_background=False,
+    )
+
+
+def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise LossConfigError(f"pid_tversky: {name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _setpoint(sensor: str, setpoint: float | None) -> float:
+    if setpoint is None:
+        return DEFAULT_SETPOINTS[sensor]
+    value = float(setpoint)
+    ok = {"volume": math.isfinite(value) and value > 0, "recall": 0.0 < value <= 1.0, "soft": value == 0.0}[sensor]
+    if not ok:
+        allowed = {"volume": "a finite ratio > 0", "recall": "a recall in (0, 1]", "soft": "none (leave it unset)"}
+        raise LossConfigError(f"pid_tversky: setpoint for sensor {sensor!r} must be {allowed[sensor]}, got {setpoint}")
+    return value
 
 
 def _validate(
@@ -336,27 +450,36 @@ def _validate(
     alpha0: float,
     beta_min: float,
     beta_max: float,
-    leak: float,
-    integral_max: float,
     gamma: float,
-    cadence: str,
     ema: float,
     weight: Sequence[float] | None,
+    lambda_ce: float,
+    actuator: str,
+    weight_min: float,
+    weight_max: float,
+    multiplier_max: float,
 ) -> None:
     checks = [
-        (cadence in CADENCES, f"cadence must be one of {', '.join(CADENCES)}, got {cadence!r}"),
         (
-            0.0 <= beta_min <= beta <= beta_max,
-            f"need 0 <= beta_min <= beta <= beta_max, got {beta_min}, {beta}, {beta_max}",
+            all(math.isfinite(v) for v in (beta_min, beta, beta_max)) and 0.0 <= beta_min <= beta <= beta_max <= 1.0,
+            f"need 0 <= beta_min <= beta <= beta_max <= 1, got {beta_min}, {beta}, {beta_max}",
         ),
-        (alpha0 >= 0.0, f"alpha must be >= 0, got {alpha0}"),
-        (0.0 <= leak <= 1.0, f"leak must be in [0, 1], got {leak}"),
-        (integral_max > 0.0, f"integral_max must be > 0, got {integral_max}"),
-        (gamma > 0.0, f"gamma must be > 0, got {gamma}"),
+        (math.isfinite(alpha0) and alpha0 >= 0.0, f"alpha must be a finite number >= 0, got {alpha0}"),
+        (math.isfinite(gamma) and gamma > 0.0, f"gamma must be > 0, got {gamma}"),
         (0.0 <= ema < 1.0, f"ema must be in [0, 1), got {ema}"),
+        (math.isfinite(lambda_ce) and lambda_ce >= 0.0, f"lambda_ce must be a finite number >= 0, got {lambda_ce}"),
+        (actuator != "pixel_weight" or lambda_ce > 0.0, "lambda_ce must be > 0 with actuator 'pixel_weight'"),
         (
-            weight is None or all(w >= 0 for w in weight) and sum(weight) > 0,
-            f"weight must be >= 0, not all 0: {weight}",
+            math.isfinite(weight_max) and 0.0 <= weight_min <= 1.0 <= weight_max,
+            f"need 0 <= weight_min <= 1 <= weight_max (finite), got {weight_min}, {weight_max}",
+        ),
+        (
+            math.isfinite(multiplier_max) and multiplier_max > 0.0,
+            f"multiplier_max must be a finite number > 0, got {multiplier_max}",
+        ),
+        (
+            weight is None or all(math.isfinite(w) and w >= 0 for w in weight) and sum(weight) > 0,
+            f"weight must be finite and >= 0, not all 0: {weight}",
         ),
     ]
     for ok, message in checks:

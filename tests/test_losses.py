@@ -17,14 +17,18 @@ EXPECTED = {
     "dice",
     "dice_ce",
     "dice_focal",
+    "dice_nobg",
     "focal",
     "focal_tversky",
     "generalized_dice",
     "jaccard",
     "lovasz",
     "pid_tversky",
+    "pid_tversky_nobg",
     "tversky",
+    "tversky_nobg",
 }
+NOBG = {name for name in EXPECTED if name.endswith("_nobg")}
 
 
 def _batch(shape: tuple[int, ...], num_classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,9 +108,19 @@ def test_register_loss_rejects_bad_search_space() -> None:
 @pytest.mark.parametrize("shape", [(2, 9, 7), (2, 5, 6, 4)], ids=["2d", "3d"])
 @pytest.mark.parametrize("include_background", [True, False])
 @pytest.mark.parametrize(("alpha", "beta"), [(0.3, 0.7), (0.7, 0.3), (0.2, 0.4)])
-def test_pid_with_zero_gains_equals_monai_tversky(shape, include_background, alpha, beta) -> None:
+@pytest.mark.parametrize("actuator", ["tversky", "lagrange"])
+def test_pid_with_zero_gains_equals_monai_tversky(shape, include_background, alpha, beta, actuator) -> None:
     logits, target = _batch(shape)
-    pid = build_loss("pid_tversky", kp=0, ki=0, kd=0, alpha=alpha, beta=beta, include_background=include_background)
+    pid = build_loss(
+        "pid_tversky",
+        kp=0,
+        ki=0,
+        kd=0,
+        alpha=alpha,
+        beta=beta,
+        include_background=include_background,
+        actuator=actuator,
+    )
     monai = TverskyLoss(
         include_background=include_background, to_onehot_y=True, softmax=True, alpha=alpha, beta=beta, batch=True
     )
@@ -121,7 +135,9 @@ def test_pid_with_zero_gains_equals_monai_tversky(shape, include_background, alp
 @pytest.mark.parametrize("include_background", [True, False])
 def test_pid_with_zero_gains_and_half_weights_equals_monai_dice(shape, include_background) -> None:
     logits, target = _batch(shape, seed=1)
-    pid = build_loss("pid_tversky", kp=0, ki=0, kd=0, beta=0.5, include_background=include_background)
+    pid = build_loss(
+        "pid_tversky", kp=0, ki=0, kd=0, beta=0.5, include_background=include_background, actuator="tversky"
+    )
     # T = (TP+s)/(TP + FP/2 + FN/2 + 2s) = (2TP+2s)/(ΣP + ΣG + 4s): MONAI Dice with smooth_nr=2s, smooth_dr=4s
     dice = DiceLoss(
         include_background=include_background,
@@ -136,7 +152,9 @@ def test_pid_with_zero_gains_and_half_weights_equals_monai_dice(shape, include_b
 
 def test_pid_sigmoid_equals_monai_sigmoid_tversky_for_labels_and_multilabel_maps() -> None:
     logits, target = _batch((2, 8, 8))
-    pid = build_loss("pid_tversky", kp=0, ki=0, kd=0, alpha=0.4, beta=0.6, sigmoid=True, include_background=True)
+    pid = build_loss(
+        "pid_tversky", kp=0, ki=0, kd=0, alpha=0.4, beta=0.6, sigmoid=True, include_background=True, actuator="tversky"
+    )
     monai = TverskyLoss(to_onehot_y=True, sigmoid=True, alpha=0.4, beta=0.6, batch=True)
     assert torch.allclose(pid(logits, target), monai(logits, target), rtol=0, atol=1e-6)
     multilabel = (torch.rand(logits.shape, generator=torch.Generator().manual_seed(3)) > 0.7).double()
@@ -144,11 +162,23 @@ def test_pid_sigmoid_equals_monai_sigmoid_tversky_for_labels_and_multilabel_maps
     assert torch.allclose(pid(logits, multilabel), monai_ml(logits, multilabel), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(2, 9, 7), (2, 5, 6, 4)], ids=["2d", "3d"])
+def test_pid_default_with_zero_gains_is_tversky_plus_cross_entropy(shape) -> None:
+    """The default actuator's static baseline: MONAI Tversky(α₀, β₀, background included) + λ_ce · torch CE."""
+    logits, target = _batch(shape, seed=4)
+    pid = build_loss("pid_tversky", kp=0, ki=0, kd=0, lambda_ce=0.7, alpha=0.4, beta=0.6)
+    tversky = TverskyLoss(to_onehot_y=True, softmax=True, alpha=0.4, beta=0.6, batch=True)
+    ce = torch.nn.functional.cross_entropy(logits, target[:, 0])
+    for _ in range(3):
+        assert torch.allclose(pid(logits, target), tversky(logits, target) + 0.7 * ce, rtol=0, atol=1e-6)
+        pid.on_step_end()
+
+
 def test_pid_static_in_float32_matches_monai() -> None:
     logits, target = _batch((4, 32, 32), num_classes=6)
     logits = logits.float()
-    pid = build_loss("pid_tversky", kp=0, ki=0, kd=0)
-    monai = TverskyLoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
+    pid = build_loss("pid_tversky", kp=0, ki=0, kd=0, actuator="tversky")
+    monai = TverskyLoss(include_background=True, to_onehot_y=True, softmax=True, batch=True)
     assert torch.allclose(pid(logits, target), monai(logits, target), rtol=0, atol=1e-6)
 
 
@@ -160,9 +190,9 @@ def test_tversky_baseline_alpha_weighs_false_positives() -> None:
     over[:, 1, 1:5, 1:5] = 20.0  # predicts a 4x4 square around the true 2x2: FP only
     over[:, 0] = -over[:, 1]
     for name, extra in (
-        ("tversky", {}),
+        ("tversky", {"include_background": False}),  # class 1's terms only: the background's FN would mix in
         ("focal_tversky", {"classes": [1], "gamma": 1.0}),
-        ("pid_tversky", {"beta_min": 0.1}),
+        ("pid_tversky", {"beta_min": 0.1, "actuator": "tversky", "include_background": False}),
     ):
         low_alpha = build_loss(name, alpha=0.1, beta=0.9, **extra)(over, target)
         high_alpha = build_loss(name, alpha=0.9, beta=0.1, **extra)(over, target)
@@ -186,6 +216,45 @@ def test_every_loss_has_finite_nonzero_gradients_with_an_empty_class(name: str, 
     loss_fn.on_epoch_end()
     state = loss_fn.controller_state()
     assert all(torch.isfinite(torch.tensor(list(v.values()))).all() for v in state.values())
+
+
+def _collapsed_onto_smallest_class() -> tuple[torch.Tensor, torch.Tensor]:
+    """Every pixel predicts class 3 (confidently); the truth is 90 % background with a few pixels of classes 1-3."""
+    target = torch.zeros(2, 1, 16, 16, dtype=torch.long)
+    target[:, :, 2:6, 2:6] = 1
+    target[:, :, 8:11, 8:11] = 2
+    target[:, :, 13, 13] = 3
+    logits = torch.zeros(2, 4, 16, 16)
+    logits[:, 3] = 6.0
+    return logits.requires_grad_(True), target
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_default_loss_pulls_a_collapsed_background_back(name: str) -> None:
+    """The collapse mechanism (issue 12): a softmax model whose background drifted into the smallest class.
+
+    A loss in its default configuration must push the background logit up on background pixels (descent raises it:
+    the gradient is clearly negative). The explicit ``*_nobg`` variants keep the pitfall: their overlap term gives
+    the background channel almost nothing, since a class with TP ≈ 0 has no gradient on its FP. (Generalized
+    Dice keeps background excluded by default: its pooled ratio, weighted by 1/|G_c|², still pulls, 0.073 here.)
+    """
+    logits, target = _collapsed_onto_smallest_class()
+    build_loss(name)(logits, target).backward()
+    background = (target[:, 0] == 0).unsqueeze(1)
+    pull = -logits.grad[:, :1][background].sum() / logits.grad.abs().sum()
+    if name in NOBG:
+        assert pull < 0.02, pull
+    else:
+        assert pull > 0.05, pull
+
+
+@pytest.mark.parametrize("name", ["dice", "tversky"])
+def test_nobg_variants_are_the_default_loss_without_background(name: str) -> None:
+    logits, target = _batch((2, 9, 7))
+    assert loss_spec(name)["defaults"]["include_background"] is True
+    excluded = build_loss(f"{name}_nobg")(logits, target)
+    assert torch.equal(excluded, build_loss(name, include_background=False)(logits, target))
+    assert not torch.equal(excluded, build_loss(name)(logits, target))
 
 
 def test_losses_package_never_imports_lss_vlm_or_benchmarks() -> None:

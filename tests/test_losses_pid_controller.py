@@ -9,6 +9,13 @@ import torch
 
 from losses import PIDTverskyLoss, build_loss
 
+V1 = {"sensor": "soft", "actuator": "tversky", "include_background": False, "kp": 0.5, "ki": 0.1, "kd": 0.05}
+
+
+def beta_pid(**kwargs) -> PIDTverskyLoss:
+    """The PID core behind the β actuator with the soft sensor (v1's loop), epoch cadence unless overridden."""
+    return PIDTverskyLoss(**{**V1, "cadence": "epoch", **kwargs})
+
 
 def _counts(tp: float, fp: float, fn: float, num_classes: int = 2) -> tuple[torch.Tensor, ...]:
     """Counts for class 1 (class 0 = background gets no ground truth and must never move)."""
@@ -27,7 +34,7 @@ def _drive(loss: PIDTverskyLoss, sequence: list[tuple[float, float, float]]) -> 
 
 
 def test_persistent_under_segmentation_raises_beta() -> None:
-    loss = PIDTverskyLoss(num_classes=2)
+    loss = beta_pid(num_classes=2)
     betas = [s["beta"][1] for s in _drive(loss, [(60.0, 5.0, 35.0)] * 8)]  # e = 30/100 = 0.3
     assert betas[0] > 0.5
     assert all(b2 > b1 for b1, b2 in zip(betas, betas[1:]))
@@ -35,7 +42,7 @@ def test_persistent_under_segmentation_raises_beta() -> None:
 
 
 def test_persistent_over_segmentation_lowers_beta() -> None:
-    loss = PIDTverskyLoss(num_classes=2)
+    loss = beta_pid(num_classes=2)
     states = _drive(loss, [(60.0, 30.0, 10.0)] * 8)  # e = -0.2
     betas = [s["beta"][1] for s in states]
     assert betas[0] < 0.5
@@ -45,7 +52,7 @@ def test_persistent_over_segmentation_lowers_beta() -> None:
 
 
 def test_error_is_the_signed_normalised_difference() -> None:
-    loss = PIDTverskyLoss(num_classes=2, kp=1.0, ki=0.0, kd=0.0, beta_min=0.0, beta_max=1.0)
+    loss = beta_pid(num_classes=2, kp=1.0, ki=0.0, kd=0.0, beta_min=0.0, beta_max=1.0)
     state = _drive(loss, [(50.0, 10.0, 40.0)])[0]
     assert state["error"][1] == pytest.approx(0.3, abs=1e-6)
     assert state["beta"][1] == pytest.approx(0.8, abs=1e-6)
@@ -53,7 +60,7 @@ def test_error_is_the_signed_normalised_difference() -> None:
 
 
 def test_integral_is_leaky_and_clamped_and_beta_is_clamped() -> None:
-    loss = PIDTverskyLoss(num_classes=2, kp=0.5, ki=0.5, kd=0.0, leak=0.9, integral_max=2.0, beta_max=0.9)
+    loss = beta_pid(num_classes=2, kp=0.5, ki=0.5, kd=0.0, leak=0.9, integral_max=2.0, beta_max=0.9)
     states = _drive(loss, [(0.0, 0.0, 100.0)] * 40)  # e = +1 (nothing found): maximal under-segmentation
     integrals = [s["integral"][1] for s in states]
     assert integrals[:3] == pytest.approx([1.0, 1.9, 2.0])  # λ·I + e, clamped at I_max = 2
@@ -64,20 +71,20 @@ def test_integral_is_leaky_and_clamped_and_beta_is_clamped() -> None:
 
 def test_anti_windup_lets_beta_recover_quickly_after_saturation() -> None:
     """After a long saturated phase the clamped integral lets β leave the clamp within a few updates."""
-    loss = PIDTverskyLoss(num_classes=2)
+    loss = beta_pid(num_classes=2)
     _drive(loss, [(0.0, 0.0, 100.0)] * 200)
     recovery = _drive(loss, [(50.0, 40.0, 10.0)] * 10)  # now over-segmenting: e = -0.3
     betas = [s["beta"][1] for s in recovery]
     first_below_neutral = next(i for i, b in enumerate(betas) if b < 0.5)
     assert first_below_neutral <= 4
-    unclamped = PIDTverskyLoss(num_classes=2, integral_max=1e9, leak=1.0)
+    unclamped = beta_pid(num_classes=2, integral_max=1e9, leak=1.0)
     _drive(unclamped, [(0.0, 0.0, 100.0)] * 200)
     windup_betas = [s["beta"][1] for s in _drive(unclamped, [(50.0, 40.0, 10.0)] * 10)]
     assert all(b == pytest.approx(0.9) for b in windup_betas)  # without anti-windup β stays stuck at the clamp
 
 
 def test_derivative_reacts_to_a_step_in_the_error() -> None:
-    loss = PIDTverskyLoss(num_classes=2, kp=0.0, ki=0.0, kd=0.5, beta_min=0.0, beta_max=1.0)
+    loss = beta_pid(num_classes=2, kp=0.0, ki=0.0, kd=0.5, beta_min=0.0, beta_max=1.0)
     states = _drive(loss, [(50.0, 25.0, 25.0)] * 3 + [(50.0, 5.0, 45.0)] * 3)  # e: 0, 0, 0, 0.4, 0.4, 0.4
     derivatives = [s["derivative"][1] for s in states]
     assert derivatives == pytest.approx([0.0, 0.0, 0.0, 0.4, 0.0, 0.0], abs=1e-6)
@@ -86,12 +93,12 @@ def test_derivative_reacts_to_a_step_in_the_error() -> None:
 
 
 def test_first_update_has_no_derivative_kick() -> None:
-    state = _drive(PIDTverskyLoss(num_classes=2), [(50.0, 5.0, 45.0)])[0]
+    state = _drive(beta_pid(num_classes=2), [(50.0, 5.0, 45.0)])[0]
     assert state["derivative"][1] == 0.0
 
 
 def test_classes_without_ground_truth_are_not_updated() -> None:
-    loss = PIDTverskyLoss(num_classes=3)
+    loss = beta_pid(num_classes=3)
     tp = torch.tensor([10.0, 30.0, 0.0])
     fp = torch.tensor([1.0, 1.0, 50.0])  # class 2: only false positives, no ground truth
     fn = torch.tensor([1.0, 20.0, 0.0])
@@ -106,15 +113,15 @@ def test_classes_without_ground_truth_are_not_updated() -> None:
 def test_calling_forward_without_hooks_is_static_tversky() -> None:
     logits = torch.randn(2, 3, 8, 8)
     target = torch.randint(0, 3, (2, 1, 8, 8))
-    adaptive = build_loss("pid_tversky")
-    static = build_loss("pid_tversky", kp=0, ki=0, kd=0)
+    adaptive = beta_pid()
+    static = beta_pid(kp=0, ki=0, kd=0)
     for _ in range(5):
         assert torch.equal(adaptive(logits, target), static(logits, target))
     assert adaptive.controller_state()["beta"] == {1: 0.5, 2: 0.5}
 
 
 def test_validation_under_no_grad_does_not_feed_the_controller() -> None:
-    loss = build_loss("pid_tversky", cadence="step")
+    loss = beta_pid(cadence="step")
     logits, target = torch.randn(1, 2, 8, 8), torch.ones(1, 1, 8, 8, dtype=torch.long)
     with torch.no_grad():
         loss(logits, target)
@@ -127,8 +134,8 @@ def test_validation_under_no_grad_does_not_feed_the_controller() -> None:
 
 def test_cadences_update_only_at_their_hook() -> None:
     logits, target = torch.full((1, 2, 8, 8), 0.0, requires_grad=True), torch.ones(1, 1, 8, 8, dtype=torch.long)
-    epoch = build_loss("pid_tversky", cadence="epoch")
-    step = build_loss("pid_tversky", cadence="step")
+    epoch = beta_pid(cadence="epoch")
+    step = beta_pid(cadence="step")
     for loss in (epoch, step):
         loss(logits, target)
         loss.on_step_end()
@@ -138,14 +145,14 @@ def test_cadences_update_only_at_their_hook() -> None:
 
 
 def test_epoch_cadence_uses_the_whole_epochs_counts() -> None:
-    loss = PIDTverskyLoss(num_classes=2, kp=1.0, ki=0.0, kd=0.0)
+    loss = beta_pid(num_classes=2, kp=1.0, ki=0.0, kd=0.0)
     loss.observe_counts(*_counts(10.0, 0.0, 90.0))  # small batch, e = 0.9
     loss.observe_counts(*_counts(900.0, 100.0, 0.0))  # big batch, e = -0.1
     assert loss.update()["error"][1] == pytest.approx((90 - 100) / 1100, abs=1e-6)
 
 
 def test_step_cadence_smooths_counts_with_an_ema() -> None:
-    loss = PIDTverskyLoss(num_classes=2, cadence="step", ema=0.5)
+    loss = beta_pid(num_classes=2, cadence="step", ema=0.5)
     loss.observe_counts(*_counts(50.0, 10.0, 40.0))
     assert loss.update()["error"][1] == pytest.approx(0.3, abs=1e-6)  # first step: the counts themselves
     loss.observe_counts(*_counts(50.0, 40.0, 10.0))
@@ -155,7 +162,7 @@ def test_step_cadence_smooths_counts_with_an_ema() -> None:
 @pytest.mark.parametrize("cadence", ["epoch", "step"])
 def test_saturated_controller_keeps_loss_and_gradients_finite(cadence: str) -> None:
     """Drive every class to the clamp with extreme logits and empty classes; nothing may become non-finite."""
-    loss = build_loss("pid_tversky", cadence=cadence, kp=50.0, ki=50.0, kd=50.0, gamma=0.5, include_background=True)
+    loss = beta_pid(cadence=cadence, kp=50.0, ki=50.0, kd=50.0, gamma=0.5, include_background=True)
     target = torch.zeros(2, 1, 6, 6, dtype=torch.long)
     target[0, 0, :2, :2] = 1  # class 2 and 3 never appear
     for step in range(30):
@@ -177,10 +184,10 @@ def test_saturated_controller_keeps_loss_and_gradients_finite(cadence: str) -> N
 
 
 def test_state_dict_round_trip_including_lazy_buffers() -> None:
-    loss = PIDTverskyLoss(cadence="step")
+    loss = beta_pid(cadence="step")
     _drive(loss, [(60.0, 5.0, 35.0)] * 3)
     loss.observe_counts(*_counts(1.0, 2.0, 3.0))  # pending counts are part of the state too
-    fresh = PIDTverskyLoss(cadence="step")  # buffers not created yet: sized on load
+    fresh = beta_pid(cadence="step")  # buffers not created yet: sized on load
     fresh.load_state_dict(loss.state_dict())
     assert fresh.controller_state() == loss.controller_state()
     assert fresh.update() == loss.update()
@@ -214,7 +221,7 @@ def test_resume_from_checkpoint_equals_never_stopping(cadence: str, tmp_path) ->
     def fresh():
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1))
-        return model, torch.optim.Adam(model.parameters(), lr=1e-2), build_loss("pid_tversky", cadence=cadence)
+        return model, torch.optim.Adam(model.parameters(), lr=1e-2), beta_pid(cadence=cadence)
 
     model, optimizer, loss = fresh()
     _train(range(23), model, optimizer, loss)  # stop mid-epoch, with pending counts
@@ -236,7 +243,7 @@ def test_resume_from_checkpoint_equals_never_stopping(cadence: str, tmp_path) ->
 
 
 def test_eval_mode_does_not_feed_the_controller() -> None:
-    loss = build_loss("pid_tversky", cadence="step").eval()
+    loss = beta_pid(cadence="step").eval()
     loss(torch.zeros(1, 2, 4, 4, requires_grad=True), torch.ones(1, 1, 4, 4, dtype=torch.long))
     loss.on_step_end()
     assert loss.controller_state()["beta"] == {1: 0.5}
@@ -251,10 +258,11 @@ def _missed_but_smeared() -> tuple[torch.Tensor, torch.Tensor]:
     return probs.log().clone().requires_grad_(True), target
 
 
-@pytest.mark.parametrize(("error_counts", "sign"), [("soft", -1), ("hard", +1)])
-def test_error_counts_choose_what_the_controller_sees(error_counts: str, sign: int) -> None:
+@pytest.mark.parametrize(("sensor", "sign"), [("soft", -1), ("volume", +1)])
+def test_the_sensor_chooses_what_the_controller_sees(sensor: str, sign: int) -> None:
+    """Soft counts call a smeared, never-predicted class over-segmented; the hard volume sensor under-segmented."""
     logits, target = _missed_but_smeared()
-    loss = PIDTverskyLoss(kp=0.5, ki=0.0, kd=0.0, error_counts=error_counts).train()
+    loss = beta_pid(kp=0.5, ki=0.0, kd=0.0, sensor=sensor).train()
     loss(logits, target).backward()
     state = loss.update()
     assert sign * state["error"][1] > 0.5
@@ -266,8 +274,3 @@ def test_hard_counts_match_a_hand_count() -> None:
     logits, target = _missed_but_smeared()
     tp, fp, fn = PIDTverskyLoss().hard_counts(logits, target)
     assert tp.tolist() == [90.0, 0.0, 0.0] and fp.tolist() == [10.0, 0.0, 0.0] and fn.tolist() == [0.0, 10.0, 0.0]
-
-
-def test_unknown_error_counts_is_rejected() -> None:
-    with pytest.raises(ValueError, match="error_counts must be one of soft, hard"):
-        PIDTverskyLoss(error_counts="argmax")
