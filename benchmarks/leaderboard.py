@@ -95,6 +95,9 @@ _KNOWN_METRICS: dict[str, tuple[str, str, int]] = {  # key: (label, short label 
 }
 #: The minority classes whose Dice the notes compare best vs worst.
 MINORITY_METRICS: tuple[str, ...] = ("dice/ligamentum_flavum", "dice/thecal_sac")
+#: A class whose predicted area exceeds its true area this many times over the test set is flagged as collapsed.
+COLLAPSE_RATIO = 3.0
+
 #: Columns of the compact terminal table (plus the rank metric).
 TERMINAL_METRICS: tuple[str, ...] = (
     "dice_macro",
@@ -251,6 +254,34 @@ class Leaderboard:
         return [r for r in self.runs if not r.completed]
 
 
+def collapsed_classes(runs: Sequence[RunRecord], threshold: float = COLLAPSE_RATIO) -> dict[str, float]:
+    """{class: mean predicted/true area ratio} of the classes whose ``area_ratio/<class>`` (mean over the completed
+    runs) exceeds ``threshold``: the class is painted over other classes' pixels, as a background collapsed into
+    the smallest class is. Such a class's Dice measures that artifact, not the loss."""
+    ratios: dict[str, list[float]] = {}
+    for r in runs:
+        if r.completed:
+            for key, value in r.metrics.items():
+                if key.startswith("area_ratio/") and math.isfinite(value):
+                    ratios.setdefault(key.split("/", 1)[1], []).append(value)
+    means = {name: float(np.mean(values)) for name, values in ratios.items()}
+    return {name: ratio for name, ratio in sorted(means.items(), key=lambda kv: -kv[1]) if ratio > threshold}
+
+
+def collapse_notes(board: Leaderboard) -> list[str]:
+    """One footnote per loss with a collapsed class (see :func:`collapsed_classes`)."""
+    lines = []
+    for _, row in board.table.iterrows():
+        if row.get("collapsed"):
+            lines.append(
+                f"COLLAPSE: {row['loss']} predicts {row['collapsed']} its true area over the test set (mean over "
+                f"{int(row['n_seeds'])} seed(s); flagged above {COLLAPSE_RATIO:g}x). Its Dice for "
+                f"{'that class' if ',' not in row['collapsed'] else 'those classes'} measures a collapsed "
+                "background, not the loss; see docs/losses.md."
+            )
+    return lines
+
+
 def _loss_order(runs: Sequence[RunRecord], suite: dict) -> list[str]:
     found = list(dict.fromkeys(r.loss for r in runs))
     declared = [entry["label"] for entry in suite.get("losses", []) if isinstance(entry, dict) and "label" in entry]
@@ -313,6 +344,7 @@ def build_leaderboard(
             "n_failed": len(by_loss[name]) - len(done),
             "failed_reasons": "; ".join(f"seed{r.seed}: {r.reason}" for r in by_loss[name] if not r.completed),
             "wall_time_s_mean": stats.mean_std([r.wall_time_s for r in done])[0],
+            "collapsed": ", ".join(f"{c} ({ratio:.1f}x)" for c, ratio in collapsed_classes(done).items()),
         }
         for m in chosen:
             cases = case_values[m][name]
@@ -429,6 +461,7 @@ def notes(board: Leaderboard) -> list[str]:
             f"Friedman {p_clause(agreement.friedman_p)})."
         )
     lines += unscored_notes(board)
+    lines += collapse_notes(board)
     for r in board.failed_runs:
         lines.append(f"{r.status.upper()} run {r.loss} seed{r.seed}: {r.reason}")
     return lines

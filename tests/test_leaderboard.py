@@ -160,3 +160,21 @@ def test_rank_agreement_over_seeds_is_reported(suite_dir, tmp_path):
     assert "Kendall's W = 1.00 (2 seeds × 4 losses" in to_markdown(board)
     single = write_suite(tmp_path / "single", QUALITIES, seeds=1)
     assert "Kendall" not in to_markdown(build_leaderboard(single))
+
+
+def test_a_collapsed_class_is_flagged_in_the_table_and_a_footnote(tmp_path):
+    """A run whose flavum is predicted over 40x its true area gets a COLLAPSE footnote; honest runs get none."""
+    import json
+
+    suite = write_suite(tmp_path / "suite", {"dice_nobg": 0.6, "dice": 0.7}, seeds=2)
+    for seed in range(2):
+        for loss, ratio in (("dice_nobg", 40.0), ("dice", 0.8)):
+            path = suite / "runs" / loss / f"seed{seed}" / "metrics.json"
+            metrics = json.loads(path.read_text())
+            metrics.update({"area_ratio/ligamentum_flavum": ratio, "area_ratio/thecal_sac": 1.1})
+            path.write_text(json.dumps(metrics))
+    board = build_leaderboard(suite)
+    flagged = dict(zip(board.table["loss"], board.table["collapsed"]))
+    assert flagged == {"dice": "", "dice_nobg": "ligamentum_flavum (40.0x)"}
+    collapse = [n for n in to_markdown(board).splitlines() if "COLLAPSE" in n]
+    assert len(collapse) == 1 and "dice_nobg" in collapse[0] and "ligamentum_flavum" in collapse[0]

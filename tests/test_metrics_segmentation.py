@@ -176,3 +176,22 @@ def test_hd95_and_msd_equal_monai_where_both_masks_are_present():
     np.testing.assert_allclose(ours_msd[both], msd[both], rtol=1e-5)
     one_sided = ~both & ~np.isnan(ours_hd)
     assert one_sided.any() and np.isfinite(ours_hd[~np.isnan(ours_hd)]).all()  # never inf
+
+
+def test_area_ratio_is_pooled_over_the_split_and_flags_a_class_painted_over_the_background():
+    """The collapse detector: Σ predicted area / Σ true area of each class over all images of the split."""
+    metrics = SegmentationMetrics(distances=False)
+    target = np.zeros((2, 10, 10), dtype=np.int64)
+    target[:, 0:2, 0:2] = 5  # 4 px of ligamentum flavum per image
+    target[:, 5:10, 5:10] = 1  # 25 px of vertebral body per image
+    collapsed = target.copy()
+    collapsed[target == 0] = 5  # the background painted as the smallest class
+    honest = target.copy()
+    honest[1, 0:2, 0:2] = 0  # the flavum of image 1 missed entirely
+    metrics.update(collapsed[:1], target[:1], np.ones((1, 2)), ["a"], ["sag_t1"])
+    metrics.update(honest[1:], target[1:], np.ones((1, 2)), ["b"], ["sag_t1"])
+    out = metrics.aggregate()
+    flavum, body = "ligamentum_flavum", "vertebral_body"
+    assert out[f"area_ratio/{flavum}"] == pytest.approx((4 + 71) / 8)  # 100 - 25 - 4 = 71 background px painted
+    assert out[f"area_ratio/{body}"] == pytest.approx(1.0)
+    assert math.isnan(out["area_ratio/thecal_sac"])  # no true pixel anywhere: no ratio, not 0 or inf

@@ -115,8 +115,12 @@ class SegmentationMetrics:
     Dice = IoU = 0 and HD95 = MSD = image diagonal in mm (MONAI issue #9095).
 
     :meth:`aggregate` averages each class over its counted images (``<metric>/<class>``), then the classes
-    (``<metric>_macro``, classes never counted are left out), and reports ``n/<class>``, ``n_images`` and
-    ``area_mae/<class>`` (mean |area_pred - area_true| in mm² over the counted images).
+    (``<metric>_macro``, classes never counted are left out), and reports ``n/<class>``, ``n_images``,
+    ``area_mae/<class>`` (mean |area_pred - area_true| in mm² over the counted images) and the collapse detector
+    ``area_ratio/<class>`` = Σ area_pred / Σ area_true over the whole split (1 = the predicted area matches the
+    truth; ≫ 1 = the class is painted over pixels of other classes, e.g. a background collapsed into it; NaN when
+    the split has no true pixel of the class). It is SimpleITK's volume similarity VS = 2(|P| − |G|)/(|P| + |G|)
+    in ratio form: VS = 2(r − 1)/(r + 1), pooled over the split instead of per image.
 
     Args:
         num_classes: number of labels including background (label 0, never scored).
@@ -228,9 +232,11 @@ class SegmentationMetrics:
                 out[f"{metric}/{name}"] = value
             out[f"{metric}_macro"] = _nanmean(np.asarray(per_class))
         area_error = np.abs(self._stacked("area_pred") - self._stacked("area_true"))
+        pred_total, true_total = self._stacked("area_pred").sum(axis=0), self._stacked("area_true").sum(axis=0)
         for j, name in enumerate(self.foreground):
             out[f"n/{name}"] = float(counted[:, j].sum())
             out[f"area_mae/{name}"] = _nanmean(np.where(counted[:, j], area_error[:, j], np.nan))
+            out[f"area_ratio/{name}"] = float(pred_total[j] / true_total[j]) if true_total[j] > 0 else math.nan
         return out
 
 
