@@ -242,7 +242,9 @@ def _first_trial_mid_run(storage: str, process: subprocess.Popen) -> optuna.tria
 
 def test_two_commands_on_one_storage_share_the_study(tmp_path: Path) -> None:
     """The multi-machine recipe on one machine: a second command joins the first one's study and budget."""
-    study = write_synthetic_study(tmp_path, epochs=2, sleep_s=0.3)
+    # 2 s a trial (12 s for the budget): long enough that the second command, whose start-up takes a few seconds
+    # (longer on a loaded machine; 0.6 s a trial lost that race under load), joins while trials remain.
+    study = write_synthetic_study(tmp_path, epochs=2, sleep_s=1.0)
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     args = ("--n-trials", "6", "--storage", storage, "--study", "shared", "--no-figures")
     first = subprocess.Popen(
