@@ -185,38 +185,55 @@ def training_curves(board: Leaderboard, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _controller_frames(board: Leaderboard) -> dict[str, list[pd.DataFrame]]:
+    """Per loss, each completed run's ``controller.csv`` (one row per controller update) with an ``x`` column in
+    epochs (an update at step k of an epoch of n steps sits at epoch − 1 + k/n; the end-of-epoch hook at epoch)."""
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for name in board.table["loss"]:
+        for r in _completed(board.runs, name):
+            path = r.path / "controller.csv"
+            if not path.is_file() or path.stat().st_size == 0:
+                continue
+            frame = pd.read_csv(path)
+            steps = frame.groupby("epoch")["step"].transform("max").replace(0, 1)
+            frame["x"] = np.where(frame["step"] > 0, frame["epoch"] - 1 + frame["step"] / steps, frame["epoch"])
+            frames.setdefault(name, []).append(frame)
+    return frames
+
+
 def pid_trajectories(board: Leaderboard, path: Path) -> Path | None:
-    """β_c (solid) and α_c = penalty on FP (dashed) per epoch and foreground class, for losses that log them."""
-    frames = _history_frames(board)
-    classes = [
-        c
-        for c in FOREGROUND_LABELS
-        if any(f"beta/{c}" in f.columns and f[f"beta/{c}"].notna().any() for fs in frames.values() for f in fs)
-    ]
+    """The controller output y_c per foreground class over training (every update, seed 0 drawn; the legend gives
+    the share of updates that sat on a clamp, pooled over seeds), with the clamp limits dotted."""
+    frames = _controller_frames(board)
+    classes = [c for c in FOREGROUND_LABELS if any(f"output/{c}" in f.columns for fs in frames.values() for f in fs)]
     if not classes:
         return None
     plt = _plt()
     colors = loss_colors(list(board.table["loss"]))
+    n_seeds = max(len(fs) for fs in frames.values())
     cols = min(3, len(classes))
     rows = math.ceil(len(classes) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.2 * rows), squeeze=False, sharex=True)
     for ax, c in zip(axes.ravel(), classes):
         for name, fs in frames.items():
-            for q, style in (("beta", "-"), ("alpha", "--")):
-                column = f"{q}/{c}"
-                if any(column in f.columns and f[column].notna().any() for f in fs):
-                    epoch, mean, _, _ = _mean_curve(fs, column)
-                    ax.plot(epoch, mean, style, color=colors[name], label=f"{name} {'β' if q == 'beta' else 'α'}")
+            first = fs[0]
+            if f"output/{c}" not in first.columns:
+                continue
+            clamped = pd.concat([f[f"clamp_fraction/{c}"].iloc[-1:] for f in fs if f"clamp_fraction/{c}" in f])
+            label = f"{name} ({100 * float(clamped.mean()):.0f}% on clamp)" if len(clamped) else name
+            ax.plot(first["x"], first[f"output/{c}"], color=colors[name], lw=1.2, label=label)
+            for bound in ("output_min", "output_max"):
+                if f"{bound}/{c}" in first:
+                    ax.axhline(float(first[f"{bound}/{c}"].iloc[0]), color=colors[name], ls=":", lw=0.9)
         ax.set_title(c.replace("_", " "))
-        ax.set_ylim(0, 1)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
     for ax in axes.ravel()[len(classes) :]:
         ax.axis("off")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(6, len(labels)), frameon=False)
-    fig.suptitle("PID-Tversky penalties per class (β on FN solid, α on FP dashed; mean over seeds)")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    seeds = "1 seed" if n_seeds == 1 else f"seed 0 of {n_seeds}; clamp share pooled over seeds"
+    fig.suptitle(f"PID controller output per class (clamp limits dotted; {seeds})")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return _save(fig, path)
 
 
@@ -289,7 +306,7 @@ FIGURES = {
     "dice_per_class": (dice_per_class, "Dice per foreground class and loss, 95% bootstrap CI."),
     "seed_boxplot": (seed_boxplot, "Spread of the rank metric over seeds (or test cases with one seed)."),
     "training_curves": (training_curves, "Training loss and validation metric per epoch."),
-    "pid_trajectories": (pid_trajectories, "PID-Tversky α/β per class and epoch."),
+    "pid_trajectories": (pid_trajectories, "PID-Tversky controller output per class and update, with its clamps."),
     "confusion_matrices": (confusion_matrices, "Grade confusion matrices on the test split."),
     "attention_overlays": (attention_overlays, "Image, predicted mask and attention map of a fixed test case."),
 }

@@ -204,6 +204,7 @@ def _train_and_evaluate(
 
     def epoch_done(epoch: int, val: dict[str, float]) -> None:
         write_history(history_path, trainer.state.history)
+        write_history(out_dir / "controller.csv", trainer.state.controller_log)
         if on_epoch is not None:
             try:
                 on_epoch(epoch, val)
@@ -242,6 +243,7 @@ def _train_and_evaluate(
         result = trainer.fit(resume=resume)
     finally:
         write_history(history_path, trainer.state.history)
+        write_history(out_dir / "controller.csv", trainer.state.controller_log)
     chosen = trainer.best_checkpoint if cfg.eval.checkpoint == "best" else trainer.last_checkpoint
     load_weights(trainer.model, chosen / "model.safetensors")
     save_weights(trainer.model, out_dir / "model.safetensors")
@@ -253,7 +255,8 @@ def _train_and_evaluate(
 
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
-    """``history.csv``: one row per epoch (columns in first-seen order)."""
+    """``history.csv`` (one row per epoch) or ``controller.csv`` (one row per controller update), columns in
+    first-seen order; nothing is written for an empty list."""
     if history:
         with atomic_path(path) as tmp:
             pd.DataFrame(history).to_csv(tmp, index=False)

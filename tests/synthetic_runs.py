@@ -57,6 +57,14 @@ def write_run(
         beta = np.clip(0.5 + 0.05 * np.arange(epochs), 0, 1) if pid else np.full(epochs, np.nan)
         history[f"beta/{c}"], history[f"alpha/{c}"] = beta, 1 - beta
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
+    if pid:  # one controller update per step, 5 steps an epoch, the output sliding onto its upper clamp
+        updates = [(e, k) for e in range(1, epochs + 1) for k in range(1, 6)]
+        log: dict[str, object] = {"epoch": [e for e, _ in updates], "step": [k for _, k in updates]}
+        for c in FOREGROUND_LABELS:
+            output = np.minimum(1.0 + 0.2 * np.arange(len(updates)), 4.0)
+            log[f"output/{c}"], log[f"output_min/{c}"], log[f"output_max/{c}"] = output, 0.25, 4.0
+            log[f"clamp_fraction/{c}"] = np.cumsum(output >= 4.0) / np.arange(1, len(updates) + 1)
+        pd.DataFrame(log).to_csv(run_dir / "controller.csv", index=False)
     counts = rng.integers(0, 10, size=(len(GRADES), len(GRADES))) + np.eye(len(GRADES), dtype=int) * 20
     np.savetxt(run_dir / "confusion_matrix.csv", counts, fmt="%d", delimiter=",")
     import matplotlib

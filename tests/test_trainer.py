@@ -159,6 +159,11 @@ def test_fit_logs_every_term_and_keeps_best_and_last(tmp_path: Path) -> None:
     assert (tmp_path / "ckpt" / "best" / "state.pt").is_file()
     assert 1 <= result.best_epoch <= 3
     assert result.best_score == max(r["val/dice_macro"] for r in result.history)
+    # the step-cadence controller logs one row per update (2 steps an epoch x 3 epochs), not only the epoch's last
+    log = pd.DataFrame(trainer.state.controller_log)
+    assert len(log) == 6 and list(log["step"]) == [1, 2] * 3
+    assert log["updates_total"].is_monotonic_increasing
+    assert {"output/ligamentum_flavum", "output_min/disc", "output_max/disc", "clamp_fraction/disc"} <= set(log)
 
 
 def test_resume_from_last_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None:

@@ -81,6 +81,7 @@ class _State:
     best_score: float = math.nan
     bad_epochs: int = 0
     stop_reason: str | None = None
+    controller_log: list[dict[str, float]] = field(default_factory=list)  # one row per controller update
 
 
 def resolve_device(name: str) -> torch.device:
@@ -167,6 +168,7 @@ class Trainer:
         row: dict[str, float] = {"epoch": float(epoch), "lr": float(self.optimizer.param_groups[0]["lr"])}
         row.update(self._train_one_epoch(epoch))
         self.loss.on_epoch_end()
+        self._log_controller(epoch, step=0)
         row.update(self._controller_row())
         val = validate(self.model, self.val_loader, self.device, self.use_amp)
         row.update({f"val/{k}": v for k, v in val.items()})
@@ -213,6 +215,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.loss.on_step_end()
+        self._log_controller(epoch, step)
         values = {"loss": total, "seg_loss": seg, "cls_loss": cls, "txt_loss": txt}
         return {f"train/{name}": float(value.detach()) for name, value in values.items()}
 
@@ -249,6 +252,15 @@ class Trainer:
             for quantity, per_class in state.items()
             for c, v in per_class.items()
         }
+
+    def _log_controller(self, epoch: int, step: int) -> None:
+        """Append the controller state to ``state.controller_log`` when an update happened since the last row
+        (step 0 = the end-of-epoch hook), so that every controller output is kept, whatever the cadence."""
+        row = self._controller_row()
+        updates = sum(v for k, v in row.items() if k.startswith("updates/"))
+        log = self.state.controller_log
+        if row and updates > (log[-1]["updates_total"] if log else 0):
+            log.append({"epoch": float(epoch), "step": float(step), "updates_total": updates, **row})
 
     def _track_best(self, epoch: int, val: dict[str, float]) -> None:
         s = self.settings
