@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from losses import PIDTverskyLoss, build_loss
+from losses import PIDTverskyLoss
 
 V1 = {"sensor": "soft", "actuator": "tversky", "include_background": False, "kp": 0.5, "ki": 0.1, "kd": 0.05}
 
