@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -274,3 +275,68 @@ def test_hard_counts_match_a_hand_count() -> None:
     logits, target = _missed_but_smeared()
     tp, fp, fn = PIDTverskyLoss().hard_counts(logits, target)
     assert tp.tolist() == [90.0, 0.0, 0.0] and fp.tolist() == [10.0, 0.0, 0.0] and fn.tolist() == [0.0, 10.0, 0.0]
+
+
+@pytest.mark.parametrize("actuator", ["pixel_weight", "tversky", "lagrange"])
+@pytest.mark.parametrize("sensor", ["volume", "recall", "soft"])
+def test_no_nan_reaches_the_loss_from_a_saturated_controller_or_an_absent_class(sensor: str, actuator: str) -> None:
+    """Huge gains slam every output onto a clamp; class 2 never appears in the whole run; nothing turns non-finite."""
+    loss = PIDTverskyLoss(sensor=sensor, actuator=actuator, kp=1e6, ki=1e6, kd=1e6, cadence="step")
+    target = torch.zeros(2, 1, 6, 6, dtype=torch.long)
+    target[:, 0, :2, :2] = 1
+    target[:, 0, 4:, 4:] = 3  # class 2 absent from every batch
+    for step in range(20):
+        logits = torch.full((2, 4, 6, 6), -1e4)
+        logits[:, 3 if step % 2 else 1] = 1e4  # alternately everything class 3, or everything class 1
+        logits.requires_grad_(True)
+        value = loss(logits, target)
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(logits.grad).all(), step
+        loss.on_step_end()
+    state = loss.controller_state()
+    assert all(math.isfinite(v) for quantity in state.values() for v in quantity.values())
+    assert state["updates"][2] == 0 and 2 not in state["clamp_fraction"]  # the absent class was never updated
+    low, high = state["output_min"][1], state["output_max"][1]
+    assert all(state["output"][c] in (pytest.approx(low), pytest.approx(high)) for c in (1, 3))
+    assert state["clamp_fraction"][1] == pytest.approx(1.0)
+
+
+def test_volume_sensor_crosses_zero_at_the_setpoint() -> None:
+    loss = PIDTverskyLoss(num_classes=2, kp=1.0, ki=0.0, kd=0.0, cadence="epoch")  # no EMA: each window alone
+    loss.observe_counts(*_counts(tp=40.0, fp=20.0, fn=20.0))  # predicted area = true area = 60
+    assert loss.update()["error"][1] == pytest.approx(0.0, abs=1e-6)
+    loss.observe_counts(*_counts(tp=30.0, fp=0.0, fn=30.0))  # predicted 30 of 60: e = (60-30)/(60+30)
+    state = loss.update()
+    assert state["error"][1] == pytest.approx(1 / 3, abs=1e-6)
+    assert state["output"][1] == pytest.approx(1 + 1 / 3, abs=1e-6)  # the pixel weight of class 1 rises
+    half = PIDTverskyLoss(num_classes=2, setpoint=0.5, kp=1.0, ki=0.0, kd=0.0, cadence="epoch")
+    half.observe_counts(*_counts(tp=30.0, fp=0.0, fn=30.0))  # setpoint: predicted = 0.5 x true
+    assert half.update()["error"][1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_recall_sensor_and_lagrange_multiplier_rise_on_missed_pixels() -> None:
+    loss = PIDTverskyLoss(num_classes=2, sensor="recall", actuator="lagrange", kp=1.0, ki=0.0, kd=0.0, cadence="epoch")
+    loss.observe_counts(*_counts(tp=50.0, fp=0.0, fn=50.0))  # recall 0.5 against the 0.9 target
+    state = loss.update()
+    assert state["error"][1] == pytest.approx(0.4, abs=1e-6) and state["output"][1] == pytest.approx(0.4, abs=1e-6)
+    loss.observe_counts(*_counts(tp=100.0, fp=0.0, fn=0.0))  # recall 1.0: the constraint holds, multiplier >= 0
+    assert loss.update()["output"][1] == 0.0
+
+
+@pytest.mark.parametrize("actuator", ["pixel_weight", "lagrange"])
+def test_the_actuator_has_a_gradient_on_a_class_the_network_misses(actuator: str) -> None:
+    """The v1 defect: with TP_c = 0 the Tversky term barely moves p_c; a raised output must push p_c up there."""
+    target = torch.zeros(1, 1, 16, 16, dtype=torch.long)
+    target[0, 0, 4:6, 4:6] = 1  # 4 px of class 1, never predicted
+    logits = torch.zeros(1, 2, 16, 16)
+    logits[:, 0] = 8.0
+
+    def pull(kp: float) -> float:
+        leaf = logits.clone().requires_grad_(True)
+        loss = PIDTverskyLoss(num_classes=2, actuator=actuator, kp=kp, ki=0.0, kd=0.0)
+        loss.observe_counts(*_counts(tp=0.0, fp=0.0, fn=4.0))
+        loss.update()  # e = +1: the output moves to its upper clamp
+        loss(leaf, target).backward()
+        return float(-leaf.grad[0, 1, 4:6, 4:6].sum())
+
+    assert pull(kp=10.0) > 2 * pull(kp=0.0) > 0
