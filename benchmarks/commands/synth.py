@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--montage", default=None, metavar="PNG", help="where to save the montage (default DIR/montage.png)"
     )
     parser.add_argument("--no-montage", action="store_true", help="do not render the montage")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace what a non-empty --out folder holds (default: refuse)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from benchmarks.outputs import check_figure_path
     from lss_vlm.data.phantom import format_stats, phantom_stats, resolve_config, save_montage, synthesize
     from lss_vlm.data.phantom.generate import MIN_CASES
     from lss_vlm.errors import ConfigError
@@ -66,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     resolve_config(args.shift, size=args.size)  # bad shift / size: one clear error before any work
     if args.cases < MIN_CASES:
         raise ConfigError(f"--cases must be at least {MIN_CASES} (train/val/test need patients), got {args.cases}")
+    if not args.no_montage and args.montage:  # a bad image path fails now, not after the data is written
+        check_figure_path(args.montage, "--montage")
     start = time.perf_counter()
     with tqdm(total=args.cases, desc="synth", unit="case", leave=False) as bar:
         manifest = synthesize(
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             shift=args.shift,
             workers=args.workers,
             progress=bar.update,
+            overwrite=args.overwrite,
         )
     elapsed = time.perf_counter() - start
     print(f"wrote {args.cases} cases ({args.size}² px, seed {args.seed}) to {manifest} in {elapsed:.1f} s")

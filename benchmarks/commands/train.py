@@ -36,12 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from benchmarks.config import load_config
+    from benchmarks.outputs import locked_folder
     from benchmarks.runner import run_experiment
 
     overrides = list(args.overrides) + (["train.quiet=true"] if args.quiet else [])
     cfg = load_config(args.config, overrides)
     out = args.out or f"runs/{cfg.name}-{cfg.loss.name}-seed{cfg.train.seed}"
-    metrics = run_experiment(cfg, out, resume=not args.restart)
+    with locked_folder(out, "train"):
+        metrics = run_experiment(cfg, out, resume=not args.restart)
     print(f"run directory: {out}")
     print(_headline(metrics))
     return 0
