@@ -74,8 +74,8 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
+        parser.print_usage(sys.stderr)
+        parser.exit(2, f"{parser.prog}: error: a command is required; run 'lss-bench --help' for the list\n")
     try:
         return int(args._run(args) or 0)
     except (LssError, OSError) as exc:

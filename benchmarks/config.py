@@ -283,6 +283,8 @@ def read_yaml_mapping(path: Path, kind: str, expected: str) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected YAML") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -278,6 +278,16 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
             pd.DataFrame(history).to_csv(tmp, index=False)
 
 
+def check_run_folder(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = True) -> None:
+    """What :func:`run_experiment` checks of an existing run folder, without writing: ``status.json`` readable and,
+    when resuming, the folder's ``config.yaml`` that of ``cfg``. Lets a command refuse before it locks the folder."""
+    out_dir = Path(out_dir)
+    if out_dir.is_dir() and resume:
+        status = read_status(out_dir)
+        if status is None or status.get("status") != "completed":
+            _check_same_config(cfg, out_dir)
+
+
 def _check_same_config(cfg: ExperimentConfig, out_dir: Path) -> None:
     """Refuse to resume a folder trained with another config (``train.quiet`` may differ: it changes no number)."""
 

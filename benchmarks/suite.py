@@ -187,7 +187,12 @@ def _check_resumable(out_dir: Path, suite: SuiteConfig) -> None:
     path = out_dir / "suite.yaml"
     if not path.is_file():
         return
-    old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        old = read_yaml_mapping(path, "suite record", "the suite's settings")
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}; the suite folder is damaged: use a new --out, or --no-resume to start over"
+        ) from None
     new = suite_record(suite)
     changed = sorted(k for k in set(old) | set(new) if k not in ("seeds", "description") and old.get(k) != new.get(k))
     if changed:
@@ -195,6 +200,16 @@ def _check_resumable(out_dir: Path, suite: SuiteConfig) -> None:
             f"{path}: the suite changed since these runs were made (keys: {', '.join(changed)}); "
             "use a new --out directory or --no-resume to start over"
         )
+
+
+def check_suite_folder(
+    suite: SuiteConfig, out_dir: str | Path, seeds: Sequence[int] | None = None, resume: bool = True
+) -> None:
+    """What :func:`run_suite` checks before it writes: every run's config, and (resuming) that ``out_dir`` holds runs
+    of this same suite. Lets a command refuse bad input before it locks or touches the suite folder."""
+    plan_runs(suite, seeds)
+    if resume and Path(out_dir).is_dir():
+        _check_resumable(Path(out_dir), suite)
 
 
 def _clean(out_dir: Path) -> None:

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     from benchmarks.leaderboard import build_leaderboard, print_terminal, write_leaderboard
     from benchmarks.outputs import locked_folder
-    from benchmarks.suite import SuiteProgress, load_suite, run_suite
+    from benchmarks.suite import SuiteProgress, check_suite_folder, load_suite, run_suite
     from lss_vlm.errors import ConfigError
 
     suite = load_suite(args.suite)
@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     seeds = list(range(args.seeds)) if args.seeds is not None else None
     out = Path(args.out) if args.out else Path("lss_runs") / suite.name
+    check_suite_folder(suite, out, seeds, resume=not args.no_resume)  # bad configs refused before the lock
     with locked_folder(out, "compare"):
         run_suite(
             suite,

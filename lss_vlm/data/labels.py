@@ -56,7 +56,7 @@ def parse_label_mapping(text: str) -> dict[int, int]:
     mapping: dict[int, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, values = item.partition("=")
-        if not sep or not values.strip():
+        if not sep or not values.strip() or not name.strip():
             raise ConfigError(f"label mapping item {item!r} must look like NAME=VALUE or NAME=LOW-HIGH (e.g. disc=2)")
         target = label_index(name)
         low, dash, high = values.strip().partition("-")
