@@ -121,6 +121,7 @@ def run_experiment(
     status = read_status(out_dir)
     if resume and status is not None and status.get("status") == "completed":
         return read_json_mapping(out_dir / "metrics.json")
+    check_inputs(cfg)
     if not resume and out_dir.exists():
         _clear_folder(out_dir)
     _check_same_config(cfg, out_dir)
@@ -278,9 +279,17 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
             pd.DataFrame(history).to_csv(tmp, index=False)
 
 
+def check_inputs(cfg: ExperimentConfig) -> None:
+    """Inputs a config names that must exist before a run starts: a ``data.manifest`` file (:class:`ConfigError`)."""
+    manifest = cfg.data.manifest
+    if manifest is not None and not Path(manifest).is_file():
+        raise ConfigError(f"data.manifest: {manifest} not found (a manifest.csv from 'lss-bench prepare' or 'synth')")
+
+
 def check_run_folder(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = True) -> None:
-    """What :func:`run_experiment` checks of an existing run folder, without writing: ``status.json`` readable and,
-    when resuming, the folder's ``config.yaml`` that of ``cfg``. Lets a command refuse before it locks the folder."""
+    """What :func:`run_experiment` checks before it writes: the config's inputs exist, ``status.json`` is readable and,
+    when resuming, the folder's ``config.yaml`` is that of ``cfg``. Lets a command refuse before it locks the folder."""
+    check_inputs(cfg)
     out_dir = Path(out_dir)
     if out_dir.is_dir() and resume:
         status = read_status(out_dir)

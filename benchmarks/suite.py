@@ -207,7 +207,10 @@ def check_suite_folder(
 ) -> None:
     """What :func:`run_suite` checks before it writes: every run's config, and (resuming) that ``out_dir`` holds runs
     of this same suite. Lets a command refuse bad input before it locks or touches the suite folder."""
-    plan_runs(suite, seeds)
+    from benchmarks.runner import check_inputs
+
+    for plan in plan_runs(suite, seeds):
+        check_inputs(plan.config)
     if resume and Path(out_dir).is_dir():
         _check_resumable(Path(out_dir), suite)
 

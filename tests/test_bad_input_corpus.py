@@ -32,11 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TINY_CONFIG = """\
 name: tiny
-data: {manifest: /nonexistent/lss-corpus/manifest.csv, spatial_size: 64, batch_size: 2}
-model: {preset: spca_tiny}
-loss: {name: dice}
-train: {epochs: 1}
-eval: {text_metrics: false}
+data: {{manifest: {manifest}, spatial_size: 64, batch_size: 2}}
+model: {{preset: spca_tiny}}
+loss: {{name: dice}}
+train: {{epochs: 1}}
+eval: {{text_metrics: false}}
 """
 
 
@@ -219,6 +219,19 @@ CASES: list[Case] = [
         "different config",
         _file("run/config.yaml", "name: other\ntrain: {{lr: 0.5}}\n"),
     ),
+    Case("train manifest missing", "train {cfg} --set data.manifest={t}/none.csv --out {t}/r", "none.csv"),
+    Case(
+        "compare manifest missing",
+        COMPARE,
+        "none.csv",
+        _suite("base: {cfg}\nset: [data.manifest={t}/none.csv]\nlosses: [dice]\n"),
+    ),
+    Case(
+        "tune manifest missing",
+        TUNE + " --set data.manifest={t}/none.csv",
+        "none.csv",
+        _study("experiment: {cfg}\n" + LR_SPACE),
+    ),
     Case("train out locked", "train {cfg} --out {t}/run", "another lss-bench process", _locked("run")),
     Case("train status binary", "train {cfg} --out {t}/run", "status.json", _file("run/status.json", b"\xff\x00")),
     Case("train config.yaml damaged", "train {cfg} --out {t}/run", "config.yaml", _file("run/config.yaml", "a: [")),
@@ -393,7 +406,8 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
     base = tmp_path_factory.mktemp("corpus_shared")
     cfg = base / "tiny.yaml"
-    cfg.write_text(TINY_CONFIG)
+    (base / "manifest.csv").write_text("case_id,patient_id,split\n")  # exists; never read by a refused case
+    cfg.write_text(TINY_CONFIG.format(manifest=base / "manifest.csv"))
     nifti = write_nifti(base / "nifti_parent" / "nifti", n_cases=2).parent
     rsna_bad = base / "rsna_bad"
     write_rsna2024(rsna_bad, n_studies=1)
