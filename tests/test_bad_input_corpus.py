@@ -601,3 +601,42 @@ def test_a_run_folder_planted_in_a_suite_is_reported_in_one_line(tmp_path: Path,
     text = (suite / "leaderboard.md").read_text()
     assert "FAILED run focal seed0: damaged" in text
     assert json.loads((suite / "runs" / "dice" / "seed0" / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        "synth --out {t}/ph --cases 5 --size 32 --no-montage",
+        "prepare nifti --root {nifti} --out {t}/o --labels disc=7",
+        "train {cfg} --out {t}/run",
+        "leaderboard {t}/suite --format csv",
+    ],
+    ids=["synth", "prepare", "train", "leaderboard"],
+)
+def test_a_read_only_folder_is_one_error_line(argv: str, tmp_path: Path, shared, monkeypatch, capsys) -> None:
+    """A folder the system will not write into (read-only, no permission): one line naming it, exit 2.
+
+    Simulated by making every folder/temp-file creation under the case folder fail with EROFS, since the tests may
+    run as root, where a read-only mode does not stop writes.
+    """
+    import errno
+    import shutil
+    import tempfile
+
+    shutil.copytree(shared["suite"], tmp_path / "suite")
+    refused = str(tmp_path)
+
+    def deny(path: object) -> None:
+        if str(path).startswith(refused):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    real_mkdir, real_mkstemp, real_mkdtemp = Path.mkdir, tempfile.mkstemp, tempfile.mkdtemp
+    monkeypatch.setattr(Path, "mkdir", lambda self, *a, **k: (deny(self), real_mkdir(self, *a, **k))[1])
+    monkeypatch.setattr(tempfile, "mkstemp", lambda *a, **k: (deny(k.get("dir")), real_mkstemp(*a, **k))[1])
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: (deny(k.get("dir")), real_mkdtemp(*a, **k))[1])
+    before = _snapshot(tmp_path)
+    code = main(shlex.split(argv.format(**shared, t=tmp_path)))
+    captured = capsys.readouterr()
+    _check_output(captured.out + captured.err, code, "Read-only file system")
+    assert refused in [line for line in captured.err.splitlines() if "error:" in line][0]
+    assert _snapshot(tmp_path) == before
