@@ -280,10 +280,16 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def check_inputs(cfg: ExperimentConfig) -> None:
-    """Inputs a config names that must exist before a run starts: a ``data.manifest`` file (:class:`ConfigError`)."""
+    """Inputs a config names, checked before a run starts: a ``data.manifest`` that exists (:class:`ConfigError`) and
+    reads as a valid manifest (:class:`DataError` naming the file and the problem)."""
+    from lss_vlm.data.manifest import read_manifest
+
     manifest = cfg.data.manifest
-    if manifest is not None and not Path(manifest).is_file():
+    if manifest is None:
+        return
+    if not Path(manifest).is_file():
         raise ConfigError(f"data.manifest: {manifest} not found (a manifest.csv from 'lss-bench prepare' or 'synth')")
+    read_manifest(manifest)
 
 
 def check_run_folder(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = True) -> None:

@@ -221,6 +221,19 @@ CASES: list[Case] = [
     ),
     Case("train manifest missing", "train {cfg} --set data.manifest={t}/none.csv --out {t}/r", "none.csv"),
     Case(
+        "train manifest binary",
+        "train {cfg} --set data.manifest={t}/m.csv --out {t}/r",
+        "m.csv",
+        _file("m.csv", b"\xff\x00"),
+    ),
+    Case(
+        "train manifest columns",
+        "train {cfg} --set data.manifest={t}/m.csv --out {t}/r",
+        "m.csv",
+        _file("m.csv", "a,b\n1,2\n"),
+    ),
+    Case("train manifest empty", "train {cfg} --set data.manifest={t}/m.csv --out {t}/r", "m.csv", _file("m.csv", "")),
+    Case(
         "compare manifest missing",
         COMPARE,
         "none.csv",
@@ -364,7 +377,15 @@ CASES: list[Case] = [
     Case("evaluate truncated weights", "evaluate {t}/run", "model.safetensors", _copy_run("truncated")),
     Case("evaluate weights mismatch", "evaluate {t}/run", "model.safetensors", _copy_run("mismatch")),
     Case("evaluate split", "evaluate {t}/run --split holdout", "holdout", _copy_run("none")),
-    Case("report manifest missing", "report {t}/run --case c1", "manifest.csv", _copy_run("damaged")),
+    Case("report damaged weights", "report {t}/run --case c1", "model.safetensors", _copy_run("damaged")),
+    Case("report weights mismatch", "report {t}/run --case c1", "model.safetensors", _copy_run("mismatch")),
+    Case("report unknown case", "report {t}/run --case nope", "nope", _copy_run("damaged")),
+    Case(
+        "report manifest missing",
+        "report {t}/run --case c1",
+        "none.csv",
+        _file("run/config.yaml", "data: {{manifest: {t}/none.csv}}\n"),
+    ),
     Case("report no config", "report {t}/run --case c1", "config.yaml", _file("run/x.txt", "x")),
     Case("report out txt", "report {t}/run --case c1 --out {t}/x.txt", ".txt", _copy_run("damaged")),
     Case("report out folder", "report {t}/run --case c1 --out {t}", "--out", _copy_run("damaged")),
@@ -406,7 +427,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
     base = tmp_path_factory.mktemp("corpus_shared")
     cfg = base / "tiny.yaml"
-    (base / "manifest.csv").write_text("case_id,patient_id,split\n")  # exists; never read by a refused case
+    _write_manifest(base / "manifest.csv")
     cfg.write_text(TINY_CONFIG.format(manifest=base / "manifest.csv"))
     nifti = write_nifti(base / "nifti_parent" / "nifti", n_cases=2).parent
     rsna_bad = base / "rsna_bad"
@@ -428,6 +449,15 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "other_weights": str(other_weights),
         "base": str(base),
     }
+
+
+def _write_manifest(path: Path) -> None:
+    """A valid one-case manifest (its image is never read: every case is refused before training starts)."""
+    from lss_vlm.data.manifest import IMAGE_COLUMNS
+
+    header = ["case_id", "patient_id", "split", "dataset", *IMAGE_COLUMNS]
+    row = ["c1", "p1", "train", "phantom", "c1/sag_t1.nii.gz", *([""] * (len(IMAGE_COLUMNS) - 1))]
+    path.write_text(",".join(header) + "\n" + ",".join(row) + "\n")
 
 
 def _break_instance_numbers(root: Path) -> None:

@@ -102,7 +102,9 @@ def _hold_lock(folder: Path) -> subprocess.Popen:
 @pytest.mark.parametrize("command", ["train", "compare", "tune"])
 def test_a_second_process_on_the_same_out_folder_is_refused(tmp_path: Path, capsys, command: str) -> None:
     cfg = tmp_path / "tiny.yaml"
-    (tmp_path / "m.csv").write_text("case_id\n")  # exists: the lock is what refuses (nothing is read before it)
+    from test_bad_input_corpus import _write_manifest
+
+    _write_manifest(tmp_path / "m.csv")  # a valid manifest: the lock is what refuses
     cfg.write_text(f"model: {{preset: spca_tiny}}\ndata: {{manifest: {tmp_path / 'm.csv'}}}\n")
     (tmp_path / "s.yaml").write_text(f"base: {cfg}\nlosses: [dice]\n")
     (tmp_path / "st.yaml").write_text(
