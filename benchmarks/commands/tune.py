@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.commands import add_set_argument
+from benchmarks.commands import add_set_argument, seed_int
 
 HELP = "Optuna search over loss hyperparameters (PID gains) on SQLite/PostgreSQL storage"
 DESCRIPTION = """\
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="sampler (default: the YAML's, else tpe; nsga2 for several objectives)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="sampler seed (default: the YAML's, else 0)")
+    parser.add_argument("--seed", type=seed_int, default=None, help="sampler seed (default: the YAML's, else 0)")
     parser.add_argument("--out", default=None, help="output directory (default: results/tune/<study name>)")
     parser.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures (they take a while)")
     add_set_argument(
