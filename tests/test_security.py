@@ -102,3 +102,27 @@ def test_the_grep_guard_catches_an_unsafe_call() -> None:
     text = "x = torch.load(path, map_location='cpu')\ny = yaml.load(f)\nz = torch.load(p, weights_only=True)"
     assert [a for a in _calls(text, "torch.load") if "weights_only=True" not in a] == ["path, map_location='cpu'"]
     assert _calls(text, "yaml.load") == ["f"]
+
+
+def test_train_resume_over_a_planted_state_pt_does_not_run_it(tiny_phantom: Path, tmp_path: Path, capsys) -> None:
+    """The attack of issue 15: a run folder that looks interrupted (no status.json) with a pickle in state.pt."""
+    from benchmarks.cli import main
+    from benchmarks.config import dump_config, load_config
+    from benchmarks.runner import build_model_from_config
+    from lss_vlm.engine.checkpoints import save_weights
+
+    overrides = [f"data.manifest={tiny_phantom}", "model.preset=spca_tiny", "train.epochs=1", "eval.text_metrics=false"]
+    cfg = load_config(None, overrides)
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last"
+    last.mkdir(parents=True)
+    dump_config(cfg, run / "config.yaml")
+    save_weights(build_model_from_config(cfg), last / "model.safetensors")
+    marker = tmp_path / "pwned"
+    torch.save({"optimizer": _Payload(marker), "rng": {}, "trainer": {}}, last / STATE_FILE)
+    (tmp_path / "empty.yaml").write_text("")  # all defaults, plus the overrides
+    argv = ["train", str(tmp_path / "empty.yaml"), "--quiet", "--out", str(run)]
+    assert main(argv + [a for o in overrides for a in ("--set", o)]) == 2
+    assert not marker.exists(), "the pickle payload ran"
+    err = capsys.readouterr().err
+    assert "state.pt: not a training state this toolkit wrote" in err and "Traceback" not in err
