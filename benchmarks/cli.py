@@ -2,7 +2,9 @@
 
 A command module defines ``HELP`` (one line), ``DESCRIPTION`` (optional), ``add_arguments(parser)`` and
 ``run(args) -> int``. Modules import heavy libraries (torch, MONAI, ...) inside ``run`` so ``--help`` stays fast.
-User errors (:class:`lss_vlm.errors.LssError`) are printed as one ``error:`` line with exit code 2.
+Errors that come from the user's files, folders or values are printed as one ``error:`` line with exit code 2, no
+traceback (:func:`user_error_message`): the toolkit's :class:`lss_vlm.errors.LssError`, and :class:`OSError` (an
+output that is a file, a read-only folder, a name too long, a full disk ...), which names the path the system refused.
 """
 
 from __future__ import annotations
@@ -72,16 +74,29 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
+        parser.print_usage(sys.stderr)
+        parser.exit(2, f"{parser.prog}: error: a command is required; run 'lss-bench --help' for the list\n")
     try:
         return int(args._run(args) or 0)
-    except LssError as exc:
-        print(f"lss-bench {args.command}: error: {exc}", file=sys.stderr)
+    except (LssError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        print(f"lss-bench {args.command}: error: {user_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lss-bench {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def user_error_message(exc: BaseException) -> str:
+    """One line for a user-facing error: the toolkit's message, or ``PATH: reason`` for an operating-system error."""
+    if isinstance(exc, OSError) and not isinstance(exc, LssError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+        text = f"{' -> '.join(paths)}: {reason}" if paths else reason
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -36,20 +37,62 @@ MODEL_PRESET_DIR = CONFIG_ROOT / "models"
 DEFAULT_CACHE_DIR = Path(os.environ.get("LSS_VLM_CACHE", Path.home() / ".cache" / "lss-vlm"))
 
 
-class _Section(BaseModel):
-    """Base of every config section: unknown keys are errors, assignments are validated."""
+#: Largest integer accepted for a size-like model argument (embed_dim, channels, ...): beyond it the model cannot fit.
+MAX_MODEL_INT = 1 << 16
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+class _Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated, floats must be finite."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def check_finite_tree(value: Any, key: str) -> None:
+    """``ValueError`` naming the dotted key of the first NaN or infinite number in a nested dict/list ``value``."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_finite_tree(v, f"{key}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_finite_tree(v, f"{key}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{key}: expected a finite number, got {value}")
+
+
+def check_model_params(params: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Numbers of ``model.params`` in range: finite; a size-like argument (a positive integer, or a list of them, by
+    default) a whole number in 1..:data:`MAX_MODEL_INT`; ``dropout`` in [0, 1). ``ValueError`` names the key."""
+    check_finite_tree(params, "model.params")
+    for name, value in params.items():
+        default, key = defaults.get(name), f"model.params.{name}"
+        if _is_count(default) or (isinstance(default, list) and default and all(map(_is_count, default))):
+            items = value if isinstance(value, list) else [value]
+            if not items or not all(_is_count(v) and v <= MAX_MODEL_INT for v in items):
+                raise ValueError(f"{key}: expected whole number(s) from 1 to {MAX_MODEL_INT}, got {value!r}")
+        if name == "dropout" and not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise ValueError(f"{key}: expected a probability in [0, 1), got {value!r}")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 class PhantomConfig(_Section):
     """Settings of the embedded phantom, passed to ``lss_vlm.data.phantom.synthesize``."""
 
-    n_cases: int = Field(120, ge=6, description="number of synthetic cases (patient-level train/val/test split)")
-    size: int = Field(64, ge=32, description="slice size in pixels (square)")
-    seed: int = Field(0, description="phantom seed; the phantom is a pure function of these settings")
+    n_cases: int = Field(
+        120, ge=6, le=100_000, description="number of synthetic cases (patient-level train/val/test split)"
+    )
+    size: int = Field(64, ge=32, le=1024, description="slice size in pixels (square)")
+    seed: int = Field(0, ge=0, description="phantom seed; the phantom is a pure function of these settings")
     shift: str | None = Field(None, description="named acquisition-shift preset (out-of-distribution suites)")
     options: dict[str, Any] = Field(default_factory=dict, description="extra synthesize() keyword arguments")
+
+    @field_validator("options")
+    @classmethod
+    def _finite_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        check_finite_tree(options, "data.phantom.options")
+        return options
 
 
 class DataConfig(_Section):
@@ -58,10 +101,10 @@ class DataConfig(_Section):
     manifest: Path | None = Field(None, description="manifest.csv of a prepared dataset; null = use the phantom")
     phantom: PhantomConfig = Field(default_factory=PhantomConfig)
     cache_dir: Path | None = Field(None, description=f"phantom cache folder; null = {DEFAULT_CACHE_DIR}")
-    spatial_size: int = Field(64, ge=16, description="views are resampled to this square size")
-    batch_size: int = Field(4, ge=1)
+    spatial_size: int = Field(64, ge=16, le=1024, description="views are resampled to this square size")
+    batch_size: int = Field(4, ge=1, le=4096)
     augment: bool = Field(True, description="random training augmentation (MONAI)")
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, le=256)
 
 
 class ModelConfig(_Section):
@@ -84,22 +127,22 @@ class EarlyStoppingConfig(_Section):
 
     metric: str = Field("dice_macro", description="validation metric key (without the 'val/' prefix)")
     mode: Literal["max", "min"] = "max"
-    patience: int = Field(0, ge=0)
+    patience: int = Field(0, ge=0, le=100_000)
 
 
 class TrainConfig(_Section):
     """Optimisation: AdamW + schedule, the multi-task weights and reproducibility switches."""
 
-    epochs: int = Field(20, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    epochs: int = Field(20, ge=1, le=100_000)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(1e-4, ge=0, le=10)
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
-    grad_clip: float | None = Field(1.0, description="max gradient L2 norm; null = no clipping")
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient L2 norm; null = no clipping")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
-    lambda_seg: float = Field(1.0, ge=0, description="weight of the segmentation loss under test")
-    lambda_cls: float = Field(0.5, ge=0, description="weight of the grade cross-entropy")
-    lambda_txt: float = Field(0.2, ge=0, description="weight of the report token cross-entropy")
-    seed: int = 0
+    lambda_seg: float = Field(1.0, ge=0, le=1000, description="weight of the segmentation loss under test")
+    lambda_cls: float = Field(0.5, ge=0, le=1000, description="weight of the grade cross-entropy")
+    lambda_txt: float = Field(0.2, ge=0, le=1000, description="weight of the report token cross-entropy")
+    seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="mixed precision; only ever used on CUDA")
     deterministic: bool = True
@@ -111,8 +154,8 @@ class EvalConfig(_Section):
 
     split: Literal["train", "val", "test"] = "test"
     checkpoint: Literal["best", "last"] = "best"
-    num_beams: int = Field(1, ge=1)
-    max_report_tokens: int = Field(96, ge=8)
+    num_beams: int = Field(1, ge=1, le=64)
+    max_report_tokens: int = Field(96, ge=8, le=4096)
     text_metrics: bool = Field(True, description="BLEU/METEOR/ROUGE-L/CIDEr (needs Java); off = skipped")
     overlay_prompt: str | None = Field(
         None, description="prompt of the attention map in overlay.png; null = label/thecal_sac"
@@ -125,7 +168,9 @@ class ExperimentConfig(_Section):
     name: str = "experiment"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
+    # validate_default: a YAML without a loss section gets the loss's registered defaults filled in exactly like one
+    # that names the loss, so the fresh config and the config.yaml saved from it resolve (and hash) the same on resume
+    loss: LossConfig = Field(default_factory=LossConfig, validate_default=True)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
@@ -140,6 +185,7 @@ class ExperimentConfig(_Section):
             params = {**losses.loss_spec(loss.name)["defaults"], **loss.params}
         except UnknownLossError as exc:
             raise ValueError(f"loss.name: {exc}") from None
+        check_finite_tree(loss.params, "loss.params")
         try:
             losses.build_loss(loss.name, **params)
         except (TypeError, ValueError, LssError) as exc:
@@ -167,6 +213,7 @@ class ExperimentConfig(_Section):
                 f"model.params.image_size ({params['image_size']}) must equal data.spatial_size "
                 f"({self.data.spatial_size})"
             )
+        check_model_params(params, accepted or {})
         self.model.params = {**(accepted or {}), **params}
         return self
 
@@ -236,6 +283,8 @@ def read_yaml_mapping(path: Path, kind: str, expected: str) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected YAML") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -145,47 +145,115 @@ class RunRecord:
         return pd.read_csv(path) if path.is_file() else None
 
     def history(self) -> pd.DataFrame | None:
-        """This run's ``history.csv`` (None when absent or empty)."""
+        """This run's ``history.csv`` (None when absent, empty or unreadable)."""
         path = self.path / "history.csv"
         if not path.is_file() or path.stat().st_size == 0:
             return None
-        return pd.read_csv(path)
+        try:
+            return pd.read_csv(path)
+        except (ValueError, UnicodeDecodeError, OSError):  # pandas' ParserError/EmptyDataError are ValueErrors
+            return None
+
+
+class DamagedRun(Exception):
+    """A file of a run directory cannot be read as what the toolkit wrote; the message says which and why."""
 
 
 def read_run(path: Path, loss: str, seed: int) -> RunRecord:
-    """Read ``status.json`` and ``metrics.json`` of a run directory; a run without status.json counts as failed."""
+    """Read ``status.json`` and ``metrics.json`` of a run directory; a run without status.json counts as failed.
+
+    A damaged run (truncated or non-object ``status.json``/``metrics.json``, unreadable ``per_case.csv``) counts as
+    failed, with the reason ("damaged: ..."), so the rest of the suite is still ranked.
+    """
+    try:
+        return _read_run(path, loss, seed)
+    except DamagedRun as exc:
+        return RunRecord(loss, seed, path, "failed", f"damaged: {exc}")
+
+
+def _read_run(path: Path, loss: str, seed: int) -> RunRecord:
     status_path = path / "status.json"
     if not status_path.is_file():
         return RunRecord(loss, seed, path, "failed", f"no status.json in {path}")
+    status = _json_object(status_path)
     try:
-        status = json.loads(status_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        return RunRecord(loss, seed, path, "failed", f"unreadable {status_path}: {exc}")
-    record = RunRecord(
-        loss=loss,
-        seed=seed,
-        path=path,
-        status=str(status.get("status", "failed")),
-        reason=status.get("reason"),
-        wall_time_s=float(status.get("wall_time_s") or math.nan),
-    )
+        wall = float(status.get("wall_time_s") or math.nan)
+    except (TypeError, ValueError):
+        raise DamagedRun(f"{status_path}: wall_time_s {status.get('wall_time_s')!r} is not a number") from None
+    reason = status.get("reason")
+    record = RunRecord(loss, seed, path, str(status.get("status", "failed")), None if reason is None else str(reason))
+    record.wall_time_s = wall
     metrics_path = path / "metrics.json"
     if record.completed and metrics_path.is_file():
-        raw = json.loads(metrics_path.read_text(encoding="utf-8"))
+        raw = _json_object(metrics_path)
         record.metrics = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and v is not None}
+        _check_per_case(path / "per_case.csv")
     elif record.completed:
         record.status, record.reason = "failed", f"no metrics.json in {path}"
     return record
 
 
-def read_suite_yaml(suite_dir: Path) -> dict:
-    """The resolved ``suite.yaml`` of a suite directory ({} when absent)."""
+def _json_object(path: Path) -> dict:
+    """A JSON file holding an object, or :class:`DamagedRun` naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise DamagedRun(f"{path.name} is unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise DamagedRun(f"{path.name} holds a {type(data).__name__}, expected a JSON object")
+    return data
+
+
+def _check_per_case(path: Path) -> None:
+    """An existing ``per_case.csv`` must parse and have a ``case_id`` column (else :class:`DamagedRun`)."""
+    if not path.is_file():
+        return
+    try:
+        columns = pd.read_csv(path).columns
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise DamagedRun(f"{path.name} is unreadable ({' '.join(str(exc).split())[:120]})") from None
+    if "case_id" not in columns:
+        raise DamagedRun(f"{path.name} has no case_id column")
+
+
+def read_suite_yaml(suite_dir: Path, problems: list[str] | None = None) -> dict:
+    """The resolved ``suite.yaml`` of a suite directory ({} when absent).
+
+    A damaged ``suite.yaml`` (not YAML, not a mapping) also gives {}: the leaderboard falls back to its defaults and the
+    problem is appended to ``problems`` for a footnote.
+    """
     path = suite_dir / "suite.yaml"
     if not path.is_file():
         return {}
     import yaml
 
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        data, why = {}, f"unreadable ({' '.join(str(exc).split())[:120]})"
+    else:
+        why = None if isinstance(data, dict) else f"holds a {type(data).__name__}, expected a mapping"
+    if why is None:
+        data, why = _typed_suite_keys(data)
+    if why is not None and problems is not None:
+        problems.append(f"{path} is damaged: {why}; the leaderboard uses its defaults there.")
+    return data if isinstance(data, dict) else {}
+
+
+#: Keys of suite.yaml the leaderboard reads, with the type each must have.
+_SUITE_KEY_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "rank_by": (str,), "baseline": (str,)}
+
+
+def _typed_suite_keys(data: dict) -> tuple[dict, str | None]:
+    """``data`` without the keys the leaderboard reads whose type is wrong, and what was dropped (None if nothing)."""
+    bad = [k for k, types in _SUITE_KEY_TYPES.items() if data.get(k) is not None and not isinstance(data[k], types)]
+    columns = data.get("columns")
+    if columns is not None and not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+        bad.append("columns")
+    if not isinstance(data.get("losses", []), list):
+        bad.append("losses")
+    kept = {k: v for k, v in data.items() if k not in bad}
+    return kept, (f"bad value(s) for {', '.join(bad)}" if bad else None)
 
 
 def collect_runs(suite_dir: str | Path) -> list[RunRecord]:
@@ -216,6 +284,7 @@ class Leaderboard:
     test: str
     title: str = "lss-vlm leaderboard"
     case_values: dict[str, dict[str, pd.Series]] = field(default_factory=dict)  # metric -> loss -> per-case values
+    problems: list[str] = field(default_factory=list)  # damaged suite files, stated in a footnote
 
     def best_vs_worst(self, metric: str) -> tuple[str, str, float, float] | None:
         """(best loss, worst loss, gap of their means, paired p over test cases) for ``metric``; None if < 2 losses."""
@@ -324,7 +393,8 @@ def build_leaderboard(
         raise ConfigError(f"paired test {test!r} is unknown; expected one of {', '.join(stats.PAIRED_TESTS)}")
     suite_dir = Path(suite_dir)
     runs = collect_runs(suite_dir)
-    suite = read_suite_yaml(suite_dir)
+    problems: list[str] = []
+    suite = read_suite_yaml(suite_dir, problems)
     rank_by = rank_by or suite.get("rank_by") or DEFAULT_RANK_METRIC
     losses = _loss_order(runs, suite)
     baseline = baseline or suite.get("baseline") or (DEFAULT_BASELINE if DEFAULT_BASELINE in losses else None)
@@ -367,7 +437,7 @@ def build_leaderboard(
         table[f"p_vs_{baseline}"] = table[main_p] if main_p in table else math.nan
         table[f"p_holm_vs_{baseline}"] = stats.holm(table[f"p_vs_{baseline}"].tolist())
     title = f"lss-vlm leaderboard: {suite.get('name', suite_dir.name)}"
-    return Leaderboard(table, rank_by, baseline, chosen, runs, test, title, case_values)
+    return Leaderboard(table, rank_by, baseline, chosen, runs, test, title, case_values, problems)
 
 
 # ---------------------------------------------------------------------------------------------------------- formats
@@ -436,7 +506,7 @@ def notes(board: Leaderboard) -> list[str]:
     test = "Wilcoxon signed-rank" if board.test == "wilcoxon" else "paired bootstrap"
     lines = [
         f"Ranked by {metric_info(board.rank_by).header} (mean over completed seeds). Cells: mean ± std over seeds.",
-        f"95% CI: percentile bootstrap of the mean over {ci_over}.",
+        f"95% CI: {stats.CI_METHOD} over {ci_over}.",
         "↑ higher is better, ↓ lower is better. CIDEr×100 = CIDEr-D × 100. Grade acc. is a fraction (0–1).",
     ]
     if board.baseline:
@@ -461,7 +531,11 @@ def notes(board: Leaderboard) -> list[str]:
             f"Friedman {p_clause(agreement.friedman_p)})."
         )
     lines += unscored_notes(board)
+<<<<<<< HEAD
     lines += collapse_notes(board)
+=======
+    lines += board.problems
+>>>>>>> hardening
     for r in board.failed_runs:
         lines.append(f"{r.status.upper()} run {r.loss} seed{r.seed}: {r.reason}")
     return lines

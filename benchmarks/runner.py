@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lss_vlm.errors import ConfigError, LssError
+from lss_vlm.errors import ConfigError, DataError, LssError
 from lss_vlm.io import atomic_path, atomic_write_json
 
 from .config import ExperimentConfig, config_from_dict, config_hash, dump_config, read_yaml_mapping
@@ -74,7 +74,26 @@ def read_status(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / STATUS_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        status = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: damaged ({exc}); delete it to resume the run, or start over with --restart") from None
+    if not isinstance(status, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(status).__name__}; start over with --restart")
+    return status
+
+
+def read_json_mapping(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (``metrics.json``); :class:`DataError` naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: damaged JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def load_run_config(run_dir: str | Path) -> ExperimentConfig:
@@ -101,9 +120,10 @@ def run_experiment(
     started = time.time()
     status = read_status(out_dir)
     if resume and status is not None and status.get("status") == "completed":
-        return json.loads((out_dir / "metrics.json").read_text())
+        return read_json_mapping(out_dir / "metrics.json")
+    check_inputs(cfg)
     if not resume and out_dir.exists():
-        shutil.rmtree(out_dir)
+        _clear_folder(out_dir)
     _check_same_config(cfg, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / STATUS_FILE).unlink(missing_ok=True)
@@ -137,7 +157,7 @@ def evaluate_run(run_dir: str | Path, split: str | None = None) -> dict[str, flo
     if split != cfg.eval.split:
         return evaluate_model(model, loader, cfg, run_dir / f"eval_{split}", device)
     previous = run_dir / "metrics.json"
-    summary = json.loads(previous.read_text()) if previous.is_file() else {}
+    summary = read_json_mapping(previous) if previous.is_file() else {}
     metrics = evaluate_model(model, loader, cfg, run_dir, device)
     metrics.update({k: summary[k] for k in TRAINING_SUMMARY_KEYS if k in summary})
     atomic_write_json(previous, metrics)
@@ -262,6 +282,30 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
             pd.DataFrame(history).to_csv(tmp, index=False)
 
 
+def check_inputs(cfg: ExperimentConfig) -> None:
+    """Inputs a config names, checked before a run starts: a ``data.manifest`` that exists (:class:`ConfigError`) and
+    reads as a valid manifest (:class:`DataError` naming the file and the problem)."""
+    from lss_vlm.data.manifest import read_manifest
+
+    manifest = cfg.data.manifest
+    if manifest is None:
+        return
+    if not Path(manifest).is_file():
+        raise ConfigError(f"data.manifest: {manifest} not found (a manifest.csv from 'lss-bench prepare' or 'synth')")
+    read_manifest(manifest)
+
+
+def check_run_folder(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = True) -> None:
+    """What :func:`run_experiment` checks before it writes: the config's inputs exist, ``status.json`` is readable and,
+    when resuming, the folder's ``config.yaml`` is that of ``cfg``. Lets a command refuse before it locks the folder."""
+    check_inputs(cfg)
+    out_dir = Path(out_dir)
+    if out_dir.is_dir() and resume:
+        status = read_status(out_dir)
+        if status is None or status.get("status") != "completed":
+            _check_same_config(cfg, out_dir)
+
+
 def _check_same_config(cfg: ExperimentConfig, out_dir: Path) -> None:
     """Refuse to resume a folder trained with another config (``train.quiet`` may differ: it changes no number)."""
 
@@ -273,6 +317,19 @@ def _check_same_config(cfg: ExperimentConfig, out_dir: Path) -> None:
         raise ConfigError(
             f"{out_dir} holds a run of a different config; use another output folder or start over (resume=False)"
         )
+
+
+def _clear_folder(out_dir: Path) -> None:
+    """Delete what ``out_dir`` holds, except the lock file of the command that owns it (``benchmarks.outputs``)."""
+    from .outputs import LOCK_NAME
+
+    for entry in out_dir.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _write_status(out_dir: Path, status: str, reason: str | None, started: float) -> None:

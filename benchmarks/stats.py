@@ -4,12 +4,16 @@ Conventions (also in docs/leaderboard.md):
 
 - **Spread over seeds.** ``mean`` and sample ``std`` (ddof = 1) of one metric over the completed seeds of a loss;
   the std of a single seed is NaN (undefined), not 0.
-- **95 % CI.** Percentile bootstrap of the mean (``scipy.stats.bootstrap``, fixed ``seed``). With ≥ 2 seeds it
-  resamples the seed values; with 1 seed it resamples the per-case values of the test split (when the metric exists
-  per case, e.g. Dice), so the interval then reflects case-to-case variation, not training variation.
+- **95 % CI.** Student t-interval of the mean, ``x̄ ± t_{n−1, 0.975} · s / √n`` (:func:`t_interval`). With ≥ 2 seeds
+  it is taken over the seed values; with 1 seed over the per-case values of the test split (when the metric exists
+  per case, e.g. Dice), so the interval then reflects case-to-case variation, not training variation. Not the
+  percentile bootstrap: over 3 seeds that is just [min, max] of the seeds and covers the true mean ~76 % of the time;
+  the t-interval keeps its ~95 % coverage at 3–5 seeds (tests/test_stats_hardening.py simulates it).
 - **Paired test vs the baseline.** Over test cases: each case's value is its mean over views and seeds
   (:func:`case_level_values`), paired by ``case_id`` with the baseline's. Wilcoxon signed-rank (two-sided,
-  ``scipy.stats.wilcoxon``) by default, or a paired bootstrap of the mean difference.
+  ``scipy.stats.wilcoxon``) by default, or a paired bootstrap of the mean difference. Differences are rounded to
+  :data:`TIE_DECIMALS` decimals first, so values equal in exact arithmetic (0.05 arriving as 0.050000000000000044 and
+  0.049999999999999933) rank as ties.
 - **Multiple comparisons.** Holm's step-down correction over the losses compared with the same baseline.
 """
 
@@ -26,6 +30,10 @@ import pandas as pd
 from lss_vlm.constants import FOREGROUND_LABELS
 
 PAIRED_TESTS: tuple[str, ...] = ("wilcoxon", "bootstrap")
+#: Paired differences are rounded to this many decimals (1e-12) before ranking: floating-point noise is not a rank.
+TIE_DECIMALS = 12
+#: How the leaderboard's confidence interval is computed (stated in its footnote).
+CI_METHOD = "Student t-interval of the mean (x̄ ± t_{n−1} · s/√n)"
 
 
 @dataclass(frozen=True)
@@ -85,19 +93,39 @@ def bootstrap_ci(
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval of the mean of the finite ``values``.
+
+    ``x̄ ± t_{n−1, (1+c)/2} · s / √n`` with the sample std ``s`` (ddof = 1). Exact for normal data and robust at the
+    small n of a leaderboard (3–5 seeds), where a percentile bootstrap collapses to [min, max]. NaN for fewer than two
+    values; a point interval when all values are equal.
+    """
+    from scipy.stats import t
+
+    arr = finite(values)
+    if arr.size < 2:
+        return math.nan, math.nan
+    mean = float(arr.mean())
+    half = float(t.ppf((1 + confidence) / 2, df=arr.size - 1) * arr.std(ddof=1) / math.sqrt(arr.size))
+    return mean - half, mean + half
+
+
 def summarize(
     seed_values: Sequence[float] | np.ndarray,
     case_values: Sequence[float] | np.ndarray | None = None,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Summary:
-    """Mean ± std over seeds and the bootstrap CI: over seeds when ≥ 2 seeds, else over ``case_values`` if given."""
+    """Mean ± std over seeds and the t-interval CI: over seeds when ≥ 2 seeds, else over ``case_values`` if given.
+
+    ``seed`` is unused (the t-interval is exact arithmetic); it is kept so callers need not change.
+    """
     seeds = finite(seed_values)
     mean, std = mean_std(seeds)
     if seeds.size >= 2 or case_values is None:
-        low, high = bootstrap_ci(seeds, confidence, seed=seed)
+        low, high = t_interval(seeds, confidence)
     else:
-        low, high = bootstrap_ci(case_values, confidence, seed=seed)
+        low, high = t_interval(case_values, confidence)
     return Summary(mean=mean, std=std, ci_low=low, ci_high=high, n=int(seeds.size))
 
 
@@ -132,10 +160,11 @@ def paired_differences(values: pd.Series, baseline: pd.Series) -> np.ndarray:
 def wilcoxon_p(differences: np.ndarray) -> float:
     """Two-sided Wilcoxon signed-rank p-value of paired differences d_i (scipy; zero differences dropped).
 
+    The differences are rounded to :data:`TIE_DECIMALS` decimals before ranking, so ties in exact arithmetic stay ties.
     Statistic ``W = Σ_{d_i > 0} rank(|d_i|)``; H0: the differences are symmetric about 0. 1.0 when every difference is
     0; NaN with fewer than two pairs.
     """
-    d = finite(differences)
+    d = np.round(finite(differences), TIE_DECIMALS)  # floating-point noise must not break ties
     if d.size < 2:
         return math.nan
     if np.all(d == 0):

@@ -94,7 +94,20 @@ class SuiteConfig(BaseModel):
             raise ValueError(f"baseline {self.baseline!r} is not one of the losses: {', '.join(labels)}")
         if isinstance(self.seeds, int) and self.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if isinstance(self.seeds, list):
+            if not self.seeds:
+                raise ValueError("seeds: an empty list runs nothing; give a count (e.g. 3) or a list of seeds")
+            if any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+                raise ValueError(f"seeds: expected distinct seeds >= 0, got {self.seeds}")
         return self
+
+    def check_metrics(self, source: str) -> None:
+        """``rank_by`` and ``columns`` must be metric keys of the registry (:mod:`benchmarks.metric_names`)."""
+        from benchmarks.metric_names import check_metric_name
+
+        check_metric_name(self.rank_by, f"{source}: rank_by")
+        for i, name in enumerate(self.columns or []):
+            check_metric_name(name, f"{source}: columns[{i}]")
 
     def seed_list(self) -> list[int]:
         """The ``train.seed`` values of the suite."""
@@ -123,6 +136,7 @@ def load_suite(name_or_path: str | Path) -> SuiteConfig:
     except ValidationError as exc:
         details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'suite'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path}: {details}") from None
+    suite.check_metrics(str(path))
     if suite.base is not None and not suite.base.is_absolute():
         suite.base = (path.parent / suite.base).resolve()
     return suite
@@ -173,7 +187,12 @@ def _check_resumable(out_dir: Path, suite: SuiteConfig) -> None:
     path = out_dir / "suite.yaml"
     if not path.is_file():
         return
-    old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        old = read_yaml_mapping(path, "suite record", "the suite's settings")
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}; the suite folder is damaged: use a new --out, or --no-resume to start over"
+        ) from None
     new = suite_record(suite)
     changed = sorted(k for k in set(old) | set(new) if k not in ("seeds", "description") and old.get(k) != new.get(k))
     if changed:
@@ -181,6 +200,19 @@ def _check_resumable(out_dir: Path, suite: SuiteConfig) -> None:
             f"{path}: the suite changed since these runs were made (keys: {', '.join(changed)}); "
             "use a new --out directory or --no-resume to start over"
         )
+
+
+def check_suite_folder(
+    suite: SuiteConfig, out_dir: str | Path, seeds: Sequence[int] | None = None, resume: bool = True
+) -> None:
+    """What :func:`run_suite` checks before it writes: every run's config, and (resuming) that ``out_dir`` holds runs
+    of this same suite. Lets a command refuse bad input before it locks or touches the suite folder."""
+    from benchmarks.runner import check_inputs
+
+    for plan in plan_runs(suite, seeds):
+        check_inputs(plan.config)
+    if resume and Path(out_dir).is_dir():
+        _check_resumable(Path(out_dir), suite)
 
 
 def _clean(out_dir: Path) -> None:

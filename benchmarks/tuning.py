@@ -291,6 +291,30 @@ def apply_params(cfg: Any, params: dict[str, Any]) -> Any:
     return config_from_dict(data, source=f"trial params {params}")
 
 
+def validate_study(spec: StudySpec, overrides: Sequence[str] = ()) -> dict[str, ParamSpec]:
+    """Check everything a trial will need before any study or output exists; returns the search space.
+
+    The base experiment must load with the study's and the command's ``--set`` overrides, and a config with every
+    searched key set to its lowest value (first choice) must validate, so a typo fails here with one
+    :class:`ConfigError` instead of failing every trial of a study that then cannot be rerun.
+    """
+    needs_config = spec.runner.name == "experiment" or spec.search_space.from_loss
+    cfg = base_config(spec, [*overrides, *spec.trial_overrides]) if needs_config else None
+    space = resolve_search_space(spec, cfg.loss.name if cfg is not None else None)
+    if cfg is not None and spec.runner.name == "experiment":
+        from benchmarks.runner import check_inputs
+
+        check_inputs(apply_params(cfg, {key: _probe_value(p) for key, p in space.items()}))
+    return space
+
+
+def _probe_value(p: ParamSpec) -> Any:
+    """A value inside the declared range of one parameter (its first choice, or its low end)."""
+    if p.type == "categorical":
+        return p.choices[0]
+    return int(p.low) if p.type == "int" else float(p.low)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Storages
 # ---------------------------------------------------------------------------------------------------------------------
@@ -922,6 +946,7 @@ def tune(
     if workers < 1:
         raise ConfigError(f"--workers {workers}: expected at least 1")
     start = time.monotonic()
+    validate_study(spec, overrides)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url or default_storage_url(out_dir)

@@ -49,3 +49,44 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically. NaN is written as ``NaN``."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with id ``pid`` exists on this machine (it may belong to another user)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(folder: str | os.PathLike[str], pattern: str) -> list[Path]:
+    """Delete the entries of ``folder`` whose name fully matches ``pattern`` and whose process is gone.
+
+    ``pattern`` is a regular expression with a named group ``pid``: the staging folders a killed process left behind
+    (e.g. ``.staging-(?P<pid>\\d+)``). Entries of a live process, and anything else, are left alone. Returns what was
+    removed; errors are ignored (another process may be cleaning up too).
+    """
+    import re
+    import shutil
+
+    removed = []
+    regex = re.compile(pattern)
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = regex.fullmatch(entry.name)
+        if match is None or pid_alive(int(match.group("pid"))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed

@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from benchmarks.leaderboard import build_leaderboard, print_terminal, write_leaderboard
-    from benchmarks.suite import SuiteProgress, load_suite, run_suite
+    from benchmarks.outputs import locked_folder
+    from benchmarks.suite import SuiteProgress, check_suite_folder, load_suite, run_suite
     from lss_vlm.errors import ConfigError
 
     suite = load_suite(args.suite)
@@ -34,16 +35,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     seeds = list(range(args.seeds)) if args.seeds is not None else None
     out = Path(args.out) if args.out else Path("lss_runs") / suite.name
-    run_suite(
-        suite,
-        out,
-        seeds=seeds,
-        resume=not args.no_resume,
-        retry_failed=args.retry_failed,
-        progress=SuiteProgress(live=not args.no_progress),
-    )
-    board = build_leaderboard(out, rank_by=suite.rank_by, baseline=suite.baseline, metrics=suite.columns)
-    written = write_leaderboard(board, out)
+    check_suite_folder(suite, out, seeds, resume=not args.no_resume)  # bad configs refused before the lock
+    with locked_folder(out, "compare"):
+        run_suite(
+            suite,
+            out,
+            seeds=seeds,
+            resume=not args.no_resume,
+            retry_failed=args.retry_failed,
+            progress=SuiteProgress(live=not args.no_progress),
+        )
+        board = build_leaderboard(out, rank_by=suite.rank_by, baseline=suite.baseline, metrics=suite.columns)
+        written = write_leaderboard(board, out)
     print_terminal(board)
     for kind, path in written.items():
         print(f"{kind:>4}: {path}")

@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from benchmarks.leaderboard import build_leaderboard, print_terminal, write_leaderboard
+    from benchmarks.outputs import locked_folder
     from benchmarks.suite import SuiteProgress, load_suite, run_suite
 
     console = Console(stderr=True)
@@ -28,9 +29,10 @@ def run(args: argparse.Namespace) -> int:
     suite = load_suite("quick")
     losses = ", ".join(entry.label for entry in suite.losses)
     console.print(f"[bold]lss-bench demo[/]: suite 'quick' ({losses}; {len(suite.seed_list())} seed) -> {out}")
-    run_suite(suite, out, progress=SuiteProgress(live=not args.no_progress, console=console))
-    board = build_leaderboard(out, rank_by=suite.rank_by, baseline=suite.baseline, metrics=suite.columns)
-    written = write_leaderboard(board, out)
+    with locked_folder(out, "demo"):
+        run_suite(suite, out, progress=SuiteProgress(live=not args.no_progress, console=console))
+        board = build_leaderboard(out, rank_by=suite.rank_by, baseline=suite.baseline, metrics=suite.columns)
+        written = write_leaderboard(board, out)
     print_terminal(board)
     print(f"\nLeaderboard page: {written['html'].resolve()}")
     print(f"Tables: {written['csv']}  {written['md']}   Runs: {out / 'runs'}")

@@ -6,7 +6,7 @@ import argparse
 
 HELP = "rank the losses of a suite directory (csv, md, html + figures)"
 DESCRIPTION = """Rank the losses of a suite directory (written by 'lss-bench compare') by a metric: mean +- std over
-seeds, 95% bootstrap CI, and a paired test over test cases against the baseline loss (Holm-corrected).
+seeds, 95% t-interval CI, and a paired test over test cases against the baseline loss (Holm-corrected).
 Writes DIR/leaderboard.csv, .md, .html (+ DIR/figures/*.png) and prints the table."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from benchmarks.commands import seed_int
+
 HELP = "convert a real dataset (nifti, rsna2024, spider, mendeley) into views + manifest.csv"
 
 DESCRIPTION = """\
@@ -51,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", required=True, metavar="DIR", help="the dataset as downloaded (nifti: a CSV or DIR)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must be new or empty)")
     parser.add_argument("--labels", metavar="MAP", default=None, help=LABELS_HELP)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the patient-level splits and report phrasing")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the patient-level splits and report phrasing")
     parser.add_argument("--val-frac", type=float, default=0.15, help="fraction of patients in val (default 0.15)")
     parser.add_argument("--test-frac", type=float, default=0.15, help="fraction of patients in test (default 0.15)")
     parser.add_argument(

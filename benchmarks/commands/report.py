@@ -32,11 +32,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from benchmarks.evaluation import inspect_case
+    from benchmarks.outputs import check_figure_path
     from benchmarks.overlay import save_case_overlay
     from lss_vlm.constants import GRADES, LEVELS
 
-    found = inspect_case(args.run_dir, args.case, args.prompt)
     out = Path(args.out) if args.out else Path(args.run_dir) / f"report_{args.case}.png"
+    if args.out:  # a bad image path fails before the model runs
+        check_figure_path(out, "--out")
+    found = inspect_case(args.run_dir, args.case, args.prompt)
     save_case_overlay(out, found.view)
     truth = ", ".join(f"{lv} {GRADES[g] if g >= 0 else 'unknown'}" for lv, g in zip(LEVELS, found.true_grades))
     print(f"case {args.case} ({found.split} split)")

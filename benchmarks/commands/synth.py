@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from benchmarks.commands import seed_int
+
 HELP = "generate the multi-view LSS phantom (NIfTI + manifest.csv)"
 DESCRIPTION = """\
 Generate the embedded multi-view lumbar-spinal-stenosis phantom: per case a mid-sagittal T1 and T2 slice and
@@ -22,23 +24,30 @@ examples:
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {value}")
-    return value
+def _bounded_int(high: int):
+    """An argparse type: a whole number from 1 to ``high`` (an unbounded count would run for days or exhaust memory)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not 1 <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a number from 1 to {high}, got {value}")
+        return value
+
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lss_vlm.data.phantom.config import SHIFT_PRESETS
 
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    parser.add_argument("--cases", type=_positive_int, default=200, metavar="N", help="number of cases (≥ 5; 200)")
-    parser.add_argument("--size", type=_positive_int, default=128, metavar="PX", help="image side in pixels (128)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
+    parser.add_argument(
+        "--cases", type=_bounded_int(100_000), default=200, metavar="N", help="number of cases (≥ 5; 200)"
+    )
+    parser.add_argument("--size", type=_bounded_int(1024), default=128, metavar="PX", help="image side in pixels (128)")
+    parser.add_argument("--seed", type=seed_int, default=0, metavar="S", help="random seed (0)")
     parser.add_argument(
         "--shift",
         default=None,
@@ -46,12 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="acquisition-shift preset for out-of-distribution tests: "
         + "; ".join(f"{name}: {desc}" for name, (desc, _) in SHIFT_PRESETS.items()),
     )
-    parser.add_argument("--workers", type=_positive_int, default=1, metavar="K", help="processes (1)")
+    parser.add_argument("--workers", type=_bounded_int(256), default=1, metavar="K", help="processes (1)")
     parser.add_argument("--stats", action="store_true", help="print class pixel shares, grade prevalence, areas")
     parser.add_argument(
         "--montage", default=None, metavar="PNG", help="where to save the montage (default DIR/montage.png)"
     )
     parser.add_argument("--no-montage", action="store_true", help="do not render the montage")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace what a non-empty --out folder holds (default: refuse)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from benchmarks.outputs import check_figure_path
     from lss_vlm.data.phantom import format_stats, phantom_stats, resolve_config, save_montage, synthesize
     from lss_vlm.data.phantom.generate import MIN_CASES
     from lss_vlm.errors import ConfigError
@@ -66,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     resolve_config(args.shift, size=args.size)  # bad shift / size: one clear error before any work
     if args.cases < MIN_CASES:
         raise ConfigError(f"--cases must be at least {MIN_CASES} (train/val/test need patients), got {args.cases}")
+    if not args.no_montage and args.montage:  # a bad image path fails now, not after the data is written
+        check_figure_path(args.montage, "--montage")
     start = time.perf_counter()
     with tqdm(total=args.cases, desc="synth", unit="case", leave=False) as bar:
         manifest = synthesize(
@@ -76,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             shift=args.shift,
             workers=args.workers,
             progress=bar.update,
+            overwrite=args.overwrite,
         )
     elapsed = time.perf_counter() - start
     print(f"wrote {args.cases} cases ({args.size}² px, seed {args.seed}) to {manifest} in {elapsed:.1f} s")

@@ -36,12 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from benchmarks.config import load_config
-    from benchmarks.runner import run_experiment
+    from benchmarks.outputs import locked_folder
+    from benchmarks.runner import check_run_folder, run_experiment
 
     overrides = list(args.overrides) + (["train.quiet=true"] if args.quiet else [])
     cfg = load_config(args.config, overrides)
     out = args.out or f"runs/{cfg.name}-{cfg.loss.name}-seed{cfg.train.seed}"
-    metrics = run_experiment(cfg, out, resume=not args.restart)
+    check_run_folder(cfg, out, resume=not args.restart)  # a damaged or foreign run folder: refused before locking
+    with locked_folder(out, "train"):
+        metrics = run_experiment(cfg, out, resume=not args.restart)
     print(f"run directory: {out}")
     print(_headline(metrics))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.commands import add_set_argument
+from benchmarks.commands import add_set_argument, seed_int
 
 HELP = "Optuna search over loss hyperparameters (PID gains) on SQLite/PostgreSQL storage"
 DESCRIPTION = """\
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="sampler (default: the YAML's, else tpe; nsga2 for several objectives)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="sampler seed (default: the YAML's, else 0)")
+    parser.add_argument("--seed", type=seed_int, default=None, help="sampler seed (default: the YAML's, else 0)")
     parser.add_argument("--out", default=None, help="output directory (default: results/tune/<study name>)")
     parser.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures (they take a while)")
     add_set_argument(
@@ -47,11 +47,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmarks.tuning import format_summary, load_study_spec, tune
+    from benchmarks.outputs import locked_folder
+    from benchmarks.tuning import format_summary, load_study_spec, tune, validate_study
 
     spec = load_study_spec(args.config)
+    validate_study(spec, args.overrides)  # --set typos, a missing base experiment: refused before any study exists
     out_dir = Path(args.out) if args.out else Path("results") / "tune" / (args.study or spec.name)
-    summary = tune(
+    with locked_folder(out_dir, "tune"):
+        summary = _tune(args, spec, out_dir, tune)
+    print(format_summary(summary, out_dir))
+    return 0 if summary["best_trial"] is not None else 1
+
+
+def _tune(args: argparse.Namespace, spec, out_dir, tune) -> dict:
+    """``benchmarks.tuning.tune`` with the command's options."""
+    return tune(
         spec,
         n_trials=args.n_trials,
         out_dir=out_dir,
@@ -63,5 +73,3 @@ def run(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         figures=not args.no_figures,
     )
-    print(format_summary(summary, out_dir))
-    return 0 if summary["best_trial"] is not None else 1

@@ -34,6 +34,11 @@ LABEL_ALIASES: dict[str, str] = {
 }
 
 
+#: Source mask values a label mapping may name: the range of the int16/uint16 masks label images are stored in.
+#: Bounding it keeps a range like ``disc=0-999999999`` from being expanded into a billion-entry table.
+MASK_VALUE_MIN, MASK_VALUE_MAX = -(2**15), 2**16 - 1
+
+
 def label_index(name: str) -> int:
     """Index of one of our labels given its name or an alias."""
     key = name.strip().lower().replace(" ", "_").replace("-", "_")
@@ -51,7 +56,7 @@ def parse_label_mapping(text: str) -> dict[int, int]:
     mapping: dict[int, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, values = item.partition("=")
-        if not sep or not values.strip():
+        if not sep or not values.strip() or not name.strip():
             raise ConfigError(f"label mapping item {item!r} must look like NAME=VALUE or NAME=LOW-HIGH (e.g. disc=2)")
         target = label_index(name)
         low, dash, high = values.strip().partition("-")
@@ -61,6 +66,11 @@ def parse_label_mapping(text: str) -> dict[int, int]:
             raise ConfigError(f"label mapping item {item!r}: {values.strip()!r} is not an integer or a range") from None
         if last < first:
             raise ConfigError(f"label mapping item {item!r}: empty range {first}-{last}")
+        if first < MASK_VALUE_MIN or last > MASK_VALUE_MAX:
+            raise ConfigError(
+                f"label mapping item {item!r}: source values must lie in {MASK_VALUE_MIN}-{MASK_VALUE_MAX} "
+                "(the range of a 16-bit mask)"
+            )
         for value in range(first, last + 1):
             if value in mapping and mapping[value] != target:
                 raise ConfigError(

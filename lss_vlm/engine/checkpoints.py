@@ -2,6 +2,10 @@
 
 A checkpoint is a folder ``<name>/`` holding ``model.safetensors`` and ``state.pt``. It is written to a temporary
 sibling and renamed into place, so a killed process leaves either the previous checkpoint or the new one, never a mix.
+
+``state.pt`` holds only tensors and plain Python values (dicts, lists, tuples, numbers, strings): numpy values are
+converted on save, and it is read back with ``torch.load(weights_only=True)``, which refuses any other pickled object.
+Run folders are shared between colleagues, so a planted ``state.pt`` must never execute code on resume.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from ..errors import DataError
 from ..io import atomic_path
 from .seeding import rng_state, set_rng_state
 
@@ -30,9 +37,21 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load safetensors weights into ``model`` (strict: every key must match)."""
+    """Load safetensors weights into ``model`` (strict: every key must match).
+
+    Raises :class:`DataError` naming ``path`` when the file is damaged or its tensors do not fit the model.
+    """
     device = next(model.parameters()).device
-    load_model(model, str(path), strict=True, device=str(device))
+    try:
+        load_model(model, str(path), strict=True, device=str(device))
+    except SafetensorError as exc:
+        raise DataError(f"{path}: damaged or not a safetensors file ({exc})") from None
+    except RuntimeError as exc:  # missing/unexpected keys or shape mismatches: the weights are of another model
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"{path}: the weights do not fit the model its config.yaml describes ({first.rstrip(':.')} ...); "
+            "was config.yaml edited after training?"
+        ) from None
 
 
 def save_checkpoint(
@@ -58,6 +77,7 @@ def save_checkpoint(
             "rng": rng_state(),
             "trainer": trainer_state,
         }
+        state = _plain(state)
         torch.save(state, tmp / STATE_FILE)
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
@@ -89,7 +109,7 @@ def load_checkpoint(
     if found is None:
         raise FileNotFoundError(f"{folder}: no complete checkpoint")
     load_weights(model, found / WEIGHTS_FILE)
-    state = torch.load(found / STATE_FILE, map_location="cpu", weights_only=False)
+    state = _load_state(found / STATE_FILE)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
@@ -101,6 +121,35 @@ def load_checkpoint(
     if restore_rng:
         set_rng_state(state["rng"])
     return state["trainer"]
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy arrays turned into tensors and numpy scalars into Python numbers (``weights_only``-safe)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.astype(np.int64) if value.dtype == np.uint32 else value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    """``state.pt`` read with ``weights_only=True``: tensors and plain values only, never arbitrary objects."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - an unpickling refusal or a damaged file: both mean "not ours"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"{path}: not a training state this toolkit wrote, refused to load it ({reason[:200]}); "
+            "delete the run folder's checkpoints/ or start over with --restart"
+        ) from None
+    if not isinstance(state, dict) or not {"optimizer", "rng", "trainer"} <= set(state):
+        raise DataError(f"{path}: not a training state this toolkit wrote (missing keys); start over with --restart")
+    return state
 
 
 def _complete(folder: Path) -> Path | None:

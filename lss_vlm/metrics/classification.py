@@ -8,8 +8,9 @@ Metrics (``y`` true grade, ``ŷ = argmax p`` predicted grade, ``G = 4`` grades):
 
 * ``accuracy = mean(ŷ == y)``;
 * ``balanced_accuracy`` = mean over the grades present in ``y`` of the per-grade recall;
-* ``macro_f1`` = mean over the 4 grades of ``F1_g = 2·TP_g / (2·TP_g + FP_g + FN_g)`` (0 for a grade never true nor
-  predicted);
+* ``macro_f1`` = mean of ``F1_g = 2·TP_g / (2·TP_g + FP_g + FN_g)`` over the grades **present** in the truth or the
+  prediction (:func:`present_macro_f1`). A grade absent from both is left out, not counted as 0: with RSNA 2024,
+  where Normal/Mild is one class, a perfect model scores 1.0, not 0.75 (cf. torchmetrics #300, scikit-learn #23130);
 * ``qwk`` = Cohen's kappa with quadratic weights ``w_ij = (i - j)² / (G - 1)²``:
   ``κ = 1 - Σ w_ij O_ij / Σ w_ij E_ij`` (``O`` observed confusion, ``E`` outer product of the marginals / N);
 * ``auroc`` = one-vs-rest ROC AUC of ``p_g`` averaged over the grades that have both positives and negatives;
@@ -78,6 +79,19 @@ def quadratic_weighted_kappa(target: np.ndarray, pred: np.ndarray, num_classes: 
     return float(value)
 
 
+def present_macro_f1(target: Sequence[int] | np.ndarray, pred: Sequence[int] | np.ndarray) -> float:
+    """Macro-F1 over the grades present in ``target`` or ``pred`` (negative values = no grade, never a class).
+
+    ``F1_g = 2·TP_g / (2·TP_g + FP_g + FN_g)`` averaged over ``g ∈ set(target) ∪ set(pred)``; a ``pred`` of ``-1``
+    (no grade stated) is a miss of its true grade. NaN when there is no sample.
+    """
+    target, pred = np.asarray(target, dtype=int), np.asarray(pred, dtype=int)
+    present = sorted({int(g) for g in np.concatenate([target, pred]) if g >= 0})
+    if target.size == 0 or not present:
+        return math.nan
+    return float(f1_score(target, pred, labels=present, average="macro", zero_division=0))
+
+
 def grade_scores(probs: np.ndarray, target: np.ndarray, pred: np.ndarray | None = None) -> dict[str, float]:
     """All metrics of the module docstring for graded samples ``probs [N, G]``, ``target [N]`` (no ``-1``).
 
@@ -86,14 +100,13 @@ def grade_scores(probs: np.ndarray, target: np.ndarray, pred: np.ndarray | None 
     if len(target) == 0:
         return {name: math.nan for name in GRADE_METRICS}
     pred = probs.argmax(axis=1) if pred is None else pred
-    labels = list(range(probs.shape[1]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         balanced = balanced_accuracy_score(target, pred)
     return {
         "accuracy": float(np.mean(pred == target)),
         "balanced_accuracy": float(balanced),
-        "macro_f1": float(f1_score(target, pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": present_macro_f1(target, pred),
         "qwk": quadratic_weighted_kappa(target, pred, probs.shape[1]),
         "auroc": one_vs_rest_auroc(probs, target, probs.shape[1]),
         "ece": expected_calibration_error(probs[np.arange(len(pred)), pred], pred == target),

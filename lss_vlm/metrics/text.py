@@ -27,11 +27,9 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-import numpy as np
-from sklearn.metrics import f1_score
-
-from ..constants import GRADES, LEVELS, MISSING_GRADE
+from ..constants import LEVELS, MISSING_GRADE
 from ..errors import DataError
+from .classification import present_macro_f1
 
 TEXT_METRICS: tuple[str, ...] = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider", "cider_x100")
 
@@ -266,11 +264,12 @@ def extract_grades(text: str) -> list[int]:
 
 
 def grade_f1_from_text(hypotheses: Mapping[str, str], true_grades: Mapping[str, Sequence[int]]) -> float:
-    """Macro-F1 over the 4 grades between grades extracted from reports and the true grades.
+    """Macro-F1 between grades extracted from reports and the true grades, over the grades present in either.
 
     Pooled over every (case, level) pair with a known true grade (``-1`` ignored); a level the report does not state
     counts as a miss (a false negative of its true grade). ``F1_g = 2·TP_g / (2·TP_g + FP_g + FN_g)``, averaged over
-    the grades, 0 for a grade never true nor extracted. NaN if no grade is known.
+    the grades that are true or extracted at least once (a grade absent from both is left out, see
+    :func:`~lss_vlm.metrics.classification.present_macro_f1`). NaN if no grade is known.
     """
     missing = sorted(set(hypotheses) - set(true_grades))
     if missing:
@@ -286,5 +285,4 @@ def grade_f1_from_text(hypotheses: Mapping[str, str], true_grades: Mapping[str, 
                 y_pred.append(p)
     if not y_true:
         return math.nan
-    labels = list(range(len(GRADES)))
-    return float(f1_score(np.array(y_true), np.array(y_pred), labels=labels, average="macro", zero_division=0))
+    return present_macro_f1(y_true, y_pred)

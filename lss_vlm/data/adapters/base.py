@@ -26,7 +26,7 @@ import pandas as pd
 
 from ...constants import GRADES, LEVELS, MISSING_GRADE, VIEWS
 from ...errors import DataError
-from ...io import atomic_write_json
+from ...io import atomic_write_json, remove_stale_staging
 from ...registry import Registry
 from ...reports.writer import write_reports
 from ..manifest import AREA_COLUMNS, GRADE_COLUMNS, IMAGE_COLUMNS, MASK_COLUMNS, write_manifest
@@ -253,10 +253,13 @@ def prepare_dataset(
     root, out = Path(root).expanduser().resolve(), Path(out).expanduser().resolve()
     if not root.exists():
         raise DataError(f"{root}: dataset root not found")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    _check_out_apart_from_root(root, out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; choose a folder for --out")
+    if out.exists() and any(out.iterdir()) and not overwrite:
         raise DataError(f"{out}: output folder exists and is not empty; choose another --out or pass --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
     try:
         summary = PrepareSummary(dataset=name, root=str(root))
         rows = adapter.collect(root, CaseWriter(staging, summary), summary, progress)
@@ -274,7 +277,19 @@ def prepare_dataset(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    # staging and replaced folders that killed runs into the same --out left behind (PID in the name, process gone)
+    for pattern in (r"(?P<pid>\d+)\.\w+\.tmp", r"old-(?P<pid>\d+)"):
+        remove_stale_staging(out.parent, rf"\.{re.escape(out.name)}\.{pattern}")
     return PrepareResult(out / MANIFEST_NAME, summary_dict)
+
+
+def _check_out_apart_from_root(root: Path, out: Path) -> None:
+    """Refuse an ``--out`` that is, contains or lies inside the source folder (``--overwrite`` would delete it)."""
+    source = root if root.is_dir() else root.parent
+    if out == source or source in out.parents:
+        raise DataError(f"--out {out} lies inside the dataset folder {source} (--root); choose an --out outside it")
+    if out in source.parents:
+        raise DataError(f"--out {out} contains the dataset folder {source} (--root); choose an --out outside it")
 
 
 def _with_splits(df: pd.DataFrame, seed: int, val_frac: float, test_frac: float) -> pd.DataFrame:

@@ -60,8 +60,8 @@ class MendeleyAdapter:
     """Mendeley Lumbar Spine MRI axial label images (see the module docstring)."""
 
     def __init__(self, seed: int = 0, labels: str | None = None, pixel_spacing: float = DEFAULT_PIXEL_MM) -> None:
-        if not pixel_spacing > 0:
-            raise ConfigError(f"pixel_spacing must be a positive number of mm, got {pixel_spacing!r}")
+        if not 0 < pixel_spacing < float("inf"):
+            raise ConfigError(f"pixel_spacing must be a positive, finite number of mm, got {pixel_spacing!r}")
         self.seed = seed
         self.mapping = parse_label_mapping(labels or MENDELEY_LABELS)
         self.pixel_spacing = float(pixel_spacing)

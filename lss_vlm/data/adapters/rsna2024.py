@@ -37,7 +37,14 @@ from pydicom.dataset import Dataset
 from ...constants import AXIAL_VIEW_OF_LEVEL, LEVELS, MISSING_GRADE, level_key
 from ...errors import ConfigError, DataError
 from ..manifest import GRADE_COLUMNS
-from ..readers.dicom import instance_number, read_dicom_slice, read_series_headers, slice_geometry, sort_series
+from ..readers.dicom import (
+    instance_number,
+    read_dicom_slice,
+    read_series_headers,
+    slice_geometry,
+    sort_series,
+    tag_number,
+)
 from ..readers.volume import LPS_TO_RAS, Slice2D, apply_affine
 from .base import DATASETS, CaseWriter, PrepareSummary, empty_row, progress_bar, reference_reports, skipping
 from .views import display_slice
@@ -328,7 +335,7 @@ def _plane_distance(ds: Dataset, point_ras: np.ndarray) -> float | None:
     lps = apply_affine(LPS_TO_RAS, point_ras)  # LPS_TO_RAS is its own inverse
     offset = lps - g.position
     distance = abs(offset @ g.normal)
-    thickness = float(ds.get("SliceThickness", 0) or 0)
+    thickness = tag_number(ds, "SliceThickness", 0.0) or 0.0
     if distance > max(thickness, AXIAL_MATCH_MM):
         return None
     column = offset @ g.column_dir / g.column_spacing

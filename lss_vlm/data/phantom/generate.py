@@ -19,7 +19,7 @@ import pandas as pd
 
 from ...constants import AXIAL_VIEWS, LEVELS, grade_from_area, level_key
 from ...errors import ConfigError
-from ...io import atomic_write_json
+from ...io import atomic_write_json, remove_stale_staging
 from ...reports.writer import write_reports
 from ..manifest import write_manifest
 from .acquisition import acquire
@@ -248,6 +248,7 @@ def synthesize(
     workers: int = 1,
     montage: bool | str | os.PathLike[str] = False,
     progress: Callable[[int], None] | None = None,
+    overwrite: bool = True,
     **options: Any,
 ) -> Path:
     """Generate the multi-view LSS phantom into ``out_dir`` and return the path of its ``manifest.csv``.
@@ -262,6 +263,8 @@ def synthesize(
         workers: processes used to draw cases (the output does not depend on it).
         montage: also save a PNG montage (``True`` → ``out_dir/montage.png``, or a path).
         progress: called with ``1`` after each case (for progress bars).
+        overwrite: replace what a non-empty ``out_dir`` holds (another phantom or anything else); ``False`` refuses
+            a non-empty folder with a :class:`ConfigError` unless it already holds this very phantom.
         **options: any :class:`PhantomConfig` field, e.g. ``prevalence=(0.4, 0.3, 0.2, 0.1)``.
 
     Re-running into a complete folder with the same arguments returns at once; different arguments regenerate it.
@@ -276,6 +279,8 @@ def synthesize(
     fingerprint = _fingerprint(int(n_cases), int(seed), shift, cfg)
     manifest_path = out / "manifest.csv"
     if not _is_complete(out, fingerprint):
+        if not overwrite:
+            _refuse_non_empty(out)
         _generate(out, int(n_cases), int(seed), shift, cfg, int(workers), fingerprint, progress)
     elif progress is not None:
         progress(int(n_cases))
@@ -284,6 +289,25 @@ def synthesize(
 
         save_montage(manifest_path, out / "montage.png" if montage is True else Path(montage))
     return manifest_path
+
+
+#: Staging and replaced-data folders of :func:`_generate`; the PID tells whether their process is still running.
+STAGING_PATTERN = r"\.(?:staging|old)-(?P<pid>\d+)"
+
+
+def _refuse_non_empty(out: Path) -> None:
+    """:class:`ConfigError` when ``out`` exists and holds anything but stale staging folders of killed processes."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose a folder for --out")
+    remove_stale_staging(out, STAGING_PATTERN)
+    entries = sorted(p.name for p in out.iterdir())
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise ConfigError(
+            f"{out}: output folder is not empty (holds {shown}); choose another --out or pass --overwrite to replace it"
+        )
 
 
 def _generate(out, n_cases, seed, shift, cfg, workers, fingerprint, progress) -> None:
@@ -322,5 +346,6 @@ def _generate(out, n_cases, seed, shift, cfg, workers, fingerprint, progress) ->
         info = {"fingerprint": fingerprint, "n_cases": n_cases, "seed": seed, "shift": shift, "config": cfg.to_dict()}
         atomic_write_json(out / "phantom.json", info)
         shutil.rmtree(old, ignore_errors=True)
+        remove_stale_staging(out, STAGING_PATTERN)  # what killed earlier runs left behind
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from ...errors import DataError
-from .volume import LPS_TO_RAS, Volume
+from .volume import LPS_TO_RAS, Volume, check_finite
 
 #: Direction cosines of two instances closer than this (per component) count as the same orientation.
 ORIENTATION_TOLERANCE = 1e-3
@@ -76,6 +76,24 @@ def _floats(ds: Dataset, keyword: str, count: int) -> np.ndarray:
     return numbers
 
 
+def tag_number(ds: Dataset, keyword: str, default: float | None = None) -> float | None:
+    """A numeric tag (DS/IS/US) of an instance as a finite float; ``default`` when absent or empty.
+
+    Raises :class:`DataError` naming the file and the tag when the value is not one finite number (e.g. a corrupt
+    ``InstanceNumber`` "abc" or a ``RescaleSlope`` "n/a"), so the caller skips that case instead of crashing.
+    """
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{_where(ds)}: {keyword} {str(value)[:40]!r} is not a number") from None
+    if not np.isfinite(number):
+        raise DataError(f"{_where(ds)}: {keyword} {number} is not a finite number")
+    return number
+
+
 def slice_geometry(ds: Dataset) -> SliceGeometry:
     """Geometry of one instance. Raises :class:`DataError` naming the file for a missing or bad tag."""
     orientation = _floats(ds, "ImageOrientationPatient", 6)
@@ -122,8 +140,10 @@ def read_series_headers(directory: str | os.PathLike[str]) -> list[Dataset]:
 
 def instance_number(ds: Dataset) -> int:
     """InstanceNumber of an instance (-1 when absent)."""
-    value = ds.get("InstanceNumber")
-    return int(value) if value not in (None, "") else -1
+    number = tag_number(ds, "InstanceNumber", -1)
+    if number != int(number):
+        raise DataError(f"{_where(ds)}: InstanceNumber {number} is not a whole number")
+    return int(number)
 
 
 def sort_series(headers: Sequence[Dataset], require_uniform: bool = True) -> tuple[list[Dataset], float]:
@@ -136,7 +156,7 @@ def sort_series(headers: Sequence[Dataset], require_uniform: bool = True) -> tup
         raise DataError("empty DICOM series")
     where = str(Path(_where(headers[0])).parent)
     for ds in headers:
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        if (tag_number(ds, "NumberOfFrames", 1) or 1) > 1:
             raise DataError(f"{_where(ds)}: multi-frame DICOM is not supported; export one file per slice")
     geometries = [slice_geometry(ds) for ds in headers]
     first, first_ds = geometries[0], headers[0]
@@ -179,9 +199,9 @@ def sort_series(headers: Sequence[Dataset], require_uniform: bool = True) -> tup
 
 def _single_slice_step(ds: Dataset) -> float:
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-        value = ds.get(keyword)
-        if value not in (None, "") and float(value) > 0:
-            return float(value)
+        value = tag_number(ds, keyword)
+        if value is not None and value > 0:
+            return value
     return 1.0
 
 
@@ -195,8 +215,8 @@ def pixel_values(ds: Dataset) -> np.ndarray:
         raise DataError(f"{_where(ds)}: cannot decode pixel data ({exc})") from None
     if stored.ndim != 2:
         raise DataError(f"{_where(ds)}: expected one 2D grey-level frame, got pixel array of shape {stored.shape}")
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    slope = tag_number(ds, "RescaleSlope", 1.0) or 1.0
+    intercept = tag_number(ds, "RescaleIntercept", 0.0) or 0.0
     return (stored.astype(np.float32) * slope + intercept).astype(np.float32)
 
 
@@ -205,11 +225,11 @@ def read_dicom_slice(path: str | os.PathLike[str]) -> Volume:
     ds = read_header(path, pixels=True)
     geometry = slice_geometry(ds)
     data = pixel_values(ds).T[:, :, None]
-    return Volume(data, geometry.affine(_single_slice_step(ds)), source=str(path))
+    return check_finite(Volume(data, geometry.affine(_single_slice_step(ds)), source=str(path)))
 
 
 def read_dicom_series(directory: str | os.PathLike[str], require_uniform: bool = True) -> Volume:
     """All ``*.dcm`` instances of a series folder as one sorted :class:`Volume` (RAS affine, rescaled values)."""
     ordered, step = sort_series(read_series_headers(directory), require_uniform=require_uniform)
     data = np.stack([pixel_values(ds).T for ds in ordered], axis=-1)
-    return Volume(data, slice_geometry(ordered[0]).affine(step), source=str(directory))
+    return check_finite(Volume(data, slice_geometry(ordered[0]).affine(step), source=str(directory)))

@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ...errors import DataError
-from .volume import LPS_TO_RAS, Volume
+from .volume import LPS_TO_RAS, Volume, check_finite
 
 
 def sitk_affine(image: sitk.Image) -> np.ndarray:
@@ -51,4 +51,4 @@ def read_itk(path: str | os.PathLike[str]) -> Volume:
     data = sitk.GetArrayFromImage(image).T  # [k, j, i] -> [i, j, k]
     if data.ndim == 2:
         data = data[:, :, None]
-    return Volume(np.ascontiguousarray(data), sitk_affine(image), source=str(path))
+    return check_finite(Volume(np.ascontiguousarray(data), sitk_affine(image), source=str(path)))

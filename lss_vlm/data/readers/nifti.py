@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 
 from ...errors import DataError
-from .volume import Slice2D, Volume
+from .volume import Slice2D, Volume, check_finite
 
 
 def read_nifti(path: str | os.PathLike[str]) -> Volume:
@@ -28,7 +28,7 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
         data = data[:, :, None]
     if data.ndim != 3:
         raise DataError(f"{path}: expected a 2D or 3D image, got shape {data.shape}")
-    return Volume(np.ascontiguousarray(data), np.asarray(image.affine, dtype=float), source=str(path))
+    return check_finite(Volume(np.ascontiguousarray(data), np.asarray(image.affine, dtype=float), source=str(path)))
 
 
 def write_view(path: str | os.PathLike[str], view: Slice2D, dtype: type | np.dtype = np.float32) -> None:

@@ -92,6 +92,24 @@ class Slice2D:
         return apply_affine(np.linalg.inv(self.affine), points_ras)
 
 
+def check_finite(volume: Volume) -> Volume:
+    """``volume`` itself; :class:`DataError` naming its source file when its affine or any voxel is NaN or infinite."""
+    affine = np.asarray(volume.affine, dtype=float)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise DataError(f"{volume.source or 'image'}: the affine (voxel-to-world geometry) has NaN or infinite entries")
+    if np.any(np.linalg.norm(affine[:3, :3], axis=0) == 0):
+        raise DataError(f"{volume.source or 'image'}: the affine has a zero voxel size")
+    data = np.asarray(volume.data)
+    if np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.complexfloating):
+        bad = ~np.isfinite(data)
+        if bad.any():
+            raise DataError(
+                f"{volume.source or 'image'}: {int(bad.sum())} voxel(s) are NaN or infinite; "
+                "expected finite intensities (replace them before preparing)"
+            )
+    return volume
+
+
 def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
     """``affine @ [p, 1]`` for points ``[..., 3]``."""
     points = np.asarray(points, dtype=float)
