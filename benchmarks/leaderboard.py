@@ -531,11 +531,8 @@ def notes(board: Leaderboard) -> list[str]:
             f"Friedman {p_clause(agreement.friedman_p)})."
         )
     lines += unscored_notes(board)
-<<<<<<< HEAD
     lines += collapse_notes(board)
-=======
     lines += board.problems
->>>>>>> hardening
     for r in board.failed_runs:
         lines.append(f"{r.status.upper()} run {r.loss} seed{r.seed}: {r.reason}")
     return lines
