@@ -156,20 +156,42 @@ class CaseWriter:
     def case_dir(self, case_id: str) -> Path:
         return self.staging / "cases" / safe_name(case_id)
 
-    def write(self, case_id: str, view: str, image: Slice2D, mask: Slice2D | None = None) -> dict[str, str]:
-        """Write one view (and its mask) and return ``{img_<view>: path, seg_<view>: path}`` relative cells."""
+    def write(
+        self, case_id: str, view: str, image: Slice2D, mask: Slice2D | None = None, source: str | None = None
+    ) -> dict[str, str]:
+        """Write one view (and its mask) and return ``{img_<view>: path, seg_<view>: path}`` relative cells.
+
+        The written files are then read back with the loader's own checks (:func:`lss_vlm.data.transforms.read_view`:
+        slice normal of the view, finite voxels, label values, shapes), so a view that ``train`` would reject fails
+        here; the :class:`DataError` names ``source`` (the user's file) instead of the prepared file.
+        """
         if view not in VIEWS:
             raise ValueError(f"unknown view {view!r}")
+        source = source or f"case {case_id} {view}"
         folder = self.case_dir(case_id)
         folder.mkdir(parents=True, exist_ok=True)
         cells = {f"img_{view}": (folder / f"{view}.nii.gz").relative_to(self.staging).as_posix()}
         write_view(self.staging / cells[f"img_{view}"], image, np.float32)
         if mask is not None:
             if mask.array.shape != image.array.shape:
-                raise DataError(f"case {case_id}: {view} mask shape {mask.array.shape} != image {image.array.shape}")
+                raise DataError(f"{source}: {view} mask shape {mask.array.shape} != image {image.array.shape}")
             cells[f"seg_{view}"] = (folder / f"{view}_seg.nii.gz").relative_to(self.staging).as_posix()
             write_view(self.staging / cells[f"seg_{view}"], mask, np.uint8)
+        self._check_like_loader(view, cells, source)
         return cells
+
+    def _check_like_loader(self, view: str, cells: dict[str, str], source: str) -> None:
+        from ..transforms import read_view, view_kind
+
+        image_path = self.staging / cells[f"img_{view}"]
+        mask_path = self.staging / cells[f"seg_{view}"] if f"seg_{view}" in cells else None
+        try:
+            read_view(image_path, mask_path, view_kind(view))
+        except DataError as exc:
+            message = str(exc)
+            for written in filter(None, (mask_path, image_path)):
+                message = message.replace(str(written), f"{source} (as {view})")
+            raise DataError(message if message.startswith(source) else f"{source}: {message}") from None
 
     @contextlib.contextmanager
     def case(self, case_id: str, item: str | None = None) -> Iterator[None]:
