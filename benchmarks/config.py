@@ -52,13 +52,38 @@ class PhantomConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict, description="extra synthesize() keyword arguments")
 
 
+class FieldOfViewConfig(_Section):
+    """Field of view (mm, square) that ``spatial_size`` pixels cover per view type, when ``target_spacing`` is null.
+
+    Defaults: sagittal 205 mm (L1 to S1 of an adult with margin), axial 110 mm (vertebral body to spinous process).
+    Real sagittal scans are often 300-400 mm wide: a structure outside the field of view is cropped away, with a
+    warning that counts the labelled pixels lost.
+    """
+
+    sagittal: float = Field(205.0, gt=0, description="sagittal field of view in mm")
+    axial: float = Field(110.0, gt=0, description="axial field of view in mm")
+
+
+class TargetSpacingConfig(_Section):
+    """In-plane pixel size (mm) views are resampled to, per view type; null = field of view / spatial_size."""
+
+    sagittal: float | None = Field(None, gt=0, description="sagittal mm per pixel; null = fov_mm.sagittal / size")
+    axial: float | None = Field(None, gt=0, description="axial mm per pixel; null = fov_mm.axial / size")
+
+
 class DataConfig(_Section):
-    """Where the cases come from and how they are batched. ``manifest`` wins over ``phantom`` when set."""
+    """Where the cases come from and how they are batched. ``manifest`` wins over ``phantom`` when set.
+
+    Geometry: each view is resampled to ``target_spacing`` mm per pixel (default ``fov_mm / spatial_size``) and then
+    centre-cropped or padded to ``spatial_size`` pixels, so ``spatial_size x target_spacing`` is the field of view.
+    """
 
     manifest: Path | None = Field(None, description="manifest.csv of a prepared dataset; null = use the phantom")
     phantom: PhantomConfig = Field(default_factory=PhantomConfig)
     cache_dir: Path | None = Field(None, description=f"phantom cache folder; null = {DEFAULT_CACHE_DIR}")
     spatial_size: int = Field(64, ge=16, description="views are resampled to this square size")
+    fov_mm: FieldOfViewConfig = Field(default_factory=FieldOfViewConfig)
+    target_spacing: TargetSpacingConfig = Field(default_factory=TargetSpacingConfig)
     batch_size: int = Field(4, ge=1)
     augment: bool = Field(True, description="random training augmentation (MONAI)")
     num_workers: int = Field(0, ge=0)

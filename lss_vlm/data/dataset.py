@@ -16,7 +16,11 @@ key             type                        meaning
 ``spacing``     float32 ``[B, V, 2]``        mm per pixel (row, col) after resampling
 ``reports``     ``list[list[str]]``          reference reports
 ``clinical``    float32 ``[B, 6]``           age, sex, BMI, symptom months, claudication, ODI; NaN unknown
+``labelled``    bool ``[B, C]``              classes annotated in the case's masks (``labelled_classes``; all True
+                                            when the cell is empty; background always True)
 ==============  ==========================  =====================================================================
+
+Mask pixels equal to :data:`~lss_vlm.constants.IGNORE_LABEL` (255) are not annotated: no loss gradient, never scored.
 
 Every file is read and checked when the dataset is built, so a bad file fails before training starts.
 """
@@ -35,11 +39,18 @@ from monai.data import CacheDataset, DataLoader, Dataset
 
 from ..constants import CLINICAL_COLUMNS, LEVELS, MISSING_GRADE, VIEWS, level_key
 from ..errors import DataError
-from .manifest import parse_reports, read_manifest, resolve, select_split
-from .transforms import LoadCaseViewsd, build_case_transform, image_key, mask_key, resolve_target_spacing
+from .manifest import LABELLED_COLUMN, parse_labelled_classes, parse_reports, read_manifest, resolve, select_split
+from .transforms import (
+    LoadCaseViewsd,
+    PadOrCropWithWarningd,
+    build_case_transform,
+    image_key,
+    mask_key,
+    resolve_target_spacing,
+)
 
 TENSOR_KEYS: tuple[str, ...] = (
-    "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "clinical"
+    "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "clinical", "labelled"
 )  # fmt: skip
 
 
@@ -71,6 +82,7 @@ def case_records(df: pd.DataFrame, manifest_dir: str | os.PathLike[str], source:
         record["grades"], record["areas"] = grades, areas
         record["reports"] = parse_reports(row.get("reports"), f"{source}: case {case_id}")
         record["clinical"] = [_number(row.get(c), c, case_id, source) for c in CLINICAL_COLUMNS]
+        record["labelled"] = list(parse_labelled_classes(row.get(LABELLED_COLUMN), f"{source}: case {case_id}"))
         records.append(record)
     return records
 
@@ -122,8 +134,12 @@ def build_dataset(
     spacing = resolve_target_spacing(int(spatial_size), target_spacing)
     transform = build_case_transform(int(spatial_size), spacing, augment, seed)
     try:
+        cropper = next(t for t in transform.transforms if isinstance(t, PadOrCropWithWarningd))
         if cache:
-            return SequentialCacheDataset(records, transform, cache_rate=1.0, progress=False)
+            dataset = SequentialCacheDataset(records, transform, cache_rate=1.0, progress=False)
+            cropper.warn()  # one warning that counts the labelled pixels the field of view crops away
+            return dataset
+        cropper.warn_each = True
         loader = LoadCaseViewsd(VIEWS)
         for record in records:  # validate every file now, not in the middle of an epoch
             loader(record)

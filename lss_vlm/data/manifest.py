@@ -143,10 +143,11 @@ def parse_reports(cell: object, where: str = "reports") -> list[str]:
 
 
 def select_split(df: pd.DataFrame, split: str, source: str = "manifest") -> pd.DataFrame:
-    """Rows of one split; a split with no cases is an error (a benchmark on zero cases means nothing)."""
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    rows = df[df["split"] == split]
+    """Rows of one split (``"all"``: every row); a split with no cases is an error (a benchmark on zero cases means
+    nothing)."""
+    if split not in SPLITS + ("all",):
+        raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)} or all")
+    rows = df if split == "all" else df[df["split"] == split]
     if rows.empty:
         raise DataError(f"{source}: split {split!r} has no cases")
     return rows.reset_index(drop=True)

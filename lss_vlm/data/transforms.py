@@ -7,6 +7,7 @@ anterior→posterior; axial rows run anterior→posterior and columns patient ri
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,75 @@ class ResampleLabelsd(MapTransform):
         return d
 
 
+class CroppedLabelsWarning(UserWarning):
+    """Labelled pixels of a mask fell outside the field of view and were cropped away."""
+
+
+class PadOrCropWithWarningd(MapTransform):
+    """MONAI ``ResizeWithPadOrCropd`` (centre crop / symmetric pad to ``spatial_size``) that records the labelled mask
+    pixels (labels 1-5) it crops away, per ``(case_id, view)``: ``lost[(case, view)] = (pixels lost, labelled pixels)``.
+
+    :meth:`warn` issues one :class:`CroppedLabelsWarning` that counts them (``build_dataset`` calls it once the cache is
+    filled); with ``warn_each`` every cropping call warns on its own (uncached datasets).
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        spatial_size: int,
+        spacing: Mapping[str, tuple[float, float]] | None = None,
+        warn_each: bool = False,
+    ) -> None:
+        super().__init__(keys=keys, allow_missing_keys=True)
+        self.inner = ResizeWithPadOrCropd(keys=keys, spatial_size=(spatial_size, spatial_size), allow_missing_keys=True)
+        self.spatial_size = spatial_size
+        self.spacing = dict(spacing or {})
+        self.warn_each = warn_each
+        self.lost: dict[tuple[str, str], tuple[int, int]] = {}
+
+    @staticmethod
+    def _labelled(mask: Any) -> int:
+        labels = torch.as_tensor(mask)
+        return int(((labels > 0) & (labels < NUM_LABELS)).sum())
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        masks = [k for k in self.key_iterator(dict(data)) if k.startswith("seg_")]
+        before = {k: self._labelled(data[k]) for k in masks}
+        d = self.inner(data)
+        for key in masks:
+            lost = before[key] - self._labelled(d[key])
+            if lost > 0:
+                self.lost[(str(data.get("case_id")), key[len("seg_") :])] = (lost, before[key])
+                if self.warn_each:
+                    self.warn({(str(data.get("case_id")), key[len("seg_") :]): (lost, before[key])})
+        return d
+
+    def message(self, lost: Mapping[tuple[str, str], tuple[int, int]] | None = None) -> str | None:
+        """The warning text for ``lost`` (default: everything recorded), ``None`` when nothing was cropped."""
+        lost = self.lost if lost is None else lost
+        if not lost:
+            return None
+        kinds = sorted({view_kind(view) for _, view in lost})
+        fov = ", ".join(
+            f"{kind} {self.spatial_size * self.spacing[kind][0]:.0f} x "
+            f"{self.spatial_size * self.spacing[kind][1]:.0f} mm"
+            for kind in kinds
+            if kind in self.spacing
+        )
+        (case, view), (worst, total) = max(lost.items(), key=lambda item: item[1][0] / item[1][1])
+        pixels = sum(n for n, _ in lost.values())
+        return (
+            f"{pixels} labelled pixel(s) in {len(lost)} view(s) lie outside the field of view ({fov}) and are cropped "
+            f"away (worst: case {case} {view}, {worst} of {total} labelled pixels = {100 * worst / total:.1f} %); "
+            f"raise data.fov_mm.{'/'.join(kinds)} or set data.target_spacing"
+        )
+
+    def warn(self, lost: Mapping[tuple[str, str], tuple[int, int]] | None = None) -> None:
+        text = self.message(lost)
+        if text is not None:
+            warnings.warn(text, CroppedLabelsWarning, stacklevel=2)
+
+
 def deterministic_transforms(spatial_size: int, spacing: Mapping[str, tuple[float, float]]) -> list:
     """Load, canonical orientation, resampling to the target spacing, squeeze to 2D, pad/crop, normalise."""
     steps: list = [LoadCaseViewsd(VIEWS)]
@@ -217,7 +287,7 @@ def deterministic_transforms(spatial_size: int, spacing: Mapping[str, tuple[floa
     images = [image_key(v) for v in VIEWS]
     steps += [
         SqueezeDimd(keys=keys, dim=3, update_meta=False, allow_missing_keys=True),
-        ResizeWithPadOrCropd(keys=keys, spatial_size=(spatial_size, spatial_size), allow_missing_keys=True),
+        PadOrCropWithWarningd(keys=keys, spatial_size=spatial_size, spacing=spacing),
         ScaleIntensityRangePercentilesd(
             keys=images, lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True, allow_missing_keys=True
         ),
@@ -284,6 +354,7 @@ def assemble_case(data: Mapping[str, Any], spatial_size: int, spacing: Mapping[s
         "spacing": spacing_t,
         "reports": list(data["reports"]),
         "clinical": torch.as_tensor(data["clinical"], dtype=torch.float32),
+        "labelled": torch.as_tensor(data.get("labelled", [True] * NUM_LABELS), dtype=torch.bool),
     }
 
 

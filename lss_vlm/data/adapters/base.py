@@ -269,7 +269,7 @@ def prepare_dataset(
 
     Everything is written to a temporary sibling of ``out`` and moved into place at the end; on any error nothing is
     left behind. Rows that already carry a valid ``split`` (NIfTI manifests) keep it; the others get seeded,
-    patient-level, grade-stratified splits.
+    patient-level, grade-stratified splits, made separately for each source ``dataset`` when the rows mix several.
     """
     adapter = DATASETS.build(name, seed=seed, **options)
     root, out = Path(root).expanduser().resolve(), Path(out).expanduser().resolve()
@@ -303,8 +303,14 @@ def _with_splits(df: pd.DataFrame, seed: int, val_frac: float, test_frac: float)
     given = df["split"].fillna("").astype(str) if "split" in df else pd.Series("", index=df.index)
     if given.isin(["train", "val", "test"]).all():
         return df
-    splits = assign_splits(df["patient_id"].astype(str), seed, val_frac, test_frac, strata=grade_strata(df))
-    return df.assign(split=df["patient_id"].astype(str).map(splits))
+    patients = df["patient_id"].astype(str)
+    sources = df["dataset"].fillna("").astype(str) if "dataset" in df else pd.Series("", index=df.index)
+    strata = grade_strata(df)
+    splits: dict[str, str] = {}
+    for source in sorted(set(sources)):  # each source dataset split on its own: every source in train, val and test
+        members = patients[sources == source]
+        splits.update(assign_splits(members, seed, val_frac, test_frac, strata={p: strata[p] for p in set(members)}))
+    return df.assign(split=patients.map(splits))
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
