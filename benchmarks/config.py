@@ -86,6 +86,14 @@ class DataConfig(_Section):
     target_spacing: TargetSpacingConfig = Field(default_factory=TargetSpacingConfig)
     batch_size: int = Field(4, ge=1)
     augment: bool = Field(True, description="random training augmentation (MONAI)")
+    augment_profile: Literal["standard", "domain_randomisation"] = Field(
+        "standard",
+        description="standard = affine + mild intensity jitter; domain_randomisation adds SynthSeg-style elastic "
+        "deformation, random intensity remapping, bias field, gamma, blur and noise (Billot et al. 2023)",
+    )
+    views: list[str] | None = Field(
+        None, description="views to read (e.g. [sag_t2]); the others are treated as missing; null = all"
+    )
     num_workers: int = Field(0, ge=0)
 
 
@@ -125,6 +133,10 @@ class TrainConfig(_Section):
     lambda_cls: float = Field(0.5, ge=0, description="weight of the grade cross-entropy")
     lambda_txt: float = Field(0.2, ge=0, description="weight of the report token cross-entropy")
     seed: int = 0
+    init_weights: Path | None = Field(
+        None,
+        description="model.safetensors to start from (fine-tuning, e.g. a phantom-trained run's); null = random init",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="mixed precision; only ever used on CUDA")
     deterministic: bool = True

@@ -185,6 +185,8 @@ def build_split_loader(cfg: ExperimentConfig, split: str, train: bool = False) -
         seed=cfg.train.seed,
         num_workers=data.num_workers,
         target_spacing=view_spacing(data),
+        augment_profile=data.augment_profile,
+        views=data.views,
     )
 
 
@@ -227,6 +229,10 @@ def _train_and_evaluate(
     seed_everything(cfg.train.seed, cfg.train.deterministic)
 
     model = build_model_from_config(cfg)
+    if cfg.train.init_weights is not None:  # fine-tuning: same architecture, weights of another run
+        if not Path(cfg.train.init_weights).is_file():
+            raise ConfigError(f"train.init_weights: {cfg.train.init_weights} not found")
+        load_weights(model, cfg.train.init_weights)
     loss = losses.build_loss(cfg.loss.name, **cfg.loss.params)
     history_path = out_dir / "history.csv"
 

@@ -148,3 +148,31 @@ def test_labelled_batch_key_comes_from_the_manifest(tmp_path) -> None:
     assert rows["13"] == [True, False, True, False, False, False]
     assert rows["2"] == [True, True, True, False, False, False]
     assert batch["labelled"].shape == (3, NUM_LABELS)
+
+
+def test_trainer_uses_the_marginal_loss_and_skips_batches_with_nothing_to_learn(tmp_path) -> None:
+    """Segmentation-only data with the grade/report terms off: a batch without any mask used to crash ('element 0 of
+    tensors does not require grad'); it is now skipped. Partially labelled batches train through MarginalLoss."""
+    from test_trainer import make_trainer
+
+    def weights(t):  # parameters only (BatchNorm running statistics move in any forward pass in train mode)
+        return {k: v.detach().clone() for k, v in t.model.named_parameters()}
+
+    trainer = make_trainer(tmp_path / "a", lambda_cls=0.0, lambda_txt=0.0, epochs=1)
+    for item in trainer.train_loader.dataset.items:
+        item["mask_valid"] = torch.zeros_like(item["mask_valid"])
+    before = weights(trainer)
+    result = trainer.fit()
+    assert result.history[0]["train/loss"] == 0.0
+    assert all(torch.equal(before[k], v) for k, v in weights(trainer).items())
+
+    trainer = make_trainer(tmp_path / "b", epochs=1)
+    calls = []
+    original = trainer.marginal_loss.forward
+    trainer.marginal_loss.forward = lambda *a: calls.append(a[2].clone()) or original(*a)
+    for item in trainer.train_loader.dataset.items:
+        item["labelled"] = torch.tensor([True, True, True, False, False, False])
+        item["masks"][:, :2] = IGNORE_LABEL
+    result = trainer.fit()
+    assert math.isfinite(result.history[0]["train/seg_loss"]) and calls
+    assert not bool(calls[0][:, 3:].any())

@@ -20,10 +20,14 @@ from monai.transforms import (
     Compose,
     MapTransform,
     Orientationd,
+    Rand2DElasticd,
     RandAdjustContrastd,
     RandAffined,
+    RandBiasFieldd,
     RandFlipd,
     RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandHistogramShiftd,
     RandScaleIntensityd,
     RandShiftIntensityd,
     ResizeWithPadOrCropd,
@@ -295,9 +299,46 @@ def deterministic_transforms(spatial_size: int, spacing: Mapping[str, tuple[floa
     return steps
 
 
-def augmentation_transforms(spatial_size: int) -> list:
+#: Train-time augmentation profiles (``data.augment_profile``).
+AUGMENT_PROFILES: tuple[str, ...] = ("standard", "domain_randomisation")
+
+
+def domain_randomisation_transforms() -> list:
+    """SynthSeg-style appearance randomisation of real or phantom images (Billot et al. 2023), MONAI transforms per
+    view: elastic deformation (image bilinear, mask nearest), a random monotone intensity remapping (histogram shift
+    with 4-12 control points, standing in for per-label random contrast on images without complete label maps), a
+    bias field, gamma in [0.5, 2], blur (0-1.5 px, thick slices) and Gaussian noise."""
+    steps: list = []
+    for view in VIEWS:
+        pair = [image_key(view), mask_key(view)]
+        steps.append(
+            Rand2DElasticd(
+                keys=pair,
+                spacing=(24, 24),
+                magnitude_range=(0.0, 2.0),
+                prob=0.5,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+                allow_missing_keys=True,
+            )
+        )
+    images = [image_key(v) for v in VIEWS]
+    steps += [
+        RandHistogramShiftd(keys=images, num_control_points=(4, 12), prob=0.8, allow_missing_keys=True),
+        RandBiasFieldd(keys=images, coeff_range=(0.0, 0.3), prob=0.5, allow_missing_keys=True),
+        RandAdjustContrastd(keys=images, gamma=(0.5, 2.0), prob=0.5, allow_missing_keys=True),
+        RandGaussianSmoothd(keys=images, sigma_x=(0.0, 1.5), sigma_y=(0.0, 1.5), prob=0.5, allow_missing_keys=True),
+        RandGaussianNoised(keys=images, std=0.05, prob=0.5, allow_missing_keys=True),
+    ]
+    return steps
+
+
+def augmentation_transforms(spatial_size: int, profile: str = "standard") -> list:
     """Train-time augmentation: per view a random affine (same for image and mask, nearest for the mask),
-    left-right flips of axial views only (the sagittal plane has no valid flip), then intensity jitter."""
+    left-right flips of axial views only (the sagittal plane has no valid flip), then intensity jitter; profile
+    ``domain_randomisation`` adds :func:`domain_randomisation_transforms` after the affine."""
+    if profile not in AUGMENT_PROFILES:
+        raise DataError(f"augment profile {profile!r} is unknown; choose one of {', '.join(AUGMENT_PROFILES)}")
     steps: list = []
     for view in VIEWS:
         pair = [image_key(view), mask_key(view)]
@@ -315,6 +356,8 @@ def augmentation_transforms(spatial_size: int) -> list:
         )
         if view_kind(view) == "axial":
             steps.append(RandFlipd(keys=pair, prob=0.5, spatial_axis=1, allow_missing_keys=True))
+    if profile == "domain_randomisation":
+        steps += domain_randomisation_transforms()
     images = [image_key(v) for v in VIEWS]
     steps += [
         RandScaleIntensityd(keys=images, factors=0.1, prob=0.5, allow_missing_keys=True),
@@ -369,11 +412,15 @@ class AssembleCased(Transform):
 
 
 def build_case_transform(
-    spatial_size: int, spacing: Mapping[str, tuple[float, float]], augment: bool, seed: int = 0
+    spatial_size: int,
+    spacing: Mapping[str, tuple[float, float]],
+    augment: bool,
+    seed: int = 0,
+    augment_profile: str = "standard",
 ) -> Compose:
     """The whole chain of one case; MONAI's CacheDataset caches it up to the first random transform."""
     steps = deterministic_transforms(spatial_size, spacing)
     if augment:
-        steps += augmentation_transforms(spatial_size)
+        steps += augmentation_transforms(spatial_size, augment_profile)
     steps.append(AssembleCased(spatial_size, spacing))
     return Compose(steps).set_random_state(seed=seed)

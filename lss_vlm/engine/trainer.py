@@ -209,6 +209,9 @@ class Trainer:
             raise TrainingDiverged(
                 f"non-finite loss at epoch {epoch}, step {step}: total={float(total.detach())}, {terms}"
             )
+        values = {"loss": total, "seg_loss": seg, "cls_loss": cls, "txt_loss": txt}
+        if not total.requires_grad:  # nothing to learn from this batch (no mask, no grade, no report): no step
+            return {f"train/{name}": float(value.detach()) for name, value in values.items()}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if s.grad_clip:
@@ -218,7 +221,6 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.loss.on_step_end()
-        values = {"loss": total, "seg_loss": seg, "cls_loss": cls, "txt_loss": txt}
         return {f"train/{name}": float(value.detach()) for name, value in values.items()}
 
     def _objective_terms(self, batch: dict[str, Any], epoch: int) -> tuple[torch.Tensor, ...]:
