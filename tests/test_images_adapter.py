@@ -200,3 +200,15 @@ def test_nifti_adapter_reports_a_view_train_would_reject_at_prepare_time(tmp_pat
     with pytest.raises(DataError, match=r"no usable case.*src/slice\.nii\.gz.*normal") as info:
         prepare_dataset("nifti", src, tmp_path / "out")
     assert "cases/c1" not in str(info.value)
+
+
+def test_cases_csv_sets_patient_dataset_and_labelled_classes_per_case(tmp_path) -> None:
+    root = _copy_fixtures(tmp_path)
+    (root / "cases.csv").write_text('case_id,patient_id,dataset,labelled_classes\n13,p7,mit,ivd\n2,p7,mit,""\n')
+    result = _prepare(root, tmp_path / "out", labels=MIT_LABELS, labelled_classes="disc,vertebral_body")
+    df = read_manifest(result.manifest).set_index("case_id")
+    assert df.loc["13", "labelled_classes"] == "disc"  # alias ivd, per-case value wins over the option
+    assert df.loc["2", "labelled_classes"] == "vertebral_body,disc"  # empty cell: the option applies
+    assert df.loc["13", "patient_id"] == df.loc["2", "patient_id"] == "p7"
+    assert df.loc["13", "split"] == df.loc["2", "split"]  # one patient, one split
+    assert df.loc["0", "dataset"] == "images" and df.loc["13", "dataset"] == "mit"
