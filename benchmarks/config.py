@@ -95,15 +95,48 @@ class PhantomConfig(_Section):
         return options
 
 
+class FieldOfViewConfig(_Section):
+    """Field of view (mm, square) that ``spatial_size`` pixels cover per view type, when ``target_spacing`` is null.
+
+    Defaults: sagittal 205 mm (L1 to S1 of an adult with margin), axial 110 mm (vertebral body to spinous process).
+    Real sagittal scans are often 300-400 mm wide: a structure outside the field of view is cropped away, with a
+    warning that counts the labelled pixels lost.
+    """
+
+    sagittal: float = Field(205.0, gt=0, description="sagittal field of view in mm")
+    axial: float = Field(110.0, gt=0, description="axial field of view in mm")
+
+
+class TargetSpacingConfig(_Section):
+    """In-plane pixel size (mm) views are resampled to, per view type; null = field of view / spatial_size."""
+
+    sagittal: float | None = Field(None, gt=0, description="sagittal mm per pixel; null = fov_mm.sagittal / size")
+    axial: float | None = Field(None, gt=0, description="axial mm per pixel; null = fov_mm.axial / size")
+
+
 class DataConfig(_Section):
-    """Where the cases come from and how they are batched. ``manifest`` wins over ``phantom`` when set."""
+    """Where the cases come from and how they are batched. ``manifest`` wins over ``phantom`` when set.
+
+    Geometry: each view is resampled to ``target_spacing`` mm per pixel (default ``fov_mm / spatial_size``) and then
+    centre-cropped or padded to ``spatial_size`` pixels, so ``spatial_size x target_spacing`` is the field of view.
+    """
 
     manifest: Path | None = Field(None, description="manifest.csv of a prepared dataset; null = use the phantom")
     phantom: PhantomConfig = Field(default_factory=PhantomConfig)
     cache_dir: Path | None = Field(None, description=f"phantom cache folder; null = {DEFAULT_CACHE_DIR}")
     spatial_size: int = Field(64, ge=16, le=1024, description="views are resampled to this square size")
+    fov_mm: FieldOfViewConfig = Field(default_factory=FieldOfViewConfig)
+    target_spacing: TargetSpacingConfig = Field(default_factory=TargetSpacingConfig)
     batch_size: int = Field(4, ge=1, le=4096)
     augment: bool = Field(True, description="random training augmentation (MONAI)")
+    augment_profile: Literal["standard", "domain_randomisation"] = Field(
+        "standard",
+        description="standard = affine + mild intensity jitter; domain_randomisation adds SynthSeg-style elastic "
+        "deformation, random intensity remapping, bias field, gamma, blur and noise (Billot et al. 2023)",
+    )
+    views: list[str] | None = Field(
+        None, description="views to read (e.g. [sag_t2]); the others are treated as missing; null = all"
+    )
     num_workers: int = Field(0, ge=0, le=256)
 
 
@@ -143,6 +176,10 @@ class TrainConfig(_Section):
     lambda_cls: float = Field(0.5, ge=0, le=1000, description="weight of the grade cross-entropy")
     lambda_txt: float = Field(0.2, ge=0, le=1000, description="weight of the report token cross-entropy")
     seed: int = Field(0, ge=0)
+    init_weights: Path | None = Field(
+        None,
+        description="model.safetensors to start from (fine-tuning, e.g. a phantom-trained run's); null = random init",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="mixed precision; only ever used on CUDA")
     deterministic: bool = True

@@ -499,6 +499,25 @@ def unscored_notes(board: Leaderboard) -> list[str]:
     return lines
 
 
+def scored_cases_note(board: Leaderboard) -> str | None:
+    """How many test images scored each class (``n/<class>`` of the runs; partial labels score a class only where it
+    is annotated, and ``dice_macro`` averages only the classes that were scored). None without segmentation."""
+    done = [r for r in board.runs if r.completed and any(k.startswith("n/") for k in r.metrics)]
+    if not done:
+        return None
+    counts = {
+        k[2:]: int(max(r.metrics.get(k, 0.0) for r in done))
+        for k in done[0].metrics
+        if k.startswith("n/") and math.isfinite(done[0].metrics[k])
+    }
+    if not counts:
+        return None
+    shown = ", ".join(f"{name} {n}" for name, n in counts.items())
+    unscored = [name for name, n in counts.items() if n == 0]
+    tail = f"; not scored (left out of Dice macro): {', '.join(unscored)}" if unscored else ""
+    return f"Test images scored per class: {shown}{tail}."
+
+
 def notes(board: Leaderboard) -> list[str]:
     """Footnotes explaining the statistics, what was not scored, and the failed runs."""
     n_seeds = max((int(v) for v in board.table["n_seeds"]), default=0)
@@ -533,6 +552,9 @@ def notes(board: Leaderboard) -> list[str]:
     lines += unscored_notes(board)
     lines += collapse_notes(board)
     lines += board.problems
+    scored = scored_cases_note(board)
+    if scored is not None:
+        lines.append(scored)
     for r in board.failed_runs:
         lines.append(f"{r.status.upper()} run {r.loss} seed{r.seed}: {r.reason}")
     return lines

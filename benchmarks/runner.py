@@ -142,20 +142,39 @@ def run_experiment(
     return metrics
 
 
-def evaluate_run(run_dir: str | Path, split: str | None = None) -> dict[str, float]:
-    """Re-score a finished run's ``model.safetensors`` on ``split`` (default: the config's ``eval.split``).
+def evaluate_run(
+    run_dir: str | Path,
+    split: str | None = None,
+    manifest: str | Path | None = None,
+    out: str | Path | None = None,
+) -> dict[str, float]:
+    """Re-score a finished run's ``model.safetensors`` on ``split`` (default: the config's ``eval.split``; ``"all"``
+    = every case of the manifest).
 
-    The config's split writes into the run directory itself; another split writes into ``run_dir/eval_<split>/``.
+    ``manifest``: score on another prepared dataset (cross-dataset evaluation) with the run's preprocessing
+    (spatial size, target spacing); the run's files are never modified. ``out``: where ``metrics.json``,
+    ``per_case.csv``, ... go. Without ``out``, the config's split on the run's own data rewrites the run directory's
+    results; any other evaluation writes into ``run_dir/eval_<split>/`` (``eval_<dataset folder>_<split>/`` for
+    another manifest).
     """
     from .evaluation import evaluate_model
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    model, device = load_trained_model(run_dir, cfg)
     split = split or cfg.eval.split
+    if manifest is not None:
+        manifest = Path(manifest)
+        if not manifest.is_file():
+            raise ConfigError(f"--manifest {manifest}: file not found")
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifest": manifest})})
     loader = build_split_loader(cfg, split)
-    if split != cfg.eval.split:
-        return evaluate_model(model, loader, cfg, run_dir / f"eval_{split}", device)
+    model, device = load_trained_model(run_dir, cfg)
+    if out is not None or manifest is not None or split != cfg.eval.split:
+        if out is None:
+            out = run_dir / (
+                f"eval_{manifest.resolve().parent.name}_{split}" if manifest is not None else f"eval_{split}"
+            )
+        return evaluate_model(model, loader, cfg, Path(out), device)
     previous = run_dir / "metrics.json"
     summary = read_json_mapping(previous) if previous.is_file() else {}
     metrics = evaluate_model(model, loader, cfg, run_dir, device)
@@ -185,7 +204,18 @@ def build_split_loader(cfg: ExperimentConfig, split: str, train: bool = False) -
         shuffle=train,
         seed=cfg.train.seed,
         num_workers=data.num_workers,
+        target_spacing=view_spacing(data),
+        augment_profile=data.augment_profile,
+        views=data.views,
     )
+
+
+def view_spacing(data: Any) -> dict[str, float]:
+    """mm per pixel per view type of a data config: ``target_spacing`` or ``fov_mm / spatial_size``."""
+    return {
+        kind: getattr(data.target_spacing, kind) or getattr(data.fov_mm, kind) / data.spatial_size
+        for kind in ("sagittal", "axial")
+    }
 
 
 def load_trained_model(run_dir: Path, cfg: ExperimentConfig) -> tuple[torch.nn.Module, torch.device]:
@@ -219,6 +249,10 @@ def _train_and_evaluate(
     seed_everything(cfg.train.seed, cfg.train.deterministic)
 
     model = build_model_from_config(cfg)
+    if cfg.train.init_weights is not None:  # fine-tuning: same architecture, weights of another run
+        if not Path(cfg.train.init_weights).is_file():
+            raise ConfigError(f"train.init_weights: {cfg.train.init_weights} not found")
+        load_weights(model, cfg.train.init_weights)
     loss = losses.build_loss(cfg.loss.name, **cfg.loss.params)
     history_path = out_dir / "history.csv"
 

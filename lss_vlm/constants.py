@@ -20,6 +20,8 @@ LABELS: tuple[str, ...] = (
 NUM_LABELS = len(LABELS)
 FOREGROUND_LABELS: tuple[str, ...] = LABELS[1:]
 LABEL_INDEX: dict[str, int] = {name: i for i, name in enumerate(LABELS)}
+#: Mask value of "not annotated" pixels in prepared masks and batches: no loss gradient, never scored.
+IGNORE_LABEL = 255
 
 #: Lumbar disc levels, cranial to caudal. Index = position in the grade vector.
 LEVELS: tuple[str, ...] = ("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1")

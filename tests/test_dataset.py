@@ -35,8 +35,10 @@ def test_batch_follows_the_contract(tiny_phantom: Path) -> None:
     loader = build_dataloader(tiny_phantom, "train", spatial_size=48, batch_size=3)
     batch = next(iter(loader))
     assert set(batch) == {
-        "case_id", "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "reports", "clinical"
+        "case_id", "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "reports", "clinical",
+        "labelled",
     }  # fmt: skip
+    assert batch["labelled"].dtype == torch.bool and bool(batch["labelled"].all())  # phantom: every class labelled
     assert batch["views"].shape == (3, V, 1, 48, 48) and batch["views"].dtype == torch.float32
     assert batch["masks"].shape == (3, V, 48, 48) and batch["masks"].dtype == torch.int64
     assert batch["mask_valid"].shape == batch["view_valid"].shape == (3, V) and batch["mask_valid"].dtype == torch.bool

@@ -4,29 +4,37 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "score a trained run on a split (metrics.json, per_case.csv, reports.jsonl)"
+HELP = "score a trained run on a split or on another dataset (metrics.json, per_case.csv, reports.jsonl)"
 DESCRIPTION = """Re-score the model.safetensors of a trained run directory on a split.
 
 The config's evaluation split (test by default) rewrites metrics.json, per_case.csv, reports.jsonl,
 confusion_matrix.csv and overlay.png in the run directory; another split writes them into RUN_DIR/eval_<split>/.
+--manifest scores the run on another prepared dataset (same preprocessing as the run) without touching the run:
+results go to --out (default RUN_DIR/eval_<dataset folder>_<split>/). --split all scores every case.
 
 examples:
   lss-bench evaluate runs/phantom_quick-dice-seed0
   lss-bench evaluate runs/phantom_quick-dice-seed0 --split val
+  lss-bench evaluate runs/sim2real --manifest data/vert/manifest.csv --split all --out results/sim2real_on_vert
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'lss-bench train'")
     parser.add_argument(
-        "--split", choices=("train", "val", "test"), default=None, help="split to score (default: the config's, test)"
+        "--split",
+        choices=("train", "val", "test", "all"),
+        default=None,
+        help="split to score (default: the config's, test); all = every case",
     )
+    parser.add_argument("--manifest", default=None, metavar="M", help="score on this prepared dataset's manifest.csv")
+    parser.add_argument("--out", default=None, metavar="DIR", help="folder of the result files")
 
 
 def run(args: argparse.Namespace) -> int:
     from benchmarks.commands.train import _headline
     from benchmarks.runner import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.split)
+    metrics = evaluate_run(args.run_dir, args.split, manifest=args.manifest, out=args.out)
     print(_headline(metrics))
     return 0

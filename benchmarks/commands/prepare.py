@@ -6,7 +6,7 @@ import argparse
 
 from benchmarks.commands import seed_int
 
-HELP = "convert a real dataset (nifti, rsna2024, spider, mendeley) into views + manifest.csv"
+HELP = "convert a real dataset (nifti, images, rsna2024, spider, mendeley) into views + manifest.csv"
 
 DESCRIPTION = """\
 Convert a real dataset into 2D NIfTI views (sagittal T1/T2 + one axial T2 per disc level) and the manifest.csv
@@ -19,6 +19,11 @@ datasets:
             cells point to 2D/3D NIfTI, .mha or DICOM in any orientation/spacing; 3D images are cut through the
             middle of the view's plane. Optional grade_*, area_*, reports, clinical columns. --labels maps your
             mask values to ours, e.g. --labels 'disc=2,canal=3,vertebra=1'.
+  images    2D slices in display orientation: --root DIR with images/<case>.png|.npy|.nii(.gz) and
+            masks/<case>.<ext> (optional cases.csv: case_id, patient_id, dataset, labelled_classes). Rows run
+            superior->inferior, columns anterior->posterior (sagittal) or patient right->left (axial); the affine is
+            written from --view and --pixel-spacing. Bad input (shape mismatch, unmapped mask value, 3D file, bad
+            spacing, unknown class) stops with one error line.
   rsna2024  RSNA 2024 Lumbar Spine Degenerative Classification (Kaggle): train.csv, train_label_coordinates.csv,
             train_series_descriptions.csv, train_images/<study>/<series>/<instance>.dcm. Grades from
             spinal_canal_stenosis_* (Normal/Mild->0, Moderate->2, Severe->3), reports from the grades, level points
@@ -34,12 +39,15 @@ examples:
   lss-bench prepare rsna2024 --root ~/data/rsna-2024-lumbar-spine --out data/rsna
   lss-bench prepare spider --root ~/data/spider --out data/spider --seed 1
   lss-bench prepare nifti --root ~/data/mine/manifest.csv --out data/mine --labels 'disc=2,canal=3'
+  lss-bench prepare images --root ~/data/vertebrae --out data/vert --view sag_t2 --pixel-spacing 1.2 \
+      --labels 'disc=1,vertebra=2' --labelled-classes disc,vertebral_body --absent-means-unlabelled
 """
 
 LABELS_HELP = (
     "map source mask values to our labels: 'NAME=VALUE[,NAME=LOW-HIGH...]' with NAME one of background, "
     "vertebral_body, disc, thecal_sac, posterior_elements, ligamentum_flavum (aliases: vertebra, ivd, canal, pe, lf); "
-    "unlisted values become background (nifti, spider, mendeley)"
+    "ignore=V marks not-annotated pixels; unlisted values become background (nifti, spider, mendeley) or are an "
+    "error (images)"
 )
 
 
@@ -47,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "dataset",
         metavar="DATASET",
-        choices=["nifti", "rsna2024", "spider", "mendeley"],
-        help="nifti | rsna2024 | spider | mendeley (see above)",
+        choices=["nifti", "images", "rsna2024", "spider", "mendeley"],
+        help="nifti | images | rsna2024 | spider | mendeley (see above)",
     )
     parser.add_argument("--root", required=True, metavar="DIR", help="the dataset as downloaded (nifti: a CSV or DIR)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must be new or empty)")
@@ -65,11 +73,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--pixel-spacing",
-        type=float,
         default=None,
         metavar="MM",
-        help="mendeley only: pixel size of PNG/TIF slices, which carry no geometry (default 0.6875)",
+        help="images (required; MM or ROW_MM,COL_MM) and mendeley (default 0.6875): pixel size of files that carry "
+        "no geometry",
     )
+    parser.add_argument("--view", default=None, help="images only: the view the slices are (default sag_t2)")
+    parser.add_argument(
+        "--labelled-classes",
+        default=None,
+        metavar="NAMES",
+        help="images only: classes the masks annotate, e.g. disc,vertebral_body (default: all); the others are "
+        "merged with background by the loss and not scored",
+    )
+    parser.add_argument(
+        "--ignore-label",
+        type=int,
+        default=None,
+        metavar="V",
+        help="mask value of not-annotated pixels (default 255): no loss gradient, never scored",
+    )
+    parser.add_argument(
+        "--absent-means-unlabelled",
+        action="store_true",
+        help="images only: a listed class with no pixel in a case's mask is not annotated in that case",
+    )
+    parser.add_argument("--dataset-name", default=None, help="images only: the manifest's dataset column")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -88,9 +117,31 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--normal-mild-grade applies to rsna2024 only")
         options["normal_mild_grade"] = args.normal_mild_grade
     if args.pixel_spacing is not None:
-        if args.dataset != "mendeley":
-            raise ConfigError("--pixel-spacing applies to mendeley only (the other datasets carry their geometry)")
+        if args.dataset not in ("mendeley", "images"):
+            raise ConfigError("--pixel-spacing applies to images and mendeley only (the others carry their geometry)")
         options["pixel_spacing"] = args.pixel_spacing
+        if args.dataset == "mendeley":
+            from lss_vlm.data.adapters.images import parse_pixel_spacing
+
+            row_mm, col_mm = parse_pixel_spacing(args.pixel_spacing)
+            if row_mm != col_mm:
+                raise ConfigError(f"--pixel-spacing {args.pixel_spacing!r}: mendeley takes one square pixel size")
+            options["pixel_spacing"] = row_mm
+    images_only = {
+        "view": args.view,
+        "labelled_classes": args.labelled_classes,
+        "absent_means_unlabelled": args.absent_means_unlabelled or None,
+        "dataset_name": args.dataset_name,
+    }
+    for key, value in images_only.items():
+        if value is not None:
+            if args.dataset != "images":
+                raise ConfigError(f"--{key.replace('_', '-')} applies to images only")
+            options[key] = value
+    if args.ignore_label is not None:
+        if args.dataset != "images":
+            raise ConfigError("--ignore-label applies to images only (use ignore=V in --labels for the others)")
+        options["ignore_label"] = args.ignore_label
     result = prepare_dataset(
         args.dataset,
         args.root,

@@ -16,7 +16,11 @@ key             type                        meaning
 ``spacing``     float32 ``[B, V, 2]``        mm per pixel (row, col) after resampling
 ``reports``     ``list[list[str]]``          reference reports
 ``clinical``    float32 ``[B, 6]``           age, sex, BMI, symptom months, claudication, ODI; NaN unknown
+``labelled``    bool ``[B, C]``              classes annotated in the case's masks (``labelled_classes``; all True
+                                            when the cell is empty; background always True)
 ==============  ==========================  =====================================================================
+
+Mask pixels equal to :data:`~lss_vlm.constants.IGNORE_LABEL` (255) are not annotated: no loss gradient, never scored.
 
 Every file is read and checked when the dataset is built, so a bad file fails before training starts.
 """
@@ -35,11 +39,18 @@ from monai.data import CacheDataset, DataLoader, Dataset
 
 from ..constants import CLINICAL_COLUMNS, LEVELS, MISSING_GRADE, VIEWS, level_key
 from ..errors import DataError
-from .manifest import parse_reports, read_manifest, resolve, select_split
-from .transforms import LoadCaseViewsd, build_case_transform, image_key, mask_key, resolve_target_spacing
+from .manifest import LABELLED_COLUMN, parse_labelled_classes, parse_reports, read_manifest, resolve, select_split
+from .transforms import (
+    LoadCaseViewsd,
+    PadOrCropWithWarningd,
+    build_case_transform,
+    image_key,
+    mask_key,
+    resolve_target_spacing,
+)
 
 TENSOR_KEYS: tuple[str, ...] = (
-    "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "clinical"
+    "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "clinical", "labelled"
 )  # fmt: skip
 
 
@@ -71,6 +82,7 @@ def case_records(df: pd.DataFrame, manifest_dir: str | os.PathLike[str], source:
         record["grades"], record["areas"] = grades, areas
         record["reports"] = parse_reports(row.get("reports"), f"{source}: case {case_id}")
         record["clinical"] = [_number(row.get(c), c, case_id, source) for c in CLINICAL_COLUMNS]
+        record["labelled"] = list(parse_labelled_classes(row.get(LABELLED_COLUMN), f"{source}: case {case_id}"))
         records.append(record)
     return records
 
@@ -107,23 +119,41 @@ def build_dataset(
     cache: bool = True,
     seed: int = 0,
     target_spacing: float | Sequence[float] | Mapping[str, Any] | None = None,
+    augment_profile: str = "standard",
+    views: Sequence[str] | None = None,
 ) -> Dataset:
     """The cases of one split as a MONAI dataset of batch-contract items (see the module docstring).
 
     ``target_spacing``: in-plane mm per pixel after resampling (see :func:`resolve_target_spacing`; default: a
     205 mm sagittal / 110 mm axial field of view on ``spatial_size`` pixels). ``cache=True`` keeps the decoded,
     resampled views in memory (MONAI ``CacheDataset``); augmentation runs on top of the cache.
+    ``augment_profile``: ``standard`` or ``domain_randomisation`` (:data:`~lss_vlm.data.transforms.AUGMENT_PROFILES`).
+    ``views``: read only these views (the others are treated as missing); ``None`` = all.
     """
     if int(spatial_size) < 8:
         raise DataError(f"spatial_size must be at least 8 pixels, got {spatial_size}")
     manifest_path = Path(manifest_path)
     df = select_split(read_manifest(manifest_path), split, source=str(manifest_path))
     records = case_records(df, manifest_path.parent, source=str(manifest_path))
+    if views is not None:
+        unknown = sorted(set(views) - set(VIEWS))
+        if unknown:
+            raise DataError(f"unknown view(s) {', '.join(unknown)}; expected some of {', '.join(VIEWS)}")
+        for record in records:
+            for view in set(VIEWS) - set(views):
+                record[image_key(view)] = record[mask_key(view)] = None
+        records = [r for r in records if any(r[image_key(v)] is not None for v in views)]
+        if not records:
+            raise DataError(f"{manifest_path}: no case of split {split!r} has any of the views {', '.join(views)}")
     spacing = resolve_target_spacing(int(spatial_size), target_spacing)
-    transform = build_case_transform(int(spatial_size), spacing, augment, seed)
+    transform = build_case_transform(int(spatial_size), spacing, augment, seed, augment_profile)
     try:
+        cropper = next(t for t in transform.transforms if isinstance(t, PadOrCropWithWarningd))
         if cache:
-            return SequentialCacheDataset(records, transform, cache_rate=1.0, progress=False)
+            dataset = SequentialCacheDataset(records, transform, cache_rate=1.0, progress=False)
+            cropper.warn()  # one warning that counts the labelled pixels the field of view crops away
+            return dataset
+        cropper.warn_each = True
         loader = LoadCaseViewsd(VIEWS)
         for record in records:  # validate every file now, not in the middle of an epoch
             loader(record)
@@ -157,12 +187,16 @@ def build_dataloader(
     seed: int = 0,
     num_workers: int = 0,
     target_spacing: float | Sequence[float] | Mapping[str, Any] | None = None,
+    augment_profile: str = "standard",
+    views: Sequence[str] | None = None,
 ) -> DataLoader:
     """A data loader over one split of a manifest, yielding batch dicts (module docstring). Deterministic given
     ``seed`` (shuffling and augmentation)."""
     if int(batch_size) < 1:
         raise DataError(f"batch_size must be ≥ 1, got {batch_size}")
-    dataset = build_dataset(manifest_path, split, spatial_size, augment, cache, seed, target_spacing)
+    dataset = build_dataset(
+        manifest_path, split, spatial_size, augment, cache, seed, target_spacing, augment_profile, views
+    )
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     return DataLoader(

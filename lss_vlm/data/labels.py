@@ -4,6 +4,10 @@ The text form is ``'NAME=VALUES,NAME=VALUES,...'`` where NAME is one of our labe
 (:data:`LABEL_ALIASES`, e.g. ``canal`` → ``thecal_sac``) and VALUES is a source value ``7`` or an inclusive range
 ``201-225``. A name may appear several times. Source values that are not listed become background (0).
 Example: ``--labels 'disc=2,canal=3'`` maps source value 2 to ``disc`` and 3 to ``thecal_sac``.
+
+The name ``ignore`` marks source values of pixels that are not annotated (``ignore=255``); they become
+:data:`~lss_vlm.constants.IGNORE_LABEL` in prepared masks, get no loss gradient and are never scored. The source value
+:data:`DEFAULT_IGNORE_VALUE` (255) is an ignore value unless it is mapped to a label.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..constants import LABEL_INDEX, LABELS
+from ..constants import IGNORE_LABEL, LABEL_INDEX, LABELS
 from ..errors import ConfigError, DataError
 
 #: Accepted synonyms of our label names in a label mapping.
@@ -38,11 +42,16 @@ LABEL_ALIASES: dict[str, str] = {
 #: Bounding it keeps a range like ``disc=0-999999999`` from being expanded into a billion-entry table.
 MASK_VALUE_MIN, MASK_VALUE_MAX = -(2**15), 2**16 - 1
 
+#: Source mask value read as "not annotated" when no other ignore value is given.
+DEFAULT_IGNORE_VALUE = 255
 
-def label_index(name: str) -> int:
-    """Index of one of our labels given its name or an alias."""
+
+def label_index(name: str, allow_ignore: bool = False) -> int:
+    """Index of one of our labels given its name or an alias (``ignore`` → :data:`IGNORE_LABEL` if allowed)."""
     key = name.strip().lower().replace(" ", "_").replace("-", "_")
     key = LABEL_ALIASES.get(key, key)
+    if allow_ignore and key == "ignore":
+        return IGNORE_LABEL
     if key not in LABEL_INDEX:
         raise ConfigError(
             f"unknown label {name!r} in the label mapping; expected one of {', '.join(LABELS)} "
@@ -58,7 +67,7 @@ def parse_label_mapping(text: str) -> dict[int, int]:
         name, sep, values = item.partition("=")
         if not sep or not values.strip() or not name.strip():
             raise ConfigError(f"label mapping item {item!r} must look like NAME=VALUE or NAME=LOW-HIGH (e.g. disc=2)")
-        target = label_index(name)
+        target = label_index(name, allow_ignore=True)
         low, dash, high = values.strip().partition("-")
         try:
             first, last = int(low), int(high) if dash else int(low)
@@ -74,7 +83,8 @@ def parse_label_mapping(text: str) -> dict[int, int]:
         for value in range(first, last + 1):
             if value in mapping and mapping[value] != target:
                 raise ConfigError(
-                    f"label mapping maps source value {value} twice ({LABELS[mapping[value]]} and {LABELS[target]})"
+                    f"label mapping maps source value {value} twice "
+                    f"({_label_name(mapping[value])} and {_label_name(target)})"
                 )
             mapping[value] = target
     if not mapping:
@@ -82,10 +92,25 @@ def parse_label_mapping(text: str) -> dict[int, int]:
     return mapping
 
 
-def apply_label_mapping(mask: np.ndarray, mapping: Mapping[int, int] | None, where: str = "mask") -> np.ndarray:
-    """Our labels (uint8) of a source mask. ``None`` = the mask already uses our values (checked: 0-5 only).
+def _label_name(index: int) -> str:
+    return "ignore" if index == IGNORE_LABEL else LABELS[index]
 
-    With a mapping, unlisted source values become background.
+
+def apply_label_mapping(
+    mask: np.ndarray,
+    mapping: Mapping[int, int] | None,
+    where: str = "mask",
+    ignore_value: int | None = DEFAULT_IGNORE_VALUE,
+    strict: bool = False,
+) -> np.ndarray:
+    """Our labels (uint8) of a source mask ``[...]`` (any shape; values must be integers).
+
+    * ``mapping=None``: the mask already uses our values (checked: 0-5, or ``ignore_value``).
+    * with a mapping: listed values become their label; ``ignore_value`` (unless mapped) becomes
+      :data:`IGNORE_LABEL`; 0 is background; other values become background, or raise :class:`DataError` when
+      ``strict`` (the ``images`` adapter: an unmapped value is almost always a forgotten ``--labels`` item).
+
+    Raises :class:`DataError` naming ``where`` and the offending value.
     """
     values = np.unique(mask)
     if np.any(values != np.round(values)):
@@ -95,16 +120,32 @@ def apply_label_mapping(mask: np.ndarray, mapping: Mapping[int, int] | None, whe
         )
     mask = mask.astype(np.int64)
     if mapping is None:
-        bad = [int(v) for v in values if not 0 <= v < len(LABELS)]
+        bad = [int(v) for v in values if not 0 <= v < len(LABELS) and v != ignore_value]
         if bad:
             raise DataError(
-                f"{where}: mask value(s) {bad[:5]} are not labels 0-{len(LABELS) - 1}; "
-                "pass --labels (e.g. 'disc=2,canal=3') to map the source values"
+                f"{where}: mask value(s) {bad[:5]} are not labels 0-{len(LABELS) - 1}"
+                + (f" nor the ignore value {ignore_value}" if ignore_value is not None else "")
+                + "; pass --labels (e.g. 'disc=2,canal=3') to map the source values"
             )
-        return mask.astype(np.uint8)
+        out = mask.astype(np.uint8)
+        if ignore_value is not None:
+            out[mask == ignore_value] = IGNORE_LABEL
+        return out
     out = np.zeros(mask.shape, dtype=np.uint8)
     for source in values:
-        target = mapping.get(int(source), 0)
+        source = int(source)
+        if source in mapping:
+            target = mapping[source]
+        elif source == ignore_value:
+            target = IGNORE_LABEL
+        elif source == 0 or not strict:
+            target = 0
+        else:
+            listed = ", ".join(f"{_label_name(t)}={v}" for v, t in sorted(mapping.items())[:6])
+            raise DataError(
+                f"{where}: mask value {source} is neither mapped by --labels ({listed}) nor the ignore value "
+                f"{ignore_value}; add it to --labels (e.g. 'disc={source}') or pass --ignore-label {source}"
+            )
         if target:
             out[mask == source] = target
     return out

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..constants import CLINICAL_COLUMNS, LEVELS, MISSING_GRADE, NUM_GRADES, VIEWS, level_key
+from ..constants import CLINICAL_COLUMNS, LABEL_INDEX, LABELS, LEVELS, MISSING_GRADE, NUM_GRADES, VIEWS, level_key
 from ..errors import DataError
 from ..io import atomic_path
 
@@ -41,7 +41,10 @@ MASK_COLUMNS: tuple[str, ...] = tuple(f"seg_{v}" for v in VIEWS)
 GRADE_COLUMNS: tuple[str, ...] = tuple(f"grade_{level_key(lv)}" for lv in LEVELS)
 AREA_COLUMNS: tuple[str, ...] = tuple(f"area_{level_key(lv)}" for lv in LEVELS)
 REQUIRED_COLUMNS: tuple[str, ...] = ID_COLUMNS + IMAGE_COLUMNS
-OPTIONAL_COLUMNS: tuple[str, ...] = MASK_COLUMNS + GRADE_COLUMNS + AREA_COLUMNS + ("reports",) + CLINICAL_COLUMNS
+LABELLED_COLUMN = "labelled_classes"
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    MASK_COLUMNS + GRADE_COLUMNS + AREA_COLUMNS + ("reports",) + CLINICAL_COLUMNS + (LABELLED_COLUMN,)
+)
 KNOWN_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 META_PREFIX = "meta_"
 
@@ -53,7 +56,9 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise DataError(f"{path}: manifest not found")
     try:
         df = pd.read_csv(
-            path, dtype={"case_id": str, "patient_id": str, "split": str, "dataset": str}, keep_default_na=True
+            path,
+            dtype={"case_id": str, "patient_id": str, "split": str, "dataset": str, LABELLED_COLUMN: str},
+            keep_default_na=True,
         )
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: manifest is empty (no header, no cases)") from None
@@ -100,6 +105,28 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> None:
     if "reports" in df.columns:
         for case_id, cell in zip(df["case_id"], df["reports"]):
             parse_reports(cell, f"{source}: case {case_id}")
+    if LABELLED_COLUMN in df.columns:
+        for case_id, cell in zip(df["case_id"], df[LABELLED_COLUMN]):
+            parse_labelled_classes(cell, f"{source}: case {case_id}")
+
+
+def parse_labelled_classes(cell: object, where: str = LABELLED_COLUMN) -> tuple[bool, ...]:
+    """Which labels a case annotates, as one bool per label of :data:`~lss_vlm.constants.LABELS`.
+
+    ``cell`` is the ``labelled_classes`` cell: comma-separated label names (``"disc,vertebral_body"``); an empty cell
+    means every label. Background is always annotated. Raises :class:`DataError` on an unknown name.
+    """
+    if cell is None or (isinstance(cell, float) and pd.isna(cell)) or str(cell).strip() == "":
+        return (True,) * len(LABELS)
+    names = [n.strip() for n in str(cell).split(",") if n.strip()]
+    unknown = [n for n in names if n not in LABEL_INDEX]
+    if unknown:
+        raise DataError(
+            f"{where}: column {LABELLED_COLUMN} names unknown class {unknown[0]!r}; "
+            f"expected comma-separated names from {', '.join(LABELS[1:])}"
+        )
+    chosen = {LABEL_INDEX[n] for n in names} | {0}
+    return tuple(i in chosen for i in range(len(LABELS)))
 
 
 def parse_reports(cell: object, where: str = "reports") -> list[str]:
@@ -116,10 +143,11 @@ def parse_reports(cell: object, where: str = "reports") -> list[str]:
 
 
 def select_split(df: pd.DataFrame, split: str, source: str = "manifest") -> pd.DataFrame:
-    """Rows of one split; a split with no cases is an error (a benchmark on zero cases means nothing)."""
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    rows = df[df["split"] == split]
+    """Rows of one split (``"all"``: every row); a split with no cases is an error (a benchmark on zero cases means
+    nothing)."""
+    if split not in SPLITS + ("all",):
+        raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)} or all")
+    rows = df if split == "all" else df[df["split"] == split]
     if rows.empty:
         raise DataError(f"{source}: split {split!r} has no cases")
     return rows.reset_index(drop=True)

@@ -7,6 +7,7 @@ anterior→posterior; axial rows run anterior→posterior and columns patient ri
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,14 @@ from monai.transforms import (
     Compose,
     MapTransform,
     Orientationd,
+    Rand2DElasticd,
     RandAdjustContrastd,
     RandAffined,
+    RandBiasFieldd,
     RandFlipd,
     RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandHistogramShiftd,
     RandScaleIntensityd,
     RandShiftIntensityd,
     ResizeWithPadOrCropd,
@@ -33,7 +38,7 @@ from monai.transforms import (
     Transform,
 )
 
-from ..constants import NUM_LABELS, VIEWS
+from ..constants import IGNORE_LABEL, NUM_LABELS, VIEWS
 from ..errors import DataError
 
 #: Orientation codes (nibabel convention: direction of increasing index) of (rows, columns, slice).
@@ -140,10 +145,15 @@ def read_view(
     if not np.isfinite(labels).all():
         raise DataError(f"{mask_path}: mask has NaN/infinite voxels")
     values = np.unique(labels)
-    bad_values = values[(values != np.round(values)) | (values < 0) | (values >= NUM_LABELS)]
+    bad_values = values[
+        (values != np.round(values)) | (values < 0) | ((values >= NUM_LABELS) & (values != IGNORE_LABEL))
+    ]
     if bad_values.size:
         shown = ", ".join(f"{v:g}" for v in bad_values[:5])
-        raise DataError(f"{mask_path}: mask has label value(s) {shown} outside the label set 0-{NUM_LABELS - 1}")
+        raise DataError(
+            f"{mask_path}: mask has label value(s) {shown} outside the label set 0-{NUM_LABELS - 1} "
+            f"(and {IGNORE_LABEL} = not annotated)"
+        )
     mask = MetaTensor(torch.from_numpy(labels.astype(np.float32)[None]), affine=img.affine.clone())
     return img, mask
 
@@ -174,7 +184,8 @@ class ResampleLabelsd(MapTransform):
     """Resample label maps to a target spacing faithfully to their areas: one-hot → bilinear → argmax.
 
     Nearest-neighbour resampling keeps or drops whole rows of a small structure, which biases a compressed sac's
-    area by up to ~40 % at 64 px; the one-hot route halves that error."""
+    area by up to ~40 % at 64 px; the one-hot route halves that error. Not-annotated pixels
+    (:data:`~lss_vlm.constants.IGNORE_LABEL`) are one more channel and come back as ``IGNORE_LABEL``."""
 
     def __init__(self, keys: Sequence[str], pixdim: Sequence[float], num_classes: int = NUM_LABELS) -> None:
         super().__init__(keys=keys, allow_missing_keys=True)
@@ -186,10 +197,81 @@ class ResampleLabelsd(MapTransform):
         for key in self.key_iterator(d):
             mask = d[key]
             labels = (mask.as_tensor() if isinstance(mask, MetaTensor) else mask)[0].long()
-            onehot = torch.nn.functional.one_hot(labels, self.num_classes).movedim(-1, 0).float()
+            labels = torch.where(labels == IGNORE_LABEL, self.num_classes, labels)
+            onehot = torch.nn.functional.one_hot(labels, self.num_classes + 1).movedim(-1, 0).float()
             resampled = self.spacing(MetaTensor(onehot, affine=mask.affine.clone()))
-            d[key] = resampled.argmax(dim=0, keepdim=True).float()
+            out = resampled.argmax(dim=0, keepdim=True)
+            d[key] = torch.where(out == self.num_classes, IGNORE_LABEL, out).float()
         return d
+
+
+class CroppedLabelsWarning(UserWarning):
+    """Labelled pixels of a mask fell outside the field of view and were cropped away."""
+
+
+class PadOrCropWithWarningd(MapTransform):
+    """MONAI ``ResizeWithPadOrCropd`` (centre crop / symmetric pad to ``spatial_size``) that records the labelled mask
+    pixels (labels 1-5) it crops away, per ``(case_id, view)``: ``lost[(case, view)] = (pixels lost, labelled pixels)``.
+
+    :meth:`warn` issues one :class:`CroppedLabelsWarning` that counts them (``build_dataset`` calls it once the cache is
+    filled); with ``warn_each`` every cropping call warns on its own (uncached datasets).
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        spatial_size: int,
+        spacing: Mapping[str, tuple[float, float]] | None = None,
+        warn_each: bool = False,
+    ) -> None:
+        super().__init__(keys=keys, allow_missing_keys=True)
+        self.inner = ResizeWithPadOrCropd(keys=keys, spatial_size=(spatial_size, spatial_size), allow_missing_keys=True)
+        self.spatial_size = spatial_size
+        self.spacing = dict(spacing or {})
+        self.warn_each = warn_each
+        self.lost: dict[tuple[str, str], tuple[int, int]] = {}
+
+    @staticmethod
+    def _labelled(mask: Any) -> int:
+        labels = torch.as_tensor(mask)
+        return int(((labels > 0) & (labels < NUM_LABELS)).sum())
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        masks = [k for k in self.key_iterator(dict(data)) if k.startswith("seg_")]
+        before = {k: self._labelled(data[k]) for k in masks}
+        d = self.inner(data)
+        for key in masks:
+            lost = before[key] - self._labelled(d[key])
+            if lost > 0:
+                self.lost[(str(data.get("case_id")), key[len("seg_") :])] = (lost, before[key])
+                if self.warn_each:
+                    self.warn({(str(data.get("case_id")), key[len("seg_") :]): (lost, before[key])})
+        return d
+
+    def message(self, lost: Mapping[tuple[str, str], tuple[int, int]] | None = None) -> str | None:
+        """The warning text for ``lost`` (default: everything recorded), ``None`` when nothing was cropped."""
+        lost = self.lost if lost is None else lost
+        if not lost:
+            return None
+        kinds = sorted({view_kind(view) for _, view in lost})
+        fov = ", ".join(
+            f"{kind} {self.spatial_size * self.spacing[kind][0]:.0f} x "
+            f"{self.spatial_size * self.spacing[kind][1]:.0f} mm"
+            for kind in kinds
+            if kind in self.spacing
+        )
+        (case, view), (worst, total) = max(lost.items(), key=lambda item: item[1][0] / item[1][1])
+        pixels = sum(n for n, _ in lost.values())
+        return (
+            f"{pixels} labelled pixel(s) in {len(lost)} view(s) lie outside the field of view ({fov}) and are cropped "
+            f"away (worst: case {case} {view}, {worst} of {total} labelled pixels = {100 * worst / total:.1f} %); "
+            f"raise data.fov_mm.{'/'.join(kinds)} or set data.target_spacing"
+        )
+
+    def warn(self, lost: Mapping[tuple[str, str], tuple[int, int]] | None = None) -> None:
+        text = self.message(lost)
+        if text is not None:
+            warnings.warn(text, CroppedLabelsWarning, stacklevel=2)
 
 
 def deterministic_transforms(spatial_size: int, spacing: Mapping[str, tuple[float, float]]) -> list:
@@ -209,7 +291,7 @@ def deterministic_transforms(spatial_size: int, spacing: Mapping[str, tuple[floa
     images = [image_key(v) for v in VIEWS]
     steps += [
         SqueezeDimd(keys=keys, dim=3, update_meta=False, allow_missing_keys=True),
-        ResizeWithPadOrCropd(keys=keys, spatial_size=(spatial_size, spatial_size), allow_missing_keys=True),
+        PadOrCropWithWarningd(keys=keys, spatial_size=spatial_size, spacing=spacing),
         ScaleIntensityRangePercentilesd(
             keys=images, lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True, allow_missing_keys=True
         ),
@@ -217,9 +299,46 @@ def deterministic_transforms(spatial_size: int, spacing: Mapping[str, tuple[floa
     return steps
 
 
-def augmentation_transforms(spatial_size: int) -> list:
+#: Train-time augmentation profiles (``data.augment_profile``).
+AUGMENT_PROFILES: tuple[str, ...] = ("standard", "domain_randomisation")
+
+
+def domain_randomisation_transforms() -> list:
+    """SynthSeg-style appearance randomisation of real or phantom images (Billot et al. 2023), MONAI transforms per
+    view: elastic deformation (image bilinear, mask nearest), a random monotone intensity remapping (histogram shift
+    with 4-12 control points, standing in for per-label random contrast on images without complete label maps), a
+    bias field, gamma in [0.5, 2], blur (0-1.5 px, thick slices) and Gaussian noise."""
+    steps: list = []
+    for view in VIEWS:
+        pair = [image_key(view), mask_key(view)]
+        steps.append(
+            Rand2DElasticd(
+                keys=pair,
+                spacing=(24, 24),
+                magnitude_range=(0.0, 2.0),
+                prob=0.5,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+                allow_missing_keys=True,
+            )
+        )
+    images = [image_key(v) for v in VIEWS]
+    steps += [
+        RandHistogramShiftd(keys=images, num_control_points=(4, 12), prob=0.8, allow_missing_keys=True),
+        RandBiasFieldd(keys=images, coeff_range=(0.0, 0.3), prob=0.5, allow_missing_keys=True),
+        RandAdjustContrastd(keys=images, gamma=(0.5, 2.0), prob=0.5, allow_missing_keys=True),
+        RandGaussianSmoothd(keys=images, sigma_x=(0.0, 1.5), sigma_y=(0.0, 1.5), prob=0.5, allow_missing_keys=True),
+        RandGaussianNoised(keys=images, std=0.05, prob=0.5, allow_missing_keys=True),
+    ]
+    return steps
+
+
+def augmentation_transforms(spatial_size: int, profile: str = "standard") -> list:
     """Train-time augmentation: per view a random affine (same for image and mask, nearest for the mask),
-    left-right flips of axial views only (the sagittal plane has no valid flip), then intensity jitter."""
+    left-right flips of axial views only (the sagittal plane has no valid flip), then intensity jitter; profile
+    ``domain_randomisation`` adds :func:`domain_randomisation_transforms` after the affine."""
+    if profile not in AUGMENT_PROFILES:
+        raise DataError(f"augment profile {profile!r} is unknown; choose one of {', '.join(AUGMENT_PROFILES)}")
     steps: list = []
     for view in VIEWS:
         pair = [image_key(view), mask_key(view)]
@@ -237,6 +356,8 @@ def augmentation_transforms(spatial_size: int) -> list:
         )
         if view_kind(view) == "axial":
             steps.append(RandFlipd(keys=pair, prob=0.5, spatial_axis=1, allow_missing_keys=True))
+    if profile == "domain_randomisation":
+        steps += domain_randomisation_transforms()
     images = [image_key(v) for v in VIEWS]
     steps += [
         RandScaleIntensityd(keys=images, factors=0.1, prob=0.5, allow_missing_keys=True),
@@ -261,7 +382,8 @@ def assemble_case(data: Mapping[str, Any], spatial_size: int, spacing: Mapping[s
             view_valid[i] = True
         mask = data.get(mask_key(view))
         if mask is not None:
-            masks[i] = torch.as_tensor(mask).reshape(size, size).round().long().clamp_(0, NUM_LABELS - 1)
+            labels = torch.as_tensor(mask).reshape(size, size).round().long()
+            masks[i] = torch.where(labels == IGNORE_LABEL, IGNORE_LABEL, labels.clamp(0, NUM_LABELS - 1))
             mask_valid[i] = True
     spacing_t = torch.tensor([spacing[view_kind(v)] for v in VIEWS], dtype=torch.float32)
     return {
@@ -275,6 +397,7 @@ def assemble_case(data: Mapping[str, Any], spatial_size: int, spacing: Mapping[s
         "spacing": spacing_t,
         "reports": list(data["reports"]),
         "clinical": torch.as_tensor(data["clinical"], dtype=torch.float32),
+        "labelled": torch.as_tensor(data.get("labelled", [True] * NUM_LABELS), dtype=torch.bool),
     }
 
 
@@ -289,11 +412,15 @@ class AssembleCased(Transform):
 
 
 def build_case_transform(
-    spatial_size: int, spacing: Mapping[str, tuple[float, float]], augment: bool, seed: int = 0
+    spatial_size: int,
+    spacing: Mapping[str, tuple[float, float]],
+    augment: bool,
+    seed: int = 0,
+    augment_profile: str = "standard",
 ) -> Compose:
     """The whole chain of one case; MONAI's CacheDataset caches it up to the first random transform."""
     steps = deterministic_transforms(spatial_size, spacing)
     if augment:
-        steps += augmentation_transforms(spatial_size)
+        steps += augmentation_transforms(spatial_size, augment_profile)
     steps.append(AssembleCased(spatial_size, spacing))
     return Compose(steps).set_random_state(seed=seed)

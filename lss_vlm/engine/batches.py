@@ -24,6 +24,18 @@ def valid_view_pairs(
     return seg_logits[mask_valid], masks[mask_valid].unsqueeze(1)
 
 
+def valid_view_labelled(labelled: torch.Tensor | None, mask_valid: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Annotated classes ``[N, C]`` (bool) of the views selected by :func:`valid_view_pairs`.
+
+    ``labelled [B, C]`` is per case (the batch's ``labelled`` key; ``None`` = every class), ``mask_valid [B, V]``.
+    """
+    n = int(mask_valid.sum())
+    if labelled is None:
+        return torch.ones(n, num_classes, dtype=torch.bool, device=mask_valid.device)
+    views = mask_valid.shape[1]
+    return labelled[:, None, :].expand(-1, views, -1)[mask_valid]
+
+
 def valid_view_ids(case_ids: list[str], mask_valid: torch.Tensor) -> tuple[list[str], list[str]]:
     """Case id and view name of every view selected by :func:`valid_view_pairs`, in the same order."""
     rows, cols = torch.nonzero(mask_valid.cpu(), as_tuple=True)

@@ -3,6 +3,8 @@
 Objective per batch::
 
     L = λ_seg · L_seg(seg_logits of the views with a mask [N, C, H, W], masks [N, 1, H, W])
+        (a batch with partial labels — a case whose ``labelled`` row is not all True, or ignored pixels — goes through
+        :class:`losses.marginal.MarginalLoss` around the same loss object: Shi et al. 2021)
       + λ_cls · CE(grade_logits [B·L, 4], grades [B·L], ignore_index=-1)
       + λ_txt · report_loss (token cross-entropy of one reference report per case)
 
@@ -27,9 +29,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..constants import LABELS, MISSING_GRADE, NUM_GRADES
+from ..constants import IGNORE_LABEL, LABELS, MISSING_GRADE, NUM_GRADES
 from ..errors import ConfigError
-from .batches import move_batch, pick_references, valid_view_pairs
+from .batches import move_batch, pick_references, valid_view_labelled, valid_view_pairs
 from .checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
 from .seeding import derive_seed, seed_everything
 from .validation import autocast_context, validate
@@ -116,6 +118,9 @@ class Trainer:
         self.device = resolve_device(settings.device)
         self.model = model.to(self.device)
         self.loss = loss.to(self.device)
+        from losses.marginal import MarginalLoss
+
+        self.marginal_loss = MarginalLoss(self.loss, ignore_index=IGNORE_LABEL)
         self.train_loader = train_loader
         self.val_loader = val_loader
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -206,6 +211,9 @@ class Trainer:
             raise TrainingDiverged(
                 f"non-finite loss at epoch {epoch}, step {step}: total={float(total.detach())}, {terms}"
             )
+        values = {"loss": total, "seg_loss": seg, "cls_loss": cls, "txt_loss": txt}
+        if not total.requires_grad:  # nothing to learn from this batch (no mask, no grade, no report): no step
+            return {f"train/{name}": float(value.detach()) for name, value in values.items()}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if s.grad_clip:
@@ -216,7 +224,6 @@ class Trainer:
         self.scheduler.step()
         self.loss.on_step_end()
         self._log_controller(epoch, step)
-        values = {"loss": total, "seg_loss": seg, "cls_loss": cls, "txt_loss": txt}
         return {f"train/{name}": float(value.detach()) for name, value in values.items()}
 
     def _objective_terms(self, batch: dict[str, Any], epoch: int) -> tuple[torch.Tensor, ...]:
@@ -234,7 +241,11 @@ class Trainer:
         seg = zero
         if s.lambda_seg > 0 and bool(batch["mask_valid"].any()):
             logits, target = valid_view_pairs(out["seg_logits"], batch["masks"], batch["mask_valid"])
-            seg = self.loss(logits.float(), target)
+            labelled = valid_view_labelled(batch.get("labelled"), batch["mask_valid"], logits.shape[1])
+            if bool((target == IGNORE_LABEL).any()) or not bool(labelled.all()):
+                seg = self.marginal_loss(logits.float(), target, labelled)
+            else:
+                seg = self.loss(logits.float(), target)
         cls = zero
         grades = batch["grades"].reshape(-1)
         if s.lambda_cls > 0 and bool((grades != MISSING_GRADE).any()):

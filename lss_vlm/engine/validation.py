@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from ..metrics.classification import GradeMetrics
 from ..metrics.segmentation import SegmentationMetrics
-from .batches import move_batch, valid_view_ids
+from .batches import move_batch, valid_view_ids, valid_view_labelled
 
 
 def autocast_context(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
@@ -43,7 +43,10 @@ def update_metrics(
     valid = batch["mask_valid"]
     if bool(valid.any()):
         case_ids, views = valid_view_ids(batch["case_id"], valid)
-        seg.update(pred[valid].cpu(), batch["masks"][valid].cpu(), batch["spacing"][valid].cpu(), case_ids, views)
+        labelled = valid_view_labelled(batch.get("labelled"), valid, out["seg_logits"].shape[2]).cpu()
+        seg.update(
+            pred[valid].cpu(), batch["masks"][valid].cpu(), batch["spacing"][valid].cpu(), case_ids, views, labelled
+        )
     probs = out["grade_logits"].float().softmax(dim=-1)
     grades.update(probs.cpu(), batch["grades"].cpu())
     return pred

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..constants import LABELS, NUM_LABELS
+from ..constants import IGNORE_LABEL, LABELS, NUM_LABELS
 
 #: Per-image quantities stored per foreground class, in the column order of :meth:`SegmentationMetrics.per_case`.
 PER_IMAGE_METRICS: tuple[str, ...] = ("dice", "iou", "hd95", "msd", "area_pred", "area_true")
@@ -158,6 +158,7 @@ class SegmentationMetrics:
         spacing: torch.Tensor | np.ndarray | Sequence[Sequence[float]],
         case_ids: Sequence[str],
         views: Sequence[str],
+        labelled: torch.Tensor | np.ndarray | None = None,
     ) -> None:
         """Add a batch of images.
 
@@ -167,6 +168,9 @@ class SegmentationMetrics:
             spacing: mm per pixel ``[N, 2]`` as (row, col).
             case_ids: case id of each image.
             views: view name of each image (e.g. ``"ax_l4_l5"``).
+            labelled: bool ``[N, C]``, the classes each image's mask annotates (partial labels; ``None`` = all).
+                A class not annotated on an image is not scored there (NaN, like an empty class), and target
+                pixels equal to :data:`~lss_vlm.constants.IGNORE_LABEL` are left out of every count.
         """
         pred_np = _to_numpy(pred, np.int64)
         target_np = _to_numpy(target, np.int64)
@@ -179,12 +183,21 @@ class SegmentationMetrics:
                 f"batch of {n} images needs {n} spacings, case_ids and views, "
                 f"got {len(spacing_np)}, {len(case_ids)}, {len(views)}"
             )
+        ignored = target_np == IGNORE_LABEL
+        if ignored.any():  # not annotated: both maps get a label outside the classes, so no count sees them
+            pred_np = np.where(ignored, 0, pred_np)
+            target_np = np.where(ignored, 0, target_np)
         for name, arr in (("pred", pred_np), ("target", target_np)):
             if arr.size and (arr.min() < 0 or arr.max() >= self.num_classes):
                 raise ValueError(f"{name} labels must lie in [0, {self.num_classes - 1}], got {arr.min()}..{arr.max()}")
 
         counts = confusion_counts(pred_np, target_np, self.num_classes)
+        if ignored.any():
+            counts[:, 0, 0] -= ignored.reshape(n, -1).sum(axis=1)
         dice, iou = dice_iou_from_counts(counts)
+        if labelled is not None:
+            not_scored = ~_to_numpy(labelled, bool).reshape(n, self.num_classes)
+            dice[not_scored], iou[not_scored] = np.nan, np.nan
         pixel_mm2 = spacing_np[:, 0] * spacing_np[:, 1]
         self._values["dice"].append(dice[:, 1:])
         self._values["iou"].append(iou[:, 1:])
@@ -198,7 +211,7 @@ class SegmentationMetrics:
                     if np.isnan(dice[i, c]):
                         continue
                     hd[i, c - 1], msd[i, c - 1] = surface_distances_mm(
-                        pred_np[i] == c, target_np[i] == c, spacing_np[i], self.percentile
+                        (pred_np[i] == c) & ~ignored[i], target_np[i] == c, spacing_np[i], self.percentile
                     )
         self._values["hd95"].append(hd)
         self._values["msd"].append(msd)

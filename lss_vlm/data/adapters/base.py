@@ -156,20 +156,42 @@ class CaseWriter:
     def case_dir(self, case_id: str) -> Path:
         return self.staging / "cases" / safe_name(case_id)
 
-    def write(self, case_id: str, view: str, image: Slice2D, mask: Slice2D | None = None) -> dict[str, str]:
-        """Write one view (and its mask) and return ``{img_<view>: path, seg_<view>: path}`` relative cells."""
+    def write(
+        self, case_id: str, view: str, image: Slice2D, mask: Slice2D | None = None, source: str | None = None
+    ) -> dict[str, str]:
+        """Write one view (and its mask) and return ``{img_<view>: path, seg_<view>: path}`` relative cells.
+
+        The written files are then read back with the loader's own checks (:func:`lss_vlm.data.transforms.read_view`:
+        slice normal of the view, finite voxels, label values, shapes), so a view that ``train`` would reject fails
+        here; the :class:`DataError` names ``source`` (the user's file) instead of the prepared file.
+        """
         if view not in VIEWS:
             raise ValueError(f"unknown view {view!r}")
+        source = source or f"case {case_id} {view}"
         folder = self.case_dir(case_id)
         folder.mkdir(parents=True, exist_ok=True)
         cells = {f"img_{view}": (folder / f"{view}.nii.gz").relative_to(self.staging).as_posix()}
         write_view(self.staging / cells[f"img_{view}"], image, np.float32)
         if mask is not None:
             if mask.array.shape != image.array.shape:
-                raise DataError(f"case {case_id}: {view} mask shape {mask.array.shape} != image {image.array.shape}")
+                raise DataError(f"{source}: {view} mask shape {mask.array.shape} != image {image.array.shape}")
             cells[f"seg_{view}"] = (folder / f"{view}_seg.nii.gz").relative_to(self.staging).as_posix()
             write_view(self.staging / cells[f"seg_{view}"], mask, np.uint8)
+        self._check_like_loader(view, cells, source)
         return cells
+
+    def _check_like_loader(self, view: str, cells: dict[str, str], source: str) -> None:
+        from ..transforms import read_view, view_kind
+
+        image_path = self.staging / cells[f"img_{view}"]
+        mask_path = self.staging / cells[f"seg_{view}"] if f"seg_{view}" in cells else None
+        try:
+            read_view(image_path, mask_path, view_kind(view))
+        except DataError as exc:
+            message = str(exc)
+            for written in filter(None, (mask_path, image_path)):
+                message = message.replace(str(written), f"{source} (as {view})")
+            raise DataError(message if message.startswith(source) else f"{source}: {message}") from None
 
     @contextlib.contextmanager
     def case(self, case_id: str, item: str | None = None) -> Iterator[None]:
@@ -247,7 +269,7 @@ def prepare_dataset(
 
     Everything is written to a temporary sibling of ``out`` and moved into place at the end; on any error nothing is
     left behind. Rows that already carry a valid ``split`` (NIfTI manifests) keep it; the others get seeded,
-    patient-level, grade-stratified splits.
+    patient-level, grade-stratified splits, made separately for each source ``dataset`` when the rows mix several.
     """
     adapter = DATASETS.build(name, seed=seed, **options)
     root, out = Path(root).expanduser().resolve(), Path(out).expanduser().resolve()
@@ -296,8 +318,14 @@ def _with_splits(df: pd.DataFrame, seed: int, val_frac: float, test_frac: float)
     given = df["split"].fillna("").astype(str) if "split" in df else pd.Series("", index=df.index)
     if given.isin(["train", "val", "test"]).all():
         return df
-    splits = assign_splits(df["patient_id"].astype(str), seed, val_frac, test_frac, strata=grade_strata(df))
-    return df.assign(split=df["patient_id"].astype(str).map(splits))
+    patients = df["patient_id"].astype(str)
+    sources = df["dataset"].fillna("").astype(str) if "dataset" in df else pd.Series("", index=df.index)
+    strata = grade_strata(df)
+    splits: dict[str, str] = {}
+    for source in sorted(set(sources)):  # each source dataset split on its own: every source in train, val and test
+        members = patients[sources == source]
+        splits.update(assign_splits(members, seed, val_frac, test_frac, strata={p: strata[p] for p in set(members)}))
+    return df.assign(split=patients.map(splits))
 
 
 def _move_into_place(staging: Path, out: Path) -> None:

@@ -129,7 +129,7 @@ class NiftiManifestAdapter:
         )
         image = display_slice(volume, plane, index, axis)
         seg = mask_on_view(mask, volume, image, axis, index, plane) if mask is not None else None
-        return writer.write(case_id, view, image, seg)
+        return writer.write(case_id, view, image, seg, source=str(image_path))
 
 
 def _grade(cell: str, case_id: str, column: str) -> int:

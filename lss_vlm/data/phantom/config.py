@@ -38,6 +38,10 @@ class PhantomConfig:
         multiplicative coil shading (log scale). ``rotation_deg`` / ``shift_mm``: in-plane positioning jitter.
         ``blur_px``: partial-volume blur. ``axial_weighting``: ``"t2"`` (default) or ``"t1"`` for the axial views.
         ``contrast_jitter``: per-case relative jitter of each tissue's signal.
+        ``domain_randomisation``: SynthSeg-style acquisition instead (Billot et al. 2023, see
+        :mod:`lss_vlm.data.phantom.randomisation`): per-case elastic deformation, per-label Gaussian-mixture
+        intensities, random blur (slice thickness), bias field, gamma and noise, so that a model learns shape, not
+        one contrast. Off by default (the phantom is then unchanged).
     Output
         ``reports_per_case``: reference reports per case (≥ 3).
     """
@@ -68,6 +72,7 @@ class PhantomConfig:
     blur_px: float = 0.6
     axial_weighting: str = "t2"
     contrast_jitter: float = 0.07
+    domain_randomisation: bool = False
     reports_per_case: int = 3
 
     def __post_init__(self) -> None:

@@ -36,6 +36,7 @@ from .anatomy import (
 )
 from .cohort import Study, clinical_values, phantom_splits, plan_studies, sample_grades
 from .config import PhantomConfig, resolve_config
+from .randomisation import elastic_deform, randomised_acquire
 
 PHANTOM_VERSION = 1
 CAUSES = ("disc_bulge", "ligamentum_flavum_thickening", "facet_hypertrophy")
@@ -144,8 +145,13 @@ def _write_sagittal(case_dir: Path, spine, midline, rng, gain, noise: float, cfg
     thickness = float(rng.uniform(*cfg.slice_thickness_mm))
     blur = cfg.blur_px * np.sqrt(thickness / 3.5)
     affine = _affine(spacing, thickness, (0, 0, -1), (0, -1, 0), (1, 0, 0))
+    if cfg.domain_randomisation:
+        tissue, labels = elastic_deform((tissue, labels), rng, 3.0 / min(spacing))
     for view, weighting in (("sag_t1", "t1"), ("sag_t2", "t2")):
-        image = acquire(tissue, weighting, rng, gain, noise, cfg.bias_field, (blur, blur))
+        if cfg.domain_randomisation:
+            image = randomised_acquire(tissue, rng)
+        else:
+            image = acquire(tissue, weighting, rng, gain, noise, cfg.bias_field, (blur, blur))
         _save(case_dir / f"{view}.nii.gz", image, affine, cfg.size)
     _save(case_dir / "sag_seg.nii.gz", labels, affine, cfg.size)
     return spacing
@@ -186,7 +192,10 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
         centre = (rng.uniform(-cfg.shift_mm, cfg.shift_mm), -6.0 + rng.uniform(-cfg.shift_mm, cfg.shift_mm))
         x, y = _grid(size, ax_spacing, rotation, centre)
         labels, tissue = render_axial(x, y, geom, anatomy, pixels, degenerated)
-        image = acquire(tissue, cfg.axial_weighting, rng, gain, noise, cfg.bias_field, (blur, blur))
+        if cfg.domain_randomisation:  # no deformation: it would change the sac area that sets the grade
+            image = randomised_acquire(tissue, rng)
+        else:
+            image = acquire(tissue, cfg.axial_weighting, rng, gain, noise, cfg.bias_field, (blur, blur))
         # rows run posterior, columns to the patient's left, slices superior (radiological display)
         affine = _affine(ax_spacing, thickness, (0, -1, 0), (-1, 0, 0), (0, 0, 1))
         affine[:3, 3] = (0.0, 0.0, -35.0 * (li - 2))
