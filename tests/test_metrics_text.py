@@ -146,3 +146,70 @@ def test_grade_f1_counts_unstated_levels_as_misses():
     assert grade_f1_from_text(silent, truth) == pytest.approx(f1_normal / 4)
     with pytest.raises(DataError, match="'c'"):
         grade_f1_from_text({"c": "x"}, truth)
+
+
+# ------------------------------------------------------------------------------------------------ robustness (JVMs)
+
+
+@requires_java()
+def test_cider_of_a_single_case_is_nan_with_a_warning_not_a_silent_zero():
+    references, _ = _corpus(n_refs=3)
+    one = {"case2": references["case2"]}
+    with pytest.warns(RuntimeWarning, match=r"log\(1/1\) = 0"):
+        out = score_reports(one, {"case2": references["case2"][0]})  # a perfect hypothesis
+    assert math.isnan(out["cider"]) and math.isnan(out["cider_x100"])
+    assert out["bleu_4"] == pytest.approx(1.0, abs=1e-6)  # the other metrics are still computed
+
+
+@requires_java()
+def test_meteor_survives_a_looping_hypothesis_by_capping_it_with_a_warning():
+    import time
+
+    from lss_vlm.metrics.text import METEOR_MAX_HYPOTHESIS_TOKENS
+
+    references, _ = _corpus(n_refs=3)
+    ids = ["case0", "case2"]
+    looping = " ".join(["L4-L5 moderate stenosis."] * 2500)  # what a decoder stuck in a loop writes
+    start = time.monotonic()
+    with pytest.warns(RuntimeWarning, match=f"first {METEOR_MAX_HYPOTHESIS_TOKENS}"):
+        out = score_reports({k: references[k] for k in ids}, {"case0": looping, "case2": references["case2"][1]})
+    assert time.monotonic() - start < 120
+    assert 0.0 < out["meteor"] < 1.0 and math.isfinite(out["cider"])
+    # the process goes on: a second call works (pycocoevalcap's Meteor would hold its lock forever here)
+    again = score_reports({k: references[k] for k in ids}, {k: references[k][0] for k in ids})
+    assert again["meteor"] > out["meteor"]
+
+
+@requires_java()
+def test_meteor_timeout_gives_nan_with_a_warning_and_kills_the_jvm():
+    import time
+
+    from lss_vlm.metrics.text import meteor_score
+
+    start = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="no answer within 0.2 s"):
+        score = meteor_score({"a": ["mild stenosis"], "b": ["severe stenosis"]}, {"a": ["mild"], "b": ["x"]}, 0.2)
+    assert math.isnan(score) and time.monotonic() - start < 15
+
+
+@requires_java()
+def test_a_jvm_that_cannot_start_is_one_clear_error_line(monkeypatch):
+    from lss_vlm.metrics.text import JavaError
+
+    references, _ = _corpus(n_refs=3)
+    monkeypatch.setenv("LSS_METEOR_XMX", "100000G")  # more heap than the machine can reserve
+    with pytest.raises(JavaError, match="METEOR: the Java VM could not start") as info:
+        score_reports(references, {k: v[0] for k, v in references.items()})
+    assert "\n" not in str(info.value) and "heap" in str(info.value)
+
+
+def test_missing_java_or_a_bad_timeout_is_a_clear_error(monkeypatch):
+    from lss_vlm.metrics.text import JavaError
+
+    monkeypatch.setenv("LSS_JVM_TIMEOUT_S", "soon")
+    with pytest.raises(JavaError, match="LSS_JVM_TIMEOUT_S='soon'"):
+        score_reports({"a": ["x"], "b": ["y"]}, {"a": "x", "b": "y"})
+    monkeypatch.delenv("LSS_JVM_TIMEOUT_S")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(JavaError, match="`java` is not on PATH"):
+        score_reports({"a": ["x"], "b": ["y"]}, {"a": "x", "b": "y"})
