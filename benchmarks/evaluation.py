@@ -171,7 +171,7 @@ def _compose(batch: dict[str, Any], pred: torch.Tensor, i: int) -> Any:
 
 def _report_metrics(cases: list[CaseResult], text_metrics: bool) -> dict[str, float]:
     """Text metrics of generated and composed reports, grade F1 read back from the text, composer area error."""
-    from lss_vlm.metrics.text import grade_f1_from_text, score_reports
+    from lss_vlm.metrics.text import grade_f1_from_text, reference_ceiling, score_reports
 
     with_refs = [c for c in cases if c.references]
     references = {c.case_id: c.references for c in with_refs}
@@ -187,6 +187,8 @@ def _report_metrics(cases: list[CaseResult], text_metrics: bool) -> dict[str, fl
         if text_metrics and java and references:
             scores.update(score_reports(references, {cid: hypotheses[cid] for cid in references}))
         metrics.update({f"{prefix}{k}": v for k, v in scores.items()})
+    if text_metrics and java and len(references) >= 2:
+        metrics["reference/cider_x100"] = reference_ceiling(references)["cider_x100"]
     errors = [
         abs(pred - true)
         for c in cases

@@ -44,6 +44,11 @@ FORMATS: tuple[str, ...] = ("csv", "md", "html")
 WIDE_FIGURES = ("pid_trajectories", "confusion_matrices", "attention_overlays")
 RUN_DIR_PATTERN = re.compile(r"^seed(\d+)$")
 
+#: The reference row (issue 13): leave-one-out CIDEr-D of each reference against the case's others, from the runs'
+#: ``reference/cider_x100``; generated and composed CIDEr×100 are read against it. Not ranked, not tested.
+REFERENCE_ROW = "reference ceiling (leave-one-out)"
+REFERENCE_METRICS: dict[str, str] = {"cider_x100": "reference/cider_x100"}
+
 _LOWER_IS_BETTER = ("hd95", "msd", "ece", "mae", "loss", "brier")
 
 
@@ -219,7 +224,7 @@ class Leaderboard:
         column = f"{metric}_mean"
         if column not in self.table:
             return None
-        ranked = self.table.dropna(subset=[column]).sort_values(
+        ranked = self.table[self.table["loss"] != REFERENCE_ROW].dropna(subset=[column]).sort_values(
             column, ascending=not metric_info(metric).higher_is_better, kind="stable"
         )
         if len(ranked) < 2:
@@ -334,8 +339,24 @@ def build_leaderboard(
         main_p = f"{rank_by}_p_vs_{baseline}"
         table[f"p_vs_{baseline}"] = table[main_p] if main_p in table else math.nan
         table[f"p_holm_vs_{baseline}"] = stats.holm(table[f"p_vs_{baseline}"].tolist())
+    table = _with_reference_row(table, runs, chosen)
     title = f"lss-vlm leaderboard: {suite.get('name', suite_dir.name)}"
     return Leaderboard(table, rank_by, baseline, chosen, runs, test, title, case_values)
+
+
+def _with_reference_row(table: pd.DataFrame, runs: Sequence[RunRecord], chosen: Sequence[str]) -> pd.DataFrame:
+    """Append :data:`REFERENCE_ROW` (unranked) when completed runs report a reference ceiling for a shown metric."""
+    row: dict[str, object] = {}
+    for metric, source in REFERENCE_METRICS.items():
+        values = [r.metrics.get(source, math.nan) for r in runs if r.completed]
+        values = [v for v in values if math.isfinite(v)]
+        if metric in chosen and values:
+            mean, std = stats.mean_std(values)
+            row.update({f"{metric}_mean": mean, f"{metric}_std": std, "n_seeds": len(values), "n_failed": 0})
+    if not row:
+        return table
+    row.update(loss=REFERENCE_ROW, rank=math.nan, failed_reasons="")
+    return pd.concat([table, pd.DataFrame([row])], ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------------------------- formats
@@ -427,6 +448,11 @@ def notes(board: Leaderboard) -> list[str]:
             f"Rank agreement across seeds on {metric_info(board.rank_by).label}: Kendall's W = {agreement.w:.2f} "
             f"({agreement.n_seeds} seeds × {agreement.n_losses} losses; 1 = every seed ranks the losses the same; "
             f"Friedman {p_clause(agreement.friedman_p)})."
+        )
+    if (board.table["loss"] == REFERENCE_ROW).any():
+        lines.append(
+            f"{REFERENCE_ROW}: CIDEr×100 of each reference report against the case's other references, averaged "
+            "(the score a second radiologist gets); read generated and composed CIDEr×100 against it."
         )
     lines += unscored_notes(board)
     for r in board.failed_runs:

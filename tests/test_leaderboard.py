@@ -160,3 +160,23 @@ def test_rank_agreement_over_seeds_is_reported(suite_dir, tmp_path):
     assert "Kendall's W = 1.00 (2 seeds × 4 losses" in to_markdown(board)
     single = write_suite(tmp_path / "single", QUALITIES, seeds=1)
     assert "Kendall" not in to_markdown(build_leaderboard(single))
+
+
+def test_reference_ceiling_is_an_unranked_row_when_runs_report_it(tmp_path):
+    """Issue 13: the leave-one-out CIDEr of the references sits in the table, so CIDEr×100 is read against it."""
+    import json
+
+    suite = write_suite(tmp_path / "suite", {"dice": 0.7, "tversky": 0.75}, seeds=2)
+    assert "reference ceiling" not in to_markdown(build_leaderboard(suite))
+    for metrics_file in (suite / "runs").glob("*/seed*/metrics.json"):
+        metrics = json.loads(metrics_file.read_text())
+        metrics_file.write_text(json.dumps({**metrics, "reference/cider_x100": 480.0}))
+    board = build_leaderboard(suite, rank_by="cider_x100")
+    last = board.table.iloc[-1]
+    assert last["loss"].startswith("reference ceiling") and math.isnan(last["rank"])
+    assert last["cider_x100_mean"] == pytest.approx(480.0) and last["n_seeds"] == 4
+    assert list(board.table["rank"][:2]) == [1, 2] and board.best_vs_worst("cider_x100")[0] == "tversky"
+    markdown = to_markdown(board)
+    assert "| reference ceiling (leave-one-out) |" in markdown and "480.0" in markdown
+    write_leaderboard(board, tmp_path / "out", figures=False)
+    assert "reference ceiling" in (tmp_path / "out" / "leaderboard.csv").read_text()

@@ -213,3 +213,48 @@ def test_missing_java_or_a_bad_timeout_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(JavaError, match="`java` is not on PATH"):
         score_reports({"a": ["x"], "b": ["y"]}, {"a": "x", "b": "y"})
+
+
+# ------------------------------------------------------------------------------------------------ references, ceiling
+
+
+def test_references_of_a_case_paraphrase_the_same_facts_at_the_same_length():
+    import re
+
+    rng = np.random.default_rng(3)
+    findings = {"L4-L5": ["disc_bulge", "facet_hypertrophy"], "L3-L4": ["ligamentum_flavum_thickening"]}
+    refs = write_reports([0, 1, 2, 3, -1], [130.4, 88.0, 63.2, 41.0, None], rng, n=5, findings=findings,
+                         ap_diameters=[12.3, 9.0, 7.45, None, None])  # fmt: skip
+    assert len(set(refs)) == 5
+    lengths = {len(re.sub(r"[.,;:]", " ", r).split()) for r in refs}
+    assert len(lengths) == 1  # equal length: CIDEr-D's length penalty (sigma 6) is neutral between them
+    for r in refs:
+        assert extract_grades(r) == [0, 1, 2, 3, -1]
+        assert sorted(re.findall(r"\d+(?:\.\d)? mm2?\b", r)) == sorted(
+            ["130 mm2", "88 mm2", "63 mm2", "41 mm2", "12.3 mm", "9.0 mm", "7.5 mm"]
+        )  # fmt: skip
+        assert "due to" in r or "owing to" in r or "secondary to" in r
+    causes = {tuple(re.findall(r"(a disc bulge|facet hypertrophy)", r)) for r in refs}
+    assert len(causes) == 2  # the order of causes varies, not the set
+
+
+@requires_java()
+def test_reference_ceiling_is_high_for_paraphrases_and_low_for_templates_of_other_lengths(tiny_phantom):
+    import json
+
+    from lss_vlm.data.manifest import read_manifest
+    from lss_vlm.metrics.text import reference_ceiling
+
+    df = read_manifest(tiny_phantom)
+    references = {r.case_id: json.loads(r.reports) for r in df.itertuples()}
+    ceiling = reference_ceiling(references)
+    assert ceiling["cider_x100"] >= 100 and ceiling["n_reports"] == len(df)
+    # the same facts in a compact third of the length: the Gaussian length penalty hides that the facts agree
+    compact = {
+        k: v[:2] + [" ".join(f"{lv} grade {g}." for lv, g in zip(("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"),
+                                                                  extract_grades(v[0])))]
+        for k, v in references.items()
+    }  # fmt: skip
+    assert reference_ceiling(compact)["cider_x100_min"] < 0.2 * ceiling["cider_x100"]
+    with pytest.warns(RuntimeWarning, match="at least 2 cases"):
+        assert math.isnan(reference_ceiling({"a": ["x", "x"]})["cider_x100"])

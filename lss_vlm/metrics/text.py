@@ -528,3 +528,53 @@ def grade_f1_from_text(hypotheses: Mapping[str, str], true_grades: Mapping[str, 
         return math.nan
     labels = list(range(len(GRADES)))
     return float(f1_score(np.array(y_true), np.array(y_pred), labels=labels, average="macro", zero_division=0))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reference ceiling
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def reference_ceiling(references: Mapping[str, Sequence[str]], timeout_s: float | None = None) -> dict[str, float]:
+    """Leave-one-out CIDEr-D of the references: how well one radiologist's report scores against the others.
+
+    For each reference slot ``j`` (0 .. m-1, m = the smallest number of references of a case, at least 2), the
+    ``j``-th reference of every case is the hypothesis and the case's other references are its references; the split
+    is scored as one corpus (:func:`cider_d`) and the ``m`` scores are averaged. A generated report is read against
+    this ceiling: it is scored against ``m`` references, the ceiling against ``m - 1``.
+
+    Args:
+        references: ``{case_id: [reference report, ...]}``; cases with fewer than 2 non-empty references are skipped.
+        timeout_s: limit of the PTB-tokenizer JVM call (default :func:`jvm_timeout_s`).
+
+    Returns:
+        ``{"cider": mean raw CIDEr-D, "cider_x100": 100 × cider, "cider_x100_min", "cider_x100_max": over the
+        slots, "n_reports": cases used}``; NaN scores (with a warning) when fewer than 2 cases qualify.
+    """
+    refs = {k: [" ".join(r.split()) for r in v if r and r.strip()] for k, v in references.items()}
+    refs = {k: v for k, v in refs.items() if len(v) >= 2}
+    if len(refs) < 2:
+        warnings.warn(
+            f"reference ceiling needs at least 2 cases with 2 or more references, got {len(refs)}; returned NaN",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        nan = math.nan
+        return {"cider": nan, "cider_x100": nan, "cider_x100_min": nan, "cider_x100_max": nan, "n_reports": len(refs)}
+    slots = min(len(v) for v in refs.values())
+    ids = sorted(refs)
+    keys = [(k, j) for k in ids for j in range(len(refs[k]))]
+    tokenized = dict(zip(keys, ptb_tokenize([refs[k][j] for k, j in keys], timeout_s)))
+    scores = []
+    for j in range(slots):
+        gts = {k: [tokenized[(k, i)] for i in range(len(refs[k])) if i != j] for k in ids}
+        res = {k: [tokenized[(k, j)]] for k in ids}
+        scores.append(cider_d(gts, res)[0])
+    mean = float(np.mean(scores))
+    return {
+        "cider": mean,
+        "cider_x100": 100.0 * mean,
+        "cider_x100_min": 100.0 * float(min(scores)),
+        "cider_x100_max": 100.0 * float(max(scores)),
+        "n_reports": float(len(ids)),
+    }
