@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from lss_vlm.engine.validation import predict, update_metrics
 from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
 from lss_vlm.metrics.classification import GradeMetrics
 from lss_vlm.metrics.segmentation import SegmentationMetrics
+from lss_vlm.reports.vocabulary import fill_slots
 
 from .config import ExperimentConfig
 from .overlay import save_case_overlay
@@ -118,14 +120,17 @@ def evaluate_model(
     grades = GradeMetrics()
     cases: list[CaseResult] = []
     overlay_case: CaseView | None = None
+    generation_s = 0.0
     for batch, out in predict(model, loader, device, amp=cfg.train.amp):
         pred = update_metrics(seg, grades, batch, out)
+        started = time.perf_counter()
         generated = model.generate_reports(
             batch["views"],
             num_beams=cfg.eval.num_beams,
             max_length=cfg.eval.max_report_tokens,
             view_valid=batch.get("view_valid"),
         )
+        generation_s += time.perf_counter() - started
         for i, case_id in enumerate(batch["case_id"]):
             cases.append(_case_result(batch, pred, generated, i))
             if overlay_case is None or case_id < overlay_case.case_id:
@@ -136,6 +141,8 @@ def evaluate_model(
     _write_results(out_dir, metrics, seg.per_case(), grades.confusion_matrix(), cases)
     if overlay_case is not None:
         save_case_overlay(out_dir / "overlay.png", overlay_case)
+    # timing is kept out of metrics.json, which must be reproducible
+    atomic_write_json(out_dir / "report_generation.json", {"seconds": generation_s, "n_cases": len(cases)})
     return metrics
 
 
@@ -149,6 +156,7 @@ def _case_result(batch: dict[str, Any], pred: torch.Tensor, generated: list[str]
     )
     composed = _compose(batch, pred, i)
     if composed is not None:
+        result.generated = fill_slots(result.generated, composed.measurements)  # numbers measured on predicted masks
         result.composed = composed.text
         result.composed_areas = [
             float(composed.measurements.get(level, {}).get("area_mm2", math.nan)) for level in LEVELS
@@ -187,7 +195,8 @@ def _report_metrics(cases: list[CaseResult], text_metrics: bool) -> dict[str, fl
         if text_metrics and java and references:
             scores.update(score_reports(references, {cid: hypotheses[cid] for cid in references}))
         metrics.update({f"{prefix}{k}": v for k, v in scores.items()})
-    if text_metrics and java and len(references) >= 2:
+    metrics["reference/cider_x100"] = math.nan  # the leave-one-out ceiling needs >= 2 cases with >= 2 references
+    if text_metrics and java and sum(len(r) >= 2 for r in references.values()) >= 2:
         metrics["reference/cider_x100"] = reference_ceiling(references)["cider_x100"]
     errors = [
         abs(pred - true)
@@ -281,7 +290,7 @@ def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -
         return InspectedCase(
             split=split,
             view=case_view(model, batch, out, i, prompt),
-            generated=generated[0],
+            generated=fill_slots(generated[0], composed.measurements) if composed is not None else generated[0],
             composed=composed.text if composed is not None else "",
             references=list(batch["reports"][i]),
             true_grades=[int(g) for g in batch["grades"][i].tolist()],
