@@ -179,7 +179,7 @@ def _compose(batch: dict[str, Any], pred: torch.Tensor, i: int) -> Any:
 
 def _report_metrics(cases: list[CaseResult], text_metrics: bool) -> dict[str, float]:
     """Text metrics of generated and composed reports, grade F1 read back from the text, composer area error."""
-    from lss_vlm.metrics.text import grade_f1_from_text, reference_ceiling, score_reports
+    from lss_vlm.metrics.text import BERTSCORE_KEYS, bertscore, grade_f1_from_text, reference_ceiling, score_reports
 
     with_refs = [c for c in cases if c.references]
     references = {c.case_id: c.references for c in with_refs}
@@ -194,6 +194,9 @@ def _report_metrics(cases: list[CaseResult], text_metrics: bool) -> dict[str, fl
         scores: dict[str, float] = {k: math.nan for k in TEXT_METRIC_KEYS}
         if text_metrics and java and references:
             scores.update(score_reports(references, {cid: hypotheses[cid] for cid in references}))
+        scores.update(dict.fromkeys(BERTSCORE_KEYS, math.nan))
+        if text_metrics and references:  # BERTScore needs no Java: the offline MiniLM
+            scores.update(bertscore(references, {cid: hypotheses[cid] for cid in references}))
         metrics.update({f"{prefix}{k}": v for k, v in scores.items()})
     metrics["reference/cider_x100"] = math.nan  # the leave-one-out ceiling needs >= 2 cases with >= 2 references
     if text_metrics and java and sum(len(r) >= 2 for r in references.values()) >= 2:

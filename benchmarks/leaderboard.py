@@ -94,6 +94,7 @@ _KNOWN_METRICS: dict[str, tuple[str, str, int]] = {  # key: (label, short label 
     "rouge_l": ("ROUGE-L", "ROUGE-L", 3),
     "meteor": ("METEOR", "METEOR", 3),
     "bleu_4": ("BLEU-4", "BLEU-4", 3),
+    "bertscore_f1": ("BERTScore F1 (MiniLM, raw)", "BERTS", 3),
     "grade_f1_from_text": ("Report grade-F1", "RepF1", 3),
     "composed/grade_f1_from_text": ("Composed grade-F1", "cRepF1", 3),
     "area_mae_mm2": ("Area MAE mm²", "AreaMAE", 1),

