@@ -139,3 +139,12 @@ def test_text_only_warm_up_teaches_the_decoder_to_state_the_grades_it_is_told():
     assert all(len(b) < len(t) and "<area_" in b for b, t in zip(body, texts))  # level sentences, then a summary
     assert [extract_grades(b) for b in body] == told, texts  # the level sentences state the grades told
     # (the summary line, which must pick the worst levels, is learned more slowly: not asserted after 150 steps)
+
+
+def test_a_summary_names_each_level_once():
+    vocab = default_vocabulary()
+    decoder = ReportDecoder(vocab, memory_dim=8, width=16, num_layers=1, num_heads=2)
+    tokens = ["<bos>", *tokenize("L3-L4: mild stenosis. Impression: mild stenosis at L3-L4 and L4-L5 and")]
+    seq = [vocab.index[t] for t in tokens]
+    assert decoder._named_in_summary(seq) == {vocab.index["L3-L4"], vocab.index["L4-L5"]}
+    assert decoder._named_in_summary(seq[:6]) == set()  # before the summary: levels are free

@@ -90,7 +90,9 @@ class ReportDecoder(nn.Module):
       non-padding targets.
     * **Decoding** (:meth:`generate`): greedy or beam search (length-normalised), a hard cap of ``max_length`` tokens
       (default: 1.25 × the longest training reference) and a repeated-``NO_REPEAT_NGRAM``-gram ban, so it can never
-      loop without end. Returns texts with slot tokens, filled by :func:`lss_vlm.reports.vocabulary.fill_slots`.
+      loop without end; in the summary line a level already named there is banned (``at L3-L4 and L4-L5 and L3-L4``
+      was the loop left on the quick budget). Returns texts with slot tokens, filled by
+      :func:`lss_vlm.reports.vocabulary.fill_slots`.
     """
 
     def __init__(
@@ -147,6 +149,8 @@ class ReportDecoder(nn.Module):
             if token.upper() in LEVELS:
                 level_of_token[i] = LEVELS.index(token.upper())
         is_header = torch.tensor([t.lower() in SUMMARY_HEADERS for t in vocab.tokens], dtype=torch.bool)
+        self._level_ids = {i for i, lv in enumerate(level_of_token.tolist()) if lv >= 0}
+        self._header_ids = {i for i, h in enumerate(is_header.tolist()) if h}
         self.register_buffer("level_of_token", level_of_token, persistent=False)
         self.register_buffer("is_header", is_header, persistent=False)
 
@@ -237,10 +241,15 @@ class ReportDecoder(nn.Module):
         logp = out.logits[:, -1].float().log_softmax(-1)
         logp[:, [self.pad_id, self.bos_id]] = -math.inf
         for row, seq in enumerate(ids.tolist()):
-            banned = banned_by_ngram(seq, self.no_repeat_ngram)
+            banned = banned_by_ngram(seq, self.no_repeat_ngram) | self._named_in_summary(seq)
             if banned:
                 logp[row, list(banned)] = -math.inf
         return logp
+
+    def _named_in_summary(self, seq: Sequence[int]) -> set[int]:
+        """Level tokens already named after the last summary header of ``seq``: a summary names a level once."""
+        header = max((i for i, t in enumerate(seq) if t in self._header_ids), default=None)
+        return set() if header is None else {t for t in seq[header:] if t in self._level_ids}
 
     @torch.no_grad()
     def generate(

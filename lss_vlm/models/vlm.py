@@ -233,7 +233,7 @@ class VisionLanguageModel(MultiViewModel):
         pairs = [(text, list(g)) for refs, g in zip(reports, grades) for text in refs if text and text.strip()]
         if not pairs or self.report_warmup_steps <= 0:
             return {}
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         decoder = self.report_decoder
         device = next(decoder.parameters()).device
         params = [p for p in decoder.parameters() if p.requires_grad]
@@ -264,6 +264,7 @@ class VisionLanguageModel(MultiViewModel):
             "report_warmup/first_ce": float(sum(losses[:tenth]) / tenth),
             "report_warmup/last_ce": float(sum(losses[-tenth:]) / tenth),
             "report_warmup/seconds": time.perf_counter() - started,
+            "report_warmup/cpu_seconds": time.process_time() - started_cpu,
         }
 
     def report_memory(
