@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import stats
+from benchmarks.report_pages import overlay_reports_html
 from lss_vlm.errors import ConfigError, DataError
 from lss_vlm.io import atomic_write_text
 
@@ -539,6 +540,7 @@ def to_html(board: Leaderboard, figures: dict[str, Path] | None = None) -> str:
         body="\n".join(body),
         notes=note_html,
         figures=figure_html,
+        reports=overlay_reports_html(board.runs, [n for n in board.table["loss"] if n != REFERENCE_ROW]),
     )
 
 
@@ -596,6 +598,7 @@ figcaption {{ font-size: 0.85em; color: #444; text-align: center; }}
 <ul class="notes">{notes}</ul>
 <h2>Figures</h2>
 <div class="figures">{figures}</div>
+{reports}
 <script>
 let sortState = {{col: -1, asc: true}};
 function sortBy(col) {{

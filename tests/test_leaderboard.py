@@ -180,3 +180,28 @@ def test_reference_ceiling_is_an_unranked_row_when_runs_report_it(tmp_path):
     assert "| reference ceiling (leave-one-out) |" in markdown and "480.0" in markdown
     write_leaderboard(board, tmp_path / "out", figures=False)
     assert "reference ceiling" in (tmp_path / "out" / "leaderboard.csv").read_text()
+
+
+def test_html_shows_the_overlay_case_reports_side_by_side(tmp_path):
+    """Issue 13: generated, composed and one reference report of the fixed overlay case (smallest case id)."""
+    import json
+
+    suite = write_suite(tmp_path / "suite", {"dice": 0.7}, seeds=2)
+    for seed in (0, 1):
+        records = [
+            {
+                "case_id": f"case{i}",
+                "generated": f"gen <{seed}> {i}",
+                "composed": f"comp {i}",
+                "references": [f"ref {i}"],
+            }
+            for i in (3, 1, 2)
+        ]
+        (suite / "runs" / "dice" / f"seed{seed}" / "reports.jsonl").write_text(
+            "\n".join(json.dumps(r) for r in records) + "\n"
+        )
+    write_leaderboard(build_leaderboard(suite), tmp_path / "out", formats=("html",), figures=False)
+    page = (tmp_path / "out" / "leaderboard.html").read_text()
+    assert "Reports of the overlay case" in page
+    assert "gen &lt;0&gt; 1" in page and "comp 1" in page and "ref 1" in page and "seed 0, case case1" in page
+    assert "gen &lt;1&gt;" not in page and "comp 3" not in page
