@@ -141,10 +141,16 @@ def test_text_only_warm_up_teaches_the_decoder_to_state_the_grades_it_is_told():
     # (the summary line, which must pick the worst levels, is learned more slowly: not asserted after 150 steps)
 
 
-def test_a_summary_names_each_level_once():
+def test_the_summary_line_may_only_restate_the_worst_told_grade_and_its_levels_once():
     vocab = default_vocabulary()
     decoder = ReportDecoder(vocab, memory_dim=8, width=16, num_layers=1, num_heads=2)
-    tokens = ["<bos>", *tokenize("L3-L4: mild stenosis. Impression: mild stenosis at L3-L4 and L4-L5 and")]
-    seq = [vocab.index[t] for t in tokens]
-    assert decoder._named_in_summary(seq) == {vocab.index["L3-L4"], vocab.index["L4-L5"]}
-    assert decoder._named_in_summary(seq[:6]) == set()  # before the summary: levels are free
+    ids = vocab.index
+    tokens = ["<bos>", *tokenize("L3-L4: moderate stenosis. Impression: moderate stenosis at L3-L4 and")]
+    seq = [ids[t] for t in tokens]
+    told = [0, 1, 2, 2, 0]  # worst: moderate at L3-L4 and L4-L5
+    banned = decoder.summary_bans(seq, told)
+    assert ids["L4-L5"] not in banned and {ids["L3-L4"], ids["L1-L2"], ids["L2-L3"], ids["L5-S1"]} <= banned
+    assert ids["moderate"] not in banned and {ids["mild"], ids["severe"], ids["no"]} <= banned
+    assert decoder.summary_bans(seq[:6], told) == set()  # before the summary: free
+    normal = decoder.summary_bans(seq[:8], [0, 0, 0, 0, 0])
+    assert all(ids[lv] in normal for lv in LEVELS) and ids["no"] not in normal and ids["mild"] in normal

@@ -90,8 +90,9 @@ class ReportDecoder(nn.Module):
       non-padding targets.
     * **Decoding** (:meth:`generate`): greedy or beam search (length-normalised), a hard cap of ``max_length`` tokens
       (default: 1.25 × the longest training reference) and a repeated-``NO_REPEAT_NGRAM``-gram ban, so it can never
-      loop without end; in the summary line a level already named there is banned (``at L3-L4 and L4-L5 and L3-L4``
-      was the loop left on the quick budget). Returns texts with slot tokens, filled by
+      loop without end. In the summary line (:meth:`summary_bans`) only the worst told grade's word and the levels
+      at that grade, each once, may be written: unconstrained, the quick-budget decoder looped (``at L3-L4 and L4-L5
+      and L3-L4 ...``) or listed every level. Returns texts with slot tokens, filled by
       :func:`lss_vlm.reports.vocabulary.fill_slots`.
     """
 
@@ -150,6 +151,8 @@ class ReportDecoder(nn.Module):
                 level_of_token[i] = LEVELS.index(token.upper())
         is_header = torch.tensor([t.lower() in SUMMARY_HEADERS for t in vocab.tokens], dtype=torch.bool)
         self._level_ids = {i for i, lv in enumerate(level_of_token.tolist()) if lv >= 0}
+        self._level_id = {lv: i for i, lv in enumerate(level_of_token.tolist()) if lv >= 0}
+        self._grade_word_ids = {g: vocab.index[w] for g, w in enumerate(GRADE_WORDS) if w in vocab.index}
         self._header_ids = {i for i, h in enumerate(is_header.tolist()) if h}
         self.register_buffer("level_of_token", level_of_token, persistent=False)
         self.register_buffer("is_header", is_header, persistent=False)
@@ -240,16 +243,28 @@ class ReportDecoder(nn.Module):
         )
         logp = out.logits[:, -1].float().log_softmax(-1)
         logp[:, [self.pad_id, self.bos_id]] = -math.inf
+        told = grade_probs.argmax(-1).tolist()
         for row, seq in enumerate(ids.tolist()):
-            banned = banned_by_ngram(seq, self.no_repeat_ngram) | self._named_in_summary(seq)
+            banned = banned_by_ngram(seq, self.no_repeat_ngram) | self.summary_bans(seq, told[row])
             if banned:
                 logp[row, list(banned)] = -math.inf
         return logp
 
-    def _named_in_summary(self, seq: Sequence[int]) -> set[int]:
-        """Level tokens already named after the last summary header of ``seq``: a summary names a level once."""
+    def summary_bans(self, seq: Sequence[int], told: Sequence[int]) -> set[int]:
+        """Tokens banned next in the summary line of ``seq`` (after its last ``Impression:``/``Conclusion:``/...),
+        given the grades told per level ``told``: grade words other than the worst told grade's, level names not at
+        that grade (all of them when every level is normal) and level names already named there. Constrained decoding:
+        the summary then restates the decision the level sentences state. Nothing is banned before a summary header.
+        """
         header = max((i for i, t in enumerate(seq) if t in self._header_ids), default=None)
-        return set() if header is None else {t for t in seq[header:] if t in self._level_ids}
+        if header is None:
+            return set()
+        worst = max(told) if len(told) else 0
+        allowed = {self._level_id[level] for level, g in enumerate(told) if g == worst and worst > 0}
+        allowed -= set(seq[header:])
+        banned = self._level_ids - allowed
+        banned |= {i for grade, i in self._grade_word_ids.items() if grade != worst}
+        return banned
 
     @torch.no_grad()
     def generate(
