@@ -151,6 +151,7 @@ def test_the_summary_line_may_only_restate_the_worst_told_grade_and_its_levels_o
     banned = decoder.summary_bans(seq, told)
     assert ids["L4-L5"] not in banned and {ids["L3-L4"], ids["L1-L2"], ids["L2-L3"], ids["L5-S1"]} <= banned
     assert ids["moderate"] not in banned and {ids["mild"], ids["severe"], ids["no"]} <= banned
+    assert ids["and"] not in banned and ids["and"] in decoder.summary_bans([*seq, ids["L4-L5"]], told)
     assert decoder.summary_bans(seq[:6], told) == set()  # before the summary: free
     normal = decoder.summary_bans(seq[:8], [0, 0, 0, 0, 0])
     assert all(ids[lv] in normal for lv in LEVELS) and ids["no"] not in normal and ids["mild"] in normal

@@ -153,6 +153,7 @@ class ReportDecoder(nn.Module):
         self._level_ids = {i for i, lv in enumerate(level_of_token.tolist()) if lv >= 0}
         self._level_id = {lv: i for i, lv in enumerate(level_of_token.tolist()) if lv >= 0}
         self._grade_word_ids = {g: vocab.index[w] for g, w in enumerate(GRADE_WORDS) if w in vocab.index}
+        self._and_id = vocab.index.get("and")
         self._header_ids = {i for i, h in enumerate(is_header.tolist()) if h}
         self.register_buffer("level_of_token", level_of_token, persistent=False)
         self.register_buffer("is_header", is_header, persistent=False)
@@ -264,6 +265,8 @@ class ReportDecoder(nn.Module):
         allowed -= set(seq[header:])
         banned = self._level_ids - allowed
         banned |= {i for grade, i in self._grade_word_ids.items() if grade != worst}
+        if not allowed and self._and_id is not None:  # every level at the worst grade named: no dangling "and"
+            banned.add(self._and_id)
         return banned
 
     @torch.no_grad()
