@@ -226,8 +226,10 @@ class Leaderboard:
         column = f"{metric}_mean"
         if column not in self.table:
             return None
-        ranked = self.table[self.table["loss"] != REFERENCE_ROW].dropna(subset=[column]).sort_values(
-            column, ascending=not metric_info(metric).higher_is_better, kind="stable"
+        ranked = (
+            self.table[self.table["loss"] != REFERENCE_ROW]
+            .dropna(subset=[column])
+            .sort_values(column, ascending=not metric_info(metric).higher_is_better, kind="stable")
         )
         if len(ranked) < 2:
             return None

@@ -178,7 +178,7 @@ class ReportVocabulary:
 
     @classmethod
     def build(
-        cls, reports: Iterable[str], min_freq: int = 2, length_margin: float = LENGTH_MARGIN
+        cls, reports: Iterable[str], min_freq: int = DEFAULT_MIN_FREQ, length_margin: float = LENGTH_MARGIN
     ) -> ReportVocabulary:
         """Vocabulary of ``reports`` (the training split): tokens seen ≥ ``min_freq`` times, slots always included.
 
