@@ -155,11 +155,3 @@ def test_the_summary_line_may_only_restate_the_worst_told_grade_and_its_levels_o
     assert decoder.summary_bans(seq[:6], told) == set()  # before the summary: free
     normal = decoder.summary_bans(seq[:8], [0, 0, 0, 0, 0])
     assert all(ids[lv] in normal for lv in LEVELS) and ids["no"] not in normal and ids["mild"] in normal
-
-
-def test_no_cause_is_linked_in_the_sentence_of_a_level_told_normal():
-    vocab = default_vocabulary()
-    decoder = ReportDecoder(vocab, memory_dim=8, width=16, num_layers=1, num_heads=2)
-    links = {vocab.index[w] for w in ("due", "owing", "secondary")}
-    assert decoder.sentence_bans(2, [1, 0, 2, 0, 0]) == links  # state 2 = L2-L3, told normal
-    assert decoder.sentence_bans(3, [1, 0, 2, 0, 0]) == set() and decoder.sentence_bans(0, [0] * 5) == set()

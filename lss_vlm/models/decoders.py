@@ -57,8 +57,6 @@ SUMMARY_HEADERS: frozenset[str] = frozenset({"impression", "conclusion", "summar
 NO_REPEAT_NGRAM = 20
 #: The word the reference writer uses for each grade in a level sentence ("L4-L5: no spinal canal stenosis").
 GRADE_WORDS: tuple[str, ...] = ("no", "mild", "moderate", "severe")
-#: First words of the writer's cause links ("due to", "owing to", "secondary to").
-CAUSE_LINK_WORDS: tuple[str, ...] = ("due", "owing", "secondary")
 NUM_STATES = NUM_LEVELS + 2  # 0 = before any level, 1..L = the level named last, L+1 = in the summary
 
 
@@ -94,8 +92,7 @@ class ReportDecoder(nn.Module):
       (default: 1.25 × the longest training reference) and a repeated-``NO_REPEAT_NGRAM``-gram ban, so it can never
       loop without end. In the summary line (:meth:`summary_bans`) only the worst told grade's word and the levels
       at that grade, each once, may be written: unconstrained, the quick-budget decoder looped (``at L3-L4 and L4-L5
-      and L3-L4 ...``) or listed every level. In the sentence of a level told normal no cause is linked
-      (:meth:`sentence_bans`). Returns texts with slot tokens, filled by
+      and L3-L4 ...``) or listed every level. Returns texts with slot tokens, filled by
       :func:`lss_vlm.reports.vocabulary.fill_slots`.
     """
 
@@ -157,7 +154,6 @@ class ReportDecoder(nn.Module):
         self._level_id = {lv: i for i, lv in enumerate(level_of_token.tolist()) if lv >= 0}
         self._grade_word_ids = {g: vocab.index[w] for g, w in enumerate(GRADE_WORDS) if w in vocab.index}
         self._and_id = vocab.index.get("and")
-        self._cause_link_ids = {vocab.index[w] for w in CAUSE_LINK_WORDS if w in vocab.index}
         self._header_ids = {i for i, h in enumerate(is_header.tolist()) if h}
         self.register_buffer("level_of_token", level_of_token, persistent=False)
         self.register_buffer("is_header", is_header, persistent=False)
@@ -249,20 +245,11 @@ class ReportDecoder(nn.Module):
         logp = out.logits[:, -1].float().log_softmax(-1)
         logp[:, [self.pad_id, self.bos_id]] = -math.inf
         told = grade_probs.argmax(-1).tolist()
-        states = self.states(ids)[:, -1].tolist()
         for row, seq in enumerate(ids.tolist()):
             banned = banned_by_ngram(seq, self.no_repeat_ngram) | self.summary_bans(seq, told[row])
-            banned |= self.sentence_bans(states[row], told[row])
             if banned:
                 logp[row, list(banned)] = -math.inf
         return logp
-
-    def sentence_bans(self, state: int, told: Sequence[int]) -> set[int]:
-        """Tokens banned next in the sentence of a level told normal (``state`` = 1 + that level): the cause links
-        (``due``, ``owing``, ``secondary``), as the reference writer names causes only for stenotic levels."""
-        if 1 <= state <= NUM_LEVELS and told[state - 1] == 0:
-            return set(self._cause_link_ids)
-        return set()
 
     def summary_bans(self, seq: Sequence[int], told: Sequence[int]) -> set[int]:
         """Tokens banned next in the summary line of ``seq`` (after its last ``Impression:``/``Conclusion:``/...),
