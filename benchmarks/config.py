@@ -192,7 +192,12 @@ class EvalConfig(_Section):
     split: Literal["train", "val", "test"] = "test"
     checkpoint: Literal["best", "last"] = "best"
     num_beams: int = Field(1, ge=1, le=64)
-    max_report_tokens: int = Field(96, ge=8, le=4096)
+    max_report_tokens: int | None = Field(
+        None,
+        ge=8,
+        le=4096,
+        description="cap on generated report tokens; null = the model's limit (1.25 x longest reference)",
+    )
     text_metrics: bool = Field(True, description="BLEU/METEOR/ROUGE-L/CIDEr (needs Java); off = skipped")
     overlay_prompt: str | None = Field(
         None, description="prompt of the attention map in overlay.png; null = label/thecal_sac"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from lss_vlm.engine.validation import predict, update_metrics
 from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
 from lss_vlm.metrics.classification import GradeMetrics
 from lss_vlm.metrics.segmentation import SegmentationMetrics
+from lss_vlm.reports.vocabulary import fill_slots
 
 from .config import ExperimentConfig
 from .overlay import save_case_overlay
@@ -118,14 +120,18 @@ def evaluate_model(
     grades = GradeMetrics()
     cases: list[CaseResult] = []
     overlay_case: CaseView | None = None
+    generation_s = generation_cpu_s = 0.0
     for batch, out in predict(model, loader, device, amp=cfg.train.amp):
         pred = update_metrics(seg, grades, batch, out)
+        started, started_cpu = time.perf_counter(), time.process_time()
         generated = model.generate_reports(
             batch["views"],
             num_beams=cfg.eval.num_beams,
             max_length=cfg.eval.max_report_tokens,
             view_valid=batch.get("view_valid"),
         )
+        generation_s += time.perf_counter() - started
+        generation_cpu_s += time.process_time() - started_cpu
         for i, case_id in enumerate(batch["case_id"]):
             cases.append(_case_result(batch, pred, generated, i))
             if overlay_case is None or case_id < overlay_case.case_id:
@@ -136,6 +142,11 @@ def evaluate_model(
     _write_results(out_dir, metrics, seg.per_case(), grades.confusion_matrix(), cases)
     if overlay_case is not None:
         save_case_overlay(out_dir / "overlay.png", overlay_case)
+    # timing is kept out of metrics.json, which must be reproducible
+    atomic_write_json(
+        out_dir / "report_generation.json",
+        {"seconds": generation_s, "cpu_seconds": generation_cpu_s, "n_cases": len(cases)},
+    )
     return metrics
 
 
@@ -149,6 +160,7 @@ def _case_result(batch: dict[str, Any], pred: torch.Tensor, generated: list[str]
     )
     composed = _compose(batch, pred, i)
     if composed is not None:
+        result.generated = fill_slots(result.generated, composed.measurements)  # numbers measured on predicted masks
         result.composed = composed.text
         result.composed_areas = [
             float(composed.measurements.get(level, {}).get("area_mm2", math.nan)) for level in LEVELS
@@ -171,7 +183,7 @@ def _compose(batch: dict[str, Any], pred: torch.Tensor, i: int) -> Any:
 
 def _report_metrics(cases: list[CaseResult], text_metrics: bool) -> dict[str, float]:
     """Text metrics of generated and composed reports, grade F1 read back from the text, composer area error."""
-    from lss_vlm.metrics.text import grade_f1_from_text, score_reports
+    from lss_vlm.metrics.text import BERTSCORE_KEYS, bertscore, grade_f1_from_text, reference_ceiling, score_reports
 
     with_refs = [c for c in cases if c.references]
     references = {c.case_id: c.references for c in with_refs}
@@ -186,7 +198,13 @@ def _report_metrics(cases: list[CaseResult], text_metrics: bool) -> dict[str, fl
         scores: dict[str, float] = {k: math.nan for k in TEXT_METRIC_KEYS}
         if text_metrics and java and references:
             scores.update(score_reports(references, {cid: hypotheses[cid] for cid in references}))
+        scores.update(dict.fromkeys(BERTSCORE_KEYS, math.nan))
+        if text_metrics and references:  # BERTScore needs no Java: the offline MiniLM
+            scores.update(bertscore(references, {cid: hypotheses[cid] for cid in references}))
         metrics.update({f"{prefix}{k}": v for k, v in scores.items()})
+    metrics["reference/cider_x100"] = math.nan  # the leave-one-out ceiling needs >= 2 cases with >= 2 references
+    if text_metrics and java and sum(len(r) >= 2 for r in references.values()) >= 2:
+        metrics["reference/cider_x100"] = reference_ceiling(references)["cider_x100"]
     errors = [
         abs(pred - true)
         for c in cases
@@ -279,7 +297,7 @@ def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -
         return InspectedCase(
             split=split,
             view=case_view(model, batch, out, i, prompt),
-            generated=generated[0],
+            generated=fill_slots(generated[0], composed.measurements) if composed is not None else generated[0],
             composed=composed.text if composed is not None else "",
             references=list(batch["reports"][i]),
             true_grades=[int(g) for g in batch["grades"][i].tolist()],

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import stats
+from benchmarks.report_pages import overlay_reports_html
 from lss_vlm.errors import ConfigError, DataError
 from lss_vlm.io import atomic_write_text
 
@@ -43,6 +44,11 @@ FORMATS: tuple[str, ...] = ("csv", "md", "html")
 #: Figures that span the whole page width in the HTML (grids of panels).
 WIDE_FIGURES = ("pid_trajectories", "confusion_matrices", "attention_overlays")
 RUN_DIR_PATTERN = re.compile(r"^seed(\d+)$")
+
+#: The reference row (issue 13): leave-one-out CIDEr-D of each reference against the case's others, from the runs'
+#: ``reference/cider_x100``; generated and composed CIDEr×100 are read against it. Not ranked, not tested.
+REFERENCE_ROW = "reference ceiling (leave-one-out)"
+REFERENCE_METRICS: dict[str, str] = {"cider_x100": "reference/cider_x100"}
 
 _LOWER_IS_BETTER = ("hd95", "msd", "ece", "mae", "loss", "brier")
 
@@ -89,6 +95,7 @@ _KNOWN_METRICS: dict[str, tuple[str, str, int]] = {  # key: (label, short label 
     "rouge_l": ("ROUGE-L", "ROUGE-L", 3),
     "meteor": ("METEOR", "METEOR", 3),
     "bleu_4": ("BLEU-4", "BLEU-4", 3),
+    "bertscore_f1": ("BERTScore F1 (MiniLM, raw)", "BERTS", 3),
     "grade_f1_from_text": ("Report grade-F1", "RepF1", 3),
     "composed/grade_f1_from_text": ("Composed grade-F1", "cRepF1", 3),
     "area_mae_mm2": ("Area MAE mm²", "AreaMAE", 1),
@@ -291,8 +298,10 @@ class Leaderboard:
         column = f"{metric}_mean"
         if column not in self.table:
             return None
-        ranked = self.table.dropna(subset=[column]).sort_values(
-            column, ascending=not metric_info(metric).higher_is_better, kind="stable"
+        ranked = (
+            self.table[self.table["loss"] != REFERENCE_ROW]
+            .dropna(subset=[column])
+            .sort_values(column, ascending=not metric_info(metric).higher_is_better, kind="stable")
         )
         if len(ranked) < 2:
             return None
@@ -436,8 +445,24 @@ def build_leaderboard(
         main_p = f"{rank_by}_p_vs_{baseline}"
         table[f"p_vs_{baseline}"] = table[main_p] if main_p in table else math.nan
         table[f"p_holm_vs_{baseline}"] = stats.holm(table[f"p_vs_{baseline}"].tolist())
+    table = _with_reference_row(table, runs, chosen)
     title = f"lss-vlm leaderboard: {suite.get('name', suite_dir.name)}"
     return Leaderboard(table, rank_by, baseline, chosen, runs, test, title, case_values, problems)
+
+
+def _with_reference_row(table: pd.DataFrame, runs: Sequence[RunRecord], chosen: Sequence[str]) -> pd.DataFrame:
+    """Append :data:`REFERENCE_ROW` (unranked) when completed runs report a reference ceiling for a shown metric."""
+    row: dict[str, object] = {}
+    for metric, source in REFERENCE_METRICS.items():
+        values = [r.metrics.get(source, math.nan) for r in runs if r.completed]
+        values = [v for v in values if math.isfinite(v)]
+        if metric in chosen and values:
+            mean, std = stats.mean_std(values)
+            row.update({f"{metric}_mean": mean, f"{metric}_std": std, "n_seeds": len(values), "n_failed": 0})
+    if not row:
+        return table
+    row.update(loss=REFERENCE_ROW, rank=math.nan, failed_reasons="")
+    return pd.concat([table, pd.DataFrame([row])], ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------------------------- formats
@@ -549,6 +574,11 @@ def notes(board: Leaderboard) -> list[str]:
             f"({agreement.n_seeds} seeds × {agreement.n_losses} losses; 1 = every seed ranks the losses the same; "
             f"Friedman {p_clause(agreement.friedman_p)})."
         )
+    if (board.table["loss"] == REFERENCE_ROW).any():
+        lines.append(
+            f"{REFERENCE_ROW}: CIDEr×100 of each reference report against the case's other references, averaged "
+            "(the score a second radiologist gets); read generated and composed CIDEr×100 against it."
+        )
     lines += unscored_notes(board)
     lines += collapse_notes(board)
     lines += board.problems
@@ -638,6 +668,7 @@ def to_html(board: Leaderboard, figures: dict[str, Path] | None = None) -> str:
         body="\n".join(body),
         notes=note_html,
         figures=figure_html,
+        reports=overlay_reports_html(board.runs, [n for n in board.table["loss"] if n != REFERENCE_ROW]),
     )
 
 
@@ -695,6 +726,7 @@ figcaption {{ font-size: 0.85em; color: #444; text-align: center; }}
 <ul class="notes">{notes}</ul>
 <h2>Figures</h2>
 <div class="figures">{figures}</div>
+{reports}
 <script>
 let sortState = {{col: -1, asc: true}};
 function sortBy(col) {{

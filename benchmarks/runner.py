@@ -183,11 +183,39 @@ def evaluate_run(
     return metrics
 
 
-def build_model_from_config(cfg: ExperimentConfig) -> torch.nn.Module:
-    """``lss_vlm.models.build_model(cfg.model.name, **cfg.model.params)``."""
+def build_model_from_config(cfg: ExperimentConfig, report_vocab: dict | None = None) -> torch.nn.Module:
+    """``lss_vlm.models.build_model(cfg.model.name, **cfg.model.params)``, plus ``report_vocab`` for a model with a
+    learned report decoder (one that takes a ``report_vocab`` argument)."""
     from lss_vlm.models import build_model
 
-    return build_model(cfg.model.name, **cfg.model.params)
+    extra = {"report_vocab": report_vocab} if report_vocab is not None and _takes_report_vocab(cfg) else {}
+    return build_model(cfg.model.name, **{**cfg.model.params, **extra})
+
+
+def _takes_report_vocab(cfg: ExperimentConfig) -> bool:
+    import inspect
+
+    from lss_vlm.models.registry import MODELS
+
+    return "report_vocab" in inspect.signature(MODELS.get(cfg.model.name)).parameters
+
+
+def build_report_vocab(cfg: ExperimentConfig, out_dir: Path) -> dict | None:
+    """The word-level report vocabulary of the training split's references, saved as ``out_dir/report_vocab.json``
+    (issue 13; None for a model without a learned report decoder or a training split without reports)."""
+    from lss_vlm.data.manifest import parse_reports, read_manifest
+    from lss_vlm.reports.vocabulary import DEFAULT_MIN_FREQ, VOCAB_FILE, ReportVocabulary
+
+    if not _takes_report_vocab(cfg):
+        return None
+    table = read_manifest(resolve_manifest(cfg.data))
+    train = table[table["split"] == "train"]
+    reports = [r for cell in train.get("reports", []) for r in parse_reports(cell, "train split")]
+    if not any(r and r.strip() for r in reports):
+        return None
+    vocab = ReportVocabulary.build(reports, min_freq=DEFAULT_MIN_FREQ)
+    vocab.save(out_dir / VOCAB_FILE)
+    return vocab.to_dict()
 
 
 def build_split_loader(cfg: ExperimentConfig, split: str, train: bool = False) -> torch.utils.data.DataLoader:
@@ -227,7 +255,9 @@ def load_trained_model(run_dir: Path, cfg: ExperimentConfig) -> tuple[torch.nn.M
     if not weights.is_file():
         raise ConfigError(f"{run_dir}: no model.safetensors (the run has not completed training)")
     device = resolve_device(cfg.train.device)
-    model = build_model_from_config(cfg).to(device)
+    vocab_file = run_dir / "report_vocab.json"
+    vocab = json.loads(vocab_file.read_text()) if vocab_file.is_file() else None
+    model = build_model_from_config(cfg, vocab).to(device)
     load_weights(model, weights)
     return model, device
 
@@ -248,11 +278,12 @@ def _train_and_evaluate(
 
     seed_everything(cfg.train.seed, cfg.train.deterministic)
 
-    model = build_model_from_config(cfg)
+    model = build_model_from_config(cfg, build_report_vocab(cfg, out_dir))
     if cfg.train.init_weights is not None:  # fine-tuning: same architecture, weights of another run
         if not Path(cfg.train.init_weights).is_file():
             raise ConfigError(f"train.init_weights: {cfg.train.init_weights} not found")
         load_weights(model, cfg.train.init_weights)
+    warmup = _warm_up_report_decoder(model, cfg) if not (resume and (out_dir / "checkpoints").is_dir()) else {}
     loss = losses.build_loss(cfg.loss.name, **cfg.loss.params)
     history_path = out_dir / "history.csv"
 
@@ -304,8 +335,28 @@ def _train_and_evaluate(
     metrics = evaluate_model(trainer.model, build_split_loader(cfg, cfg.eval.split), cfg, out_dir, trainer.device)
     summary = (float(result.best_epoch), float(len(result.history)), float(result.stop_reason == "early_stopping"))
     metrics.update(zip(TRAINING_SUMMARY_KEYS, summary))
+    if warmup:  # not in metrics.json: its seconds vary and a re-evaluation could not reproduce it
+        atomic_write_json(out_dir / "report_warmup.json", warmup)
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def _warm_up_report_decoder(model: torch.nn.Module, cfg: ExperimentConfig) -> dict[str, float]:
+    """Text-only warm-up of a learned report decoder on the training split's references and grades (issue 13)."""
+    if not hasattr(model, "warm_up_report_decoder") or cfg.train.lambda_txt <= 0:
+        return {}
+    from lss_vlm.constants import LEVELS, level_key
+    from lss_vlm.data.manifest import parse_reports, read_manifest
+
+    table = read_manifest(resolve_manifest(cfg.data))
+    train = table[table["split"] == "train"]
+    if "reports" not in train:
+        return {}
+    reports = [parse_reports(cell, "train split") for cell in train["reports"]]
+    columns = [f"grade_{level_key(lv)}" for lv in LEVELS]
+    values = train.reindex(columns=columns).apply(pd.to_numeric, errors="coerce").fillna(-1).astype(int)
+    grades = values.to_numpy().tolist()
+    return model.warm_up_report_decoder(reports, grades, seed=cfg.train.seed)
 
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:

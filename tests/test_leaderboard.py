@@ -178,3 +178,48 @@ def test_a_collapsed_class_is_flagged_in_the_table_and_a_footnote(tmp_path):
     assert flagged == {"dice": "", "dice_nobg": "ligamentum_flavum (40.0x)"}
     collapse = [n for n in to_markdown(board).splitlines() if "COLLAPSE" in n]
     assert len(collapse) == 1 and "dice_nobg" in collapse[0] and "ligamentum_flavum" in collapse[0]
+
+
+def test_reference_ceiling_is_an_unranked_row_when_runs_report_it(tmp_path):
+    """Issue 13: the leave-one-out CIDEr of the references sits in the table, so CIDEr×100 is read against it."""
+    import json
+
+    suite = write_suite(tmp_path / "suite", {"dice": 0.7, "tversky": 0.75}, seeds=2)
+    assert "reference ceiling" not in to_markdown(build_leaderboard(suite))
+    for metrics_file in (suite / "runs").glob("*/seed*/metrics.json"):
+        metrics = json.loads(metrics_file.read_text())
+        metrics_file.write_text(json.dumps({**metrics, "reference/cider_x100": 480.0}))
+    board = build_leaderboard(suite, rank_by="cider_x100")
+    last = board.table.iloc[-1]
+    assert last["loss"].startswith("reference ceiling") and math.isnan(last["rank"])
+    assert last["cider_x100_mean"] == pytest.approx(480.0) and last["n_seeds"] == 4
+    assert list(board.table["rank"][:2]) == [1, 2] and board.best_vs_worst("cider_x100")[0] == "tversky"
+    markdown = to_markdown(board)
+    assert "| reference ceiling (leave-one-out) |" in markdown and "480.0" in markdown
+    write_leaderboard(board, tmp_path / "out", figures=False)
+    assert "reference ceiling" in (tmp_path / "out" / "leaderboard.csv").read_text()
+
+
+def test_html_shows_the_overlay_case_reports_side_by_side(tmp_path):
+    """Issue 13: generated, composed and one reference report of the fixed overlay case (smallest case id)."""
+    import json
+
+    suite = write_suite(tmp_path / "suite", {"dice": 0.7}, seeds=2)
+    for seed in (0, 1):
+        records = [
+            {
+                "case_id": f"case{i}",
+                "generated": f"gen <{seed}> {i}",
+                "composed": f"comp {i}",
+                "references": [f"ref {i}"],
+            }
+            for i in (3, 1, 2)
+        ]
+        (suite / "runs" / "dice" / f"seed{seed}" / "reports.jsonl").write_text(
+            "\n".join(json.dumps(r) for r in records) + "\n"
+        )
+    write_leaderboard(build_leaderboard(suite), tmp_path / "out", formats=("html",), figures=False)
+    page = (tmp_path / "out" / "leaderboard.html").read_text()
+    assert "Reports of the overlay case" in page
+    assert "gen &lt;0&gt; 1" in page and "comp 1" in page and "ref 1" in page and "seed 0, case case1" in page
+    assert "gen &lt;1&gt;" not in page and "comp 3" not in page

@@ -146,3 +146,131 @@ def test_grade_f1_counts_unstated_levels_as_misses():
     assert grade_f1_from_text(silent, truth) == pytest.approx(f1_normal / 4)
     with pytest.raises(DataError, match="'c'"):
         grade_f1_from_text({"c": "x"}, truth)
+
+
+# ------------------------------------------------------------------------------------------------ robustness (JVMs)
+
+
+@requires_java()
+def test_cider_of_a_single_case_is_nan_with_a_warning_not_a_silent_zero():
+    references, _ = _corpus(n_refs=3)
+    one = {"case2": references["case2"]}
+    with pytest.warns(RuntimeWarning, match=r"log\(1/1\) = 0"):
+        out = score_reports(one, {"case2": references["case2"][0]})  # a perfect hypothesis
+    assert math.isnan(out["cider"]) and math.isnan(out["cider_x100"])
+    assert out["bleu_4"] == pytest.approx(1.0, abs=1e-6)  # the other metrics are still computed
+
+
+@requires_java()
+def test_meteor_survives_a_looping_hypothesis_by_capping_it_with_a_warning():
+    import time
+
+    from lss_vlm.metrics.text import METEOR_MAX_HYPOTHESIS_TOKENS
+
+    references, _ = _corpus(n_refs=3)
+    ids = ["case0", "case2"]
+    looping = " ".join(["L4-L5 moderate stenosis."] * 2500)  # what a decoder stuck in a loop writes
+    start = time.monotonic()
+    with pytest.warns(RuntimeWarning, match=f"first {METEOR_MAX_HYPOTHESIS_TOKENS}"):
+        out = score_reports({k: references[k] for k in ids}, {"case0": looping, "case2": references["case2"][1]})
+    assert time.monotonic() - start < 120
+    assert 0.0 < out["meteor"] < 1.0 and math.isfinite(out["cider"])
+    # the process goes on: a second call works (pycocoevalcap's Meteor would hold its lock forever here)
+    again = score_reports({k: references[k] for k in ids}, {k: references[k][0] for k in ids})
+    assert again["meteor"] > out["meteor"]
+
+
+@requires_java()
+def test_meteor_timeout_gives_nan_with_a_warning_and_kills_the_jvm():
+    import time
+
+    from lss_vlm.metrics.text import meteor_score
+
+    start = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="no answer within 0.2 s"):
+        score = meteor_score({"a": ["mild stenosis"], "b": ["severe stenosis"]}, {"a": ["mild"], "b": ["x"]}, 0.2)
+    assert math.isnan(score) and time.monotonic() - start < 15
+
+
+@requires_java()
+def test_a_jvm_that_cannot_start_is_one_clear_error_line(monkeypatch):
+    from lss_vlm.metrics.text import JavaError
+
+    references, _ = _corpus(n_refs=3)
+    monkeypatch.setenv("LSS_METEOR_XMX", "100000G")  # more heap than the machine can reserve
+    with pytest.raises(JavaError, match="METEOR: the Java VM could not start") as info:
+        score_reports(references, {k: v[0] for k, v in references.items()})
+    assert "\n" not in str(info.value) and "heap" in str(info.value)
+
+
+def test_missing_java_or_a_bad_timeout_is_a_clear_error(monkeypatch):
+    from lss_vlm.metrics.text import JavaError
+
+    monkeypatch.setenv("LSS_JVM_TIMEOUT_S", "soon")
+    with pytest.raises(JavaError, match="LSS_JVM_TIMEOUT_S='soon'"):
+        score_reports({"a": ["x"], "b": ["y"]}, {"a": "x", "b": "y"})
+    monkeypatch.delenv("LSS_JVM_TIMEOUT_S")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(JavaError, match="`java` is not on PATH"):
+        score_reports({"a": ["x"], "b": ["y"]}, {"a": "x", "b": "y"})
+
+
+# ------------------------------------------------------------------------------------------------ references, ceiling
+
+
+def test_references_of_a_case_paraphrase_the_same_facts_at_the_same_length():
+    import re
+
+    rng = np.random.default_rng(3)
+    findings = {"L4-L5": ["disc_bulge", "facet_hypertrophy"], "L3-L4": ["ligamentum_flavum_thickening"]}
+    refs = write_reports([0, 1, 2, 3, -1], [130.4, 88.0, 63.2, 41.0, None], rng, n=5, findings=findings,
+                         ap_diameters=[12.3, 9.0, 7.45, None, None])  # fmt: skip
+    assert len(set(refs)) == 5
+    lengths = {len(re.sub(r"[.,;:]", " ", r).split()) for r in refs}
+    assert len(lengths) == 1  # equal length: CIDEr-D's length penalty (sigma 6) is neutral between them
+    for r in refs:
+        assert extract_grades(r) == [0, 1, 2, 3, -1]
+        assert sorted(re.findall(r"\d+(?:\.\d)? mm2?\b", r)) == sorted(
+            ["130 mm2", "88 mm2", "63 mm2", "41 mm2", "12.3 mm", "9.0 mm", "7.5 mm"]
+        )  # fmt: skip
+        assert "due to" in r or "owing to" in r or "secondary to" in r
+    causes = {tuple(re.findall(r"(a disc bulge|facet hypertrophy)", r)) for r in refs}
+    assert len(causes) == 2  # the order of causes varies, not the set
+
+
+@requires_java()
+def test_reference_ceiling_is_high_for_paraphrases_and_low_for_templates_of_other_lengths(tiny_phantom):
+    import json
+
+    from lss_vlm.data.manifest import read_manifest
+    from lss_vlm.metrics.text import reference_ceiling
+
+    df = read_manifest(tiny_phantom)
+    references = {r.case_id: json.loads(r.reports) for r in df.itertuples()}
+    ceiling = reference_ceiling(references)
+    assert ceiling["cider_x100"] >= 100 and ceiling["n_reports"] == len(df)
+    # the same facts in a compact third of the length: the Gaussian length penalty hides that the facts agree
+    compact = {
+        k: v[:2] + [" ".join(f"{lv} grade {g}." for lv, g in zip(("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"),
+                                                                  extract_grades(v[0])))]
+        for k, v in references.items()
+    }  # fmt: skip
+    assert reference_ceiling(compact)["cider_x100_min"] < 0.2 * ceiling["cider_x100"]
+    with pytest.warns(RuntimeWarning, match="at least 2 cases"):
+        assert math.isnan(reference_ceiling({"a": ["x", "x"]})["cider_x100"])
+
+
+# ------------------------------------------------------------------------------------------------ BERTScore
+
+
+def test_bertscore_with_the_offline_minilm_ranks_matching_reports_first():
+    from lss_vlm.metrics.text import BERTSCORE_KEYS, bertscore
+
+    references, _ = _corpus(n_refs=3)
+    ids = list(references)
+    same = bertscore(references, {k: references[k][0] for k in ids})
+    others = bertscore({k: v[1:] for k, v in references.items()}, {k: references[k][0] for k in ids})
+    shuffled = bertscore(references, {k: references[ids[(i + 1) % len(ids)]][0] for i, k in enumerate(ids)})
+    assert set(same) == set(BERTSCORE_KEYS) and same["bertscore_f1"] == pytest.approx(1.0, abs=1e-4)
+    assert 0.0 < shuffled["bertscore_f1"] < others["bertscore_f1"] < same["bertscore_f1"]  # raw, not rescaled
+    assert math.isnan(bertscore({"a": [""]}, {"a": "text"})["bertscore_f1"])

@@ -10,6 +10,7 @@ from lss_vlm.constants import LEVELS, NUM_GRADES, NUM_LABELS, NUM_VIEWS
 from lss_vlm.errors import ConfigError
 from lss_vlm.models import available_models, build_model, count_parameters
 from lss_vlm.models.checkpoint import load_checkpoint, save_checkpoint
+from lss_vlm.reports.vocabulary import tokenize
 
 TINY = {"text_encoder": "tiny-bert"}
 REPORTS = [
@@ -49,7 +50,7 @@ def test_output_shapes(name: str, size: int) -> None:
     for maps in out["attention"].values():
         assert maps.shape[:2] == (2, NUM_VIEWS) and maps.shape[-2:] == (size // 16, size // 16)
     if name != "unet_image_only":
-        assert out["report_logits"].shape == (2, ids.shape[1], len(model.tokenizer))
+        assert out["report_logits"].shape == (2, ids.shape[1], len(model.report_vocab))  # word-level vocabulary
         assert out["report_loss"].ndim == 0 and torch.isfinite(out["report_loss"])
 
 
@@ -137,7 +138,7 @@ def test_generate_returns_text_greedy_and_beam(spca: torch.nn.Module) -> None:
     for beams in (1, 2):
         reports = spca.generate_reports(_views(2, 64), num_beams=beams, max_length=12)
         assert len(reports) == 2 and all(isinstance(r, str) and r.strip() for r in reports)
-        assert all(len(spca.tokenizer(r)["input_ids"]) <= 12 + 2 for r in reports)
+        assert all(len(tokenize(r)) <= 12 - 1 for r in reports)  # the cap counts <bos> (and <eos>)
 
 
 def test_image_only_baseline_writes_template_reports() -> None:

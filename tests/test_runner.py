@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -113,6 +114,13 @@ def test_run_directory_holds_every_file_with_the_documented_keys(finished_run: t
     assert set(per_case["case_id"]) == {r["case_id"] for r in reports} and len(reports) == metrics["n_cases"]
     assert all({"case_id", "generated", "composed", "references"} <= set(r) for r in reports)
     assert all(r["composed"] and r["references"] for r in reports)
+    # issue 13: the word-level vocabulary of the training split beside the weights; no unfilled measurement slot
+    vocab = json.loads((run_dir / "report_vocab.json").read_text())
+    assert vocab["tokens"][:4] == ["<pad>", "<bos>", "<eos>", "<unk>"] and "L4-L5" in vocab["tokens"]
+    assert vocab["max_length"] >= vocab["length_p95"]
+    assert not any("<area_" in r["generated"] or "<ap_" in r["generated"] for r in reports)
+    ceiling = metrics["reference/cider_x100"]  # NaN: one test case here (needs 2), see test_metrics_text for values
+    assert math.isnan(ceiling) if metrics["n_cases"] < 2 or not shutil.which("java") else ceiling >= 100
     confusion = pd.read_csv(run_dir / "confusion_matrix.csv", index_col=0)
     assert list(confusion.index) == list(GRADES) == list(confusion.columns)
     provenance = json.loads((run_dir / "provenance.json").read_text())

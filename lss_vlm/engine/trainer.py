@@ -171,6 +171,8 @@ class Trainer:
         start = time.perf_counter()
         self._reseed(epoch)
         row: dict[str, float] = {"epoch": float(epoch), "lr": float(self.optimizer.param_groups[0]["lr"])}
+        if hasattr(self.model, "set_training_progress"):  # scheduled sampling of the report decoder's grade input
+            self.model.set_training_progress((epoch - 1) / max(self.settings.epochs, 1))
         row.update(self._train_one_epoch(epoch))
         self.loss.on_epoch_end()
         self._log_controller(epoch, step=0)
@@ -235,8 +237,11 @@ class Trainer:
             texts, has_ref = pick_references(batch["reports"], epoch)
             report_ids, report_mask = (t.to(self.device) for t in self.model.tokenize_reports(texts))
             report_mask = report_mask.bool() & has_ref.to(self.device)[:, None]
+        extra = {}
+        if report_ids is not None and hasattr(self.model, "set_training_progress"):
+            extra["report_grades"] = batch["grades"]  # true grades for the decoder's scheduled sampling
         out = self.model(
-            batch["views"], report_ids=report_ids, report_mask=report_mask, view_valid=batch.get("view_valid")
+            batch["views"], report_ids=report_ids, report_mask=report_mask, view_valid=batch.get("view_valid"), **extra
         )
         seg = zero
         if s.lambda_seg > 0 and bool(batch["mask_valid"].any()):

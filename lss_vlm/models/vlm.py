@@ -4,7 +4,8 @@ views [B, V, 1, H, W] → fold V into the batch → shared image encoder (pyrami
 → stride-16 patch tokens (+ view embedding + 2D sin-cos position code, 2D layout kept)
 → SPCA with the cached prompt tokens at one or more strides (fused grids replace those pyramid levels)
 → (a) smp U-Net decoder → seg logits per view, (b) level-query grade head → grades per level,
-(c) GPT-2 report decoder cross-attending to all fused patch tokens + predicted-grade embeddings.
+(c) word-level GPT-2 report decoder cross-attending to all fused patch tokens + predicted-grade embeddings, told the
+predicted grade of the level it is writing about (see :class:`~lss_vlm.models.decoders.ReportDecoder`).
 No global pooling on the main path.
 """
 
@@ -16,11 +17,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..constants import LEVELS, NUM_LABELS, NUM_VIEWS
+from ..constants import LEVELS, NUM_GRADES, NUM_LABELS, NUM_VIEWS
 from ..errors import ConfigError
+from ..reports.vocabulary import ReportVocabulary, default_vocabulary
 from .attention import SpatialPatchCrossAttention
 from .base import MultiViewModel
-from .decoders import DEFAULT_REPORT_MAX_LENGTH, ReportDecoder, SegmentationDecoder
+from .decoders import NO_REPEAT_NGRAM, ReportDecoder, SegmentationDecoder
 from .encoders import PATCH_STRIDE, PatchTokenizer, build_image_encoder, check_image_size
 from .heads import LevelQueryGradeHead
 from .registry import MODELS
@@ -106,7 +108,12 @@ class VisionLanguageModel(MultiViewModel):
         report_width: int = 128,
         report_layers: int = 2,
         report_heads: int = 4,
-        report_max_length: int = DEFAULT_REPORT_MAX_LENGTH,
+        report_max_length: int | None = None,
+        report_vocab: dict | None = None,
+        grade_teacher_until: float = 0.75,
+        report_no_repeat_ngram: int = NO_REPEAT_NGRAM,
+        report_warmup_steps: int = 200,
+        report_warmup_lr: float = 3e-3,
         prompts: dict[str, str] | None = None,
         indication: str | None = None,
         freeze_text: bool = True,
@@ -115,7 +122,6 @@ class VisionLanguageModel(MultiViewModel):
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__(config)
         check_image_size(image_size, image_size)
-        self.report_max_length = report_max_length
         self.text = TextEncoder(text_encoder, frozen=freeze_text)
         self.tokenizer = self.text.tokenizer
         unknown = sorted(set(prompts or {}) - set(default_prompts(indication)) - {"indication"})
@@ -133,9 +139,16 @@ class VisionLanguageModel(MultiViewModel):
         )
         self.seg_decoder = SegmentationDecoder(tuple(self.fusion.out_channels), tuple(decoder_channels), NUM_LABELS)
         self.grade_head = LevelQueryGradeHead(embed_dim, self.text.hidden_size, grade_hidden, dropout)
+        # the report vocabulary: the training split's (a run passes it), else the reference writer's own words
+        vocab = ReportVocabulary.from_dict(report_vocab) if report_vocab is not None else default_vocabulary()
+        self.report_vocab = vocab
+        self.grade_teacher_until = float(grade_teacher_until)
+        self.report_warmup_steps, self.report_warmup_lr = int(report_warmup_steps), float(report_warmup_lr)
         self.report_decoder = ReportDecoder(
-            self.tokenizer, embed_dim, report_width, report_layers, report_heads, report_max_length, dropout
-        )
+            vocab, embed_dim, report_width, report_layers, report_heads, report_max_length, dropout,
+            report_no_repeat_ngram,
+        )  # fmt: skip
+        self.report_max_length = self.report_decoder.max_length
 
     def build_fusion(
         self,
@@ -179,14 +192,89 @@ class VisionLanguageModel(MultiViewModel):
         attention["grade"] = grade_maps
         return {"seg_logits": seg, "grade_logits": grade_logits, "attention": attention, "grid": grid}
 
+    def tokenize_reports(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reports → word-level ``ids int64 [B, T]`` (``<bos> … <eos>``, numbers as slots, padded) and ``mask bool``."""
+        encoded = [self.report_vocab.encode(t) if t and t.strip() else [] for t in texts]
+        width = max([len(e) for e in encoded] + [2])
+        ids = torch.full((len(encoded), width), self.report_vocab.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.bool)
+        for i, e in enumerate(encoded):
+            ids[i, : len(e)] = torch.tensor(e, dtype=torch.long)
+            mask[i, : len(e)] = True
+        return ids, mask
+
+    def set_training_progress(self, fraction: float) -> None:
+        """Scheduled sampling of the decoder's grade conditioning: true grades with probability
+        ``1 - fraction / grade_teacher_until`` (clipped to [0, 1]); ``fraction`` = epochs done / epochs."""
+        until = max(self.grade_teacher_until, 1e-9)
+        self.report_decoder.teacher_ratio = float(min(max(1.0 - fraction / until, 0.0), 1.0))
+
+    def warm_up_report_decoder(
+        self, reports: Sequence[Sequence[str]], grades: Sequence[Sequence[int]], seed: int = 0, batch_size: int = 16
+    ) -> dict[str, float]:
+        """Text-only warm-up of the report decoder on the training split's references, before joint training.
+
+        ``report_warmup_steps`` AdamW steps (lr ``report_warmup_lr``, linear decay to 10 %) of the token CE, batches of
+        ``batch_size`` references drawn with a generator seeded by ``seed``, the decoder told the *true* grades of each
+        case (one-hot; unknown → the grade-0 row) with grade tokens as its only memory. No image is read, so it costs
+        seconds; joint training then adds the visual memory and moves the grades told from true to predicted
+        (scheduled sampling). A language-model warm-up of the decoder on the report corpus, which a CPU budget of
+        ~30 joint steps could not otherwise teach a 110-token template.
+
+        Args:
+            reports: per case, its reference reports. grades: per case, its grade per level (``-1`` unknown).
+
+        Returns:
+            ``{"report_warmup/steps", "report_warmup/first_ce", "report_warmup/last_ce", "report_warmup/seconds"}``
+            (CE in nats per token, averaged over the first / last 10 % of steps); ``{}`` when there is nothing to do.
+        """
+        import time
+
+        pairs = [(text, list(g)) for refs, g in zip(reports, grades) for text in refs if text and text.strip()]
+        if not pairs or self.report_warmup_steps <= 0:
+            return {}
+        started, started_cpu = time.perf_counter(), time.process_time()
+        decoder = self.report_decoder
+        device = next(decoder.parameters()).device
+        params = [p for p in decoder.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.report_warmup_lr, weight_decay=0.01)
+        steps = self.report_warmup_steps
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 - 0.9 * i / steps)
+        generator = torch.Generator().manual_seed(int(seed))
+        was_training = decoder.training
+        decoder.train()
+        losses = []
+        for _ in range(steps):
+            chosen = torch.randint(len(pairs), (min(batch_size, len(pairs)),), generator=generator).tolist()
+            ids, mask = (t.to(device) for t in self.tokenize_reports([pairs[i][0] for i in chosen]))
+            true = torch.tensor([pairs[i][1] for i in chosen], dtype=torch.long, device=device).clamp(min=0)
+            probs = torch.nn.functional.one_hot(true, NUM_GRADES).float()
+            memory, memory_mask = decoder.memory(None, None, probs)
+            _, loss = decoder(memory, memory_mask, ids, mask, probs)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+        decoder.train(was_training)
+        tenth = max(1, steps // 10)
+        return {
+            "report_warmup/steps": float(steps),
+            "report_warmup/first_ce": float(sum(losses[:tenth]) / tenth),
+            "report_warmup/last_ce": float(sum(losses[-tenth:]) / tenth),
+            "report_warmup/seconds": time.perf_counter() - started,
+            "report_warmup/cpu_seconds": time.process_time() - started_cpu,
+        }
+
     def report_memory(
-        self, grid: torch.Tensor, grade_logits: torch.Tensor, view_valid: torch.Tensor | None
+        self, grid: torch.Tensor, grade_probs: torch.Tensor, view_valid: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         b, v, d, h, w = grid.shape
         visual = grid.flatten(3).transpose(2, 3).reshape(b, v * h * w, d)
         valid = view_valid if view_valid is not None else torch.ones(b, v, dtype=torch.bool, device=grid.device)
         visual_mask = valid.bool()[:, :, None].expand(b, v, h * w).reshape(b, v * h * w)
-        return self.report_decoder.memory(visual, visual_mask, grade_logits.detach().softmax(-1))
+        return self.report_decoder.memory(visual, visual_mask, grade_probs)
 
     def forward(
         self,
@@ -194,21 +282,26 @@ class VisionLanguageModel(MultiViewModel):
         report_ids: torch.Tensor | None = None,
         report_mask: torch.Tensor | None = None,
         view_valid: torch.Tensor | None = None,
+        report_grades: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """See :class:`MultiViewModel`; ``report_grades [B, L]`` (true grades, ``-1`` unknown) feed the decoder's
+        scheduled sampling in training (:meth:`set_training_progress`)."""
         out = self.encode(views, view_valid)
         grid = out.pop("grid")
         if report_ids is not None:
             mask = report_mask if report_mask is not None else report_ids != self.report_decoder.pad_id
-            memory, memory_mask = self.report_memory(grid, out["grade_logits"], view_valid)
-            out["report_logits"], out["report_loss"] = self.report_decoder(memory, memory_mask, report_ids, mask)
+            probs = self.report_decoder.condition_grades(out["grade_logits"].softmax(-1), report_grades)
+            memory, memory_mask = self.report_memory(grid, probs, view_valid)
+            out["report_logits"], out["report_loss"] = self.report_decoder(memory, memory_mask, report_ids, mask, probs)
         return out
 
     def _generate_reports(
         self, views: torch.Tensor, num_beams: int, max_length: int | None, view_valid: torch.Tensor | None
     ) -> list[str]:
         out = self.encode(views, view_valid)
-        memory, memory_mask = self.report_memory(out["grid"], out["grade_logits"], view_valid)
-        return self.report_decoder.generate(memory, memory_mask, num_beams, max_length)
+        probs = self.report_decoder.condition_grades(out["grade_logits"].softmax(-1))
+        memory, memory_mask = self.report_memory(out["grid"], probs, view_valid)
+        return self.report_decoder.generate(memory, memory_mask, probs, num_beams, max_length)
 
 
 MODELS.register("spca_vlm")(VisionLanguageModel)

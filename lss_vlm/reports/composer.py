@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ..constants import AXIAL_VIEW_OF_LEVEL, GRADES, LABEL_INDEX, LEVELS, MISSING_GRADE, grade_from_area
-from .writer import _causes, _impression
+from ..constants import AXIAL_VIEW_OF_LEVEL, LABEL_INDEX, LEVELS, MISSING_GRADE, grade_from_area
+from .writer import _causes, _impression, format_ap, format_area, level_sentence, measurement_phrase
 
 SAC, DISC, POSTERIOR, LIGAMENTUM = (
     LABEL_INDEX[n] for n in ("thecal_sac", "disc", "posterior_elements", "ligamentum_flavum")
@@ -169,18 +169,10 @@ def contributing_findings(measurement: LevelMeasurement) -> tuple[str, ...]:
 
 
 def _level_sentence(level: str, m: LevelMeasurement) -> str:
-    if m.grade == MISSING_GRADE:
-        return f"{level}: not assessed."
-    if m.grade == 0:
-        head = f"{level}: no {FINDING_PHRASE}"
-    else:
-        head = f"{level}: {GRADES[m.grade]} {FINDING_PHRASE}{_causes(level, {level: m.findings})}"
-    sizes = []
-    if np.isfinite(m.area_mm2):
-        sizes.append(f"dural sac area {m.area_mm2:.0f} mm2")
-    if np.isfinite(m.ap_mm):
-        sizes.append(f"AP diameter {m.ap_mm:.1f} mm")
-    return head + (f"; {', '.join(sizes)}." if sizes else ".")
+    causes = _causes(level, {level: m.findings})
+    return level_sentence(
+        level, m.grade, FINDING_PHRASE, causes, measurement_phrase(format_area(m.area_mm2), format_ap(m.ap_mm))
+    )
 
 
 def compose_report(

@@ -20,6 +20,7 @@ import pandas as pd
 from ...constants import AXIAL_VIEWS, LEVELS, grade_from_area, level_key
 from ...errors import ConfigError
 from ...io import atomic_write_json, remove_stale_staging
+from ...reports.composer import measure_level
 from ...reports.writer import write_reports
 from ..manifest import write_manifest
 from .acquisition import acquire
@@ -38,7 +39,7 @@ from .cohort import Study, clinical_values, phantom_splits, plan_studies, sample
 from .config import PhantomConfig, resolve_config
 from .randomisation import elastic_deform, randomised_acquire
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2  # 2: reference reports are equal-length paraphrases quoting area and AP diameter
 CAUSES = ("disc_bulge", "ligamentum_flavum_thickening", "facet_hypertrophy")
 MIN_CASES = 5  # enough patients for a non-empty train, val and test split
 _ANTERIOR, _POSTERIOR = int(np.argmin(np.abs(THETA))), 0  # THETA indices of θ = 0 and θ = -π
@@ -175,7 +176,7 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
     noise = float(rng.uniform(*cfg.noise_sigma))
     case_dir = root / "cases" / study.case_id
     row: dict[str, Any] = {"case_id": study.case_id, "patient_id": study.patient_id, "dataset": "phantom"}
-    areas, grades, midline, findings = [], [], [], {}
+    areas, grades, midline, findings, ap_diameters = [], [], [], {}, []
     ax_spacing = _spacing(rng, cfg.axial_fov_mm, cfg)
     thickness = float(rng.uniform(*cfg.slice_thickness_mm))
     blur = cfg.blur_px * np.sqrt(thickness / 3.5)
@@ -206,6 +207,7 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
         midline.append(_midline(geom, area, degenerated))
         areas.append(area)
         grades.append(grade)
+        ap_diameters.append(measure_level(labels, ax_spacing).ap_mm)  # as the composer measures a predicted mask
         if grade > 0:
             order = np.argsort(anatomy.causes)[::-1]
             findings[level] = [CAUSES[k] for k in order if anatomy.causes[k] >= 0.25]
@@ -219,7 +221,8 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
     for level, grade, area in zip(LEVELS, grades, areas):
         row[f"grade_{level_key(level)}"] = grade
         row[f"area_{level_key(level)}"] = round(area, 4)
-    row["reports"] = json.dumps(write_reports(grades, areas, rng, n=cfg.reports_per_case, findings=findings))
+    reports = write_reports(grades, areas, rng, n=cfg.reports_per_case, findings=findings, ap_diameters=ap_diameters)
+    row["reports"] = json.dumps(reports)
     row.update(clinical_values(np.asarray(grades), prng, rng, study.visit))
     row["meta_visit"] = study.visit
     row["meta_axial_spacing_mm"] = f"{ax_spacing[0]:.4f}x{ax_spacing[1]:.4f}"
