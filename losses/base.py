@@ -22,6 +22,10 @@ class SegLoss(nn.Module):
     def on_epoch_end(self) -> None:
         """Called by the trainer after every epoch."""
 
+    def on_validation(self, area_ratio: torch.Tensor) -> None:
+        """Called by the trainer after each validation pass with the per-class predicted/true area ratio of the
+        validation split, ``[C]`` float in label order (NaN for a class with no true pixel)."""
+
     def controller_state(self) -> dict[str, dict[int, float]]:
         """The adaptive state to log, quantity -> {class index -> value}; empty for static losses."""
         return {}

@@ -16,9 +16,9 @@ from .pid_controller import PIDController
 from .registry import register_loss
 
 CADENCES = ("epoch", "step")
-SENSORS = ("volume", "recall", "soft")
+SENSORS = ("volume", "val_volume", "recall", "soft")
 ACTUATORS = ("pixel_weight", "tversky", "lagrange")
-DEFAULT_SETPOINTS = {"volume": 1.0, "recall": 0.9, "soft": 0.0}
+DEFAULT_SETPOINTS = {"volume": 1.0, "val_volume": 1.0, "recall": 0.9, "soft": 0.0}
 _COUNT_BUFFERS = ("counts", "counts_ema", "ema_ready")
 
 
@@ -62,6 +62,10 @@ class PIDTverskyLoss(SegLoss):
 
     - ``"volume"`` (default): e_c = (s·|G_c| − |P_c|)/(s·|G_c| + |P_c|) on the argmax segmentation (p > 0.5 with
       ``sigmoid``), i.e. on what Dice scores; s (default 1) is the wanted predicted/true area ratio. e ∈ [−1, 1].
+    - ``"val_volume"``: the same volume error, read once an epoch from the *validation* split's argmax segmentation
+      (the trainer calls :meth:`on_validation` with the per-class area ratio r_c = |P_c|/|G_c|):
+      e_c = (s − r_c)/(s + r_c). Training batches can be segmented to the right volume while held-out cases are not
+      (a generalisation gap the training-batch sensors cannot see); this sensor reads what the test scores.
     - ``"recall"``: e_c = s − TP_c/(TP_c + FN_c) on the argmax segmentation; s is the recall target (default 0.9).
     - ``"soft"`` (v1): e_c = (FN_c − FP_c)/(TP_c + FN_c + FP_c) on the soft counts. For a class under 1 % of the
       pixels these measure the probability mass leaking from the background (e ≈ −1 from the first epoch), which is
@@ -256,7 +260,7 @@ class PIDTverskyLoss(SegLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``logits [N,C,*spatial]``, ``target [N,1,*spatial]`` int64 labels (or ``[N,C,...]`` binary if sigmoid)."""
         tp, fp, fn, true_log_prob = self._soft_terms(logits, target)
-        if self.training and torch.is_grad_enabled():
+        if self.training and torch.is_grad_enabled() and self.sensor != "val_volume":
             self.observe_counts(*((tp, fp, fn) if self.sensor == "soft" else self.hard_counts(logits, target)))
         loss = self._tversky(tp, fp, fn)
         if self.actuator == "pixel_weight":
@@ -367,14 +371,30 @@ class PIDTverskyLoss(SegLoss):
         return self.controller_state()
 
     def on_step_end(self) -> None:
-        """Update the controller after an optimizer step (``"step"`` cadence only)."""
-        if self.cadence == "step":
+        """Update the controller after an optimizer step (``"step"`` cadence only; not with ``"val_volume"``)."""
+        if self.cadence == "step" and self.sensor != "val_volume":
             self.update()
 
     def on_epoch_end(self) -> None:
-        """Update the controller after an epoch (``"epoch"`` cadence only)."""
-        if self.cadence == "epoch":
+        """Update the controller after an epoch (``"epoch"`` cadence only; not with ``"val_volume"``)."""
+        if self.cadence == "epoch" and self.sensor != "val_volume":
             self.update()
+
+    @torch.no_grad()
+    def on_validation(self, area_ratio: torch.Tensor) -> None:
+        """The ``"val_volume"`` sensor's update: e_c = (s − r_c)/(s + r_c) from the validation area ratios ``[C]``
+        (NaN = the class has no true pixel there: not updated). Other sensors ignore it."""
+        if self.sensor != "val_volume" or self.num_classes is None:
+            return
+        ratio = torch.as_tensor(area_ratio, dtype=torch.float64, device=self.counts.device).reshape(-1)
+        if ratio.numel() != self.num_classes:
+            raise LossConfigError(
+                f"pid_tversky: on_validation got {ratio.numel()} ratios for {self.num_classes} classes"
+            )
+        active = torch.isfinite(ratio) & (ratio >= 0)
+        active[0] = False
+        error = (self.setpoint - ratio) / (self.setpoint + ratio + self.eps)
+        self.controller.step(error.float(), active)
 
     def controller_state(self) -> dict[str, dict[int, float]]:
         """Per foreground class: ``output`` (the actuator's value y_c), ``alpha``, ``beta``, ``error``,
@@ -456,9 +476,16 @@ def _setpoint(sensor: str, setpoint: float | None) -> float:
     if setpoint is None:
         return DEFAULT_SETPOINTS[sensor]
     value = float(setpoint)
-    ok = {"volume": math.isfinite(value) and value > 0, "recall": 0.0 < value <= 1.0, "soft": value == 0.0}[sensor]
+    ratio_ok = math.isfinite(value) and value > 0
+    ok = {"volume": ratio_ok, "val_volume": ratio_ok, "recall": 0.0 < value <= 1.0, "soft": value == 0.0}[sensor]
     if not ok:
-        allowed = {"volume": "a finite ratio > 0", "recall": "a recall in (0, 1]", "soft": "none (leave it unset)"}
+        ratio = "a finite ratio > 0"
+        allowed = {
+            "volume": ratio,
+            "val_volume": ratio,
+            "recall": "a recall in (0, 1]",
+            "soft": "none (leave it unset)",
+        }
         raise LossConfigError(f"pid_tversky: setpoint for sensor {sensor!r} must be {allowed[sensor]}, got {setpoint}")
     return value
 

@@ -340,3 +340,20 @@ def test_the_actuator_has_a_gradient_on_a_class_the_network_misses(actuator: str
         return float(-leaf.grad[0, 1, 4:6, 4:6].sum())
 
     assert pull(kp=10.0) > 2 * pull(kp=0.0) > 0
+
+
+def test_validation_volume_sensor_reads_only_the_validation_area_ratio() -> None:
+    """The held-out sensor: training batches never move it; on_validation's area ratio does, NaN classes excepted."""
+    loss = PIDTverskyLoss(num_classes=4, sensor="val_volume", actuator="tversky", kp=1.0, ki=0.0, kd=0.0)
+    logits = torch.zeros(1, 4, 4, 4, requires_grad=True)
+    loss(logits, torch.ones(1, 1, 4, 4, dtype=torch.long)).backward()
+    loss.on_step_end()
+    loss.on_epoch_end()
+    assert loss.controller_state()["updates"] == {1: 0.0, 2: 0.0, 3: 0.0}
+    loss.on_validation(torch.tensor([1.0, 0.5, float("nan"), 3.0]))  # class 1 half its area, class 3 triple
+    state = loss.controller_state()
+    assert state["error"][1] == pytest.approx(0.5 / 1.5, abs=1e-6) and state["beta"][1] > 0.5
+    assert state["error"][3] == pytest.approx(-2.0 / 4.0, abs=1e-6) and state["beta"][3] < 0.5
+    assert state["updates"] == {1: 1.0, 2: 0.0, 3: 1.0}  # no validation truth for class 2: not updated
+    with pytest.raises(ValueError, match="on_validation got 3 ratios for 4 classes"):
+        loss.on_validation(torch.ones(3))

@@ -175,9 +175,11 @@ class Trainer:
             self.model.set_training_progress((epoch - 1) / max(self.settings.epochs, 1))
         row.update(self._train_one_epoch(epoch))
         self.loss.on_epoch_end()
+        val = validate(self.model, self.val_loader, self.device, self.use_amp)
+        if hasattr(self.loss, "on_validation"):  # a controller that reads the held-out segmentation
+            self.loss.on_validation(self._per_class(val, "area_ratio"))
         self._log_controller(epoch, step=0)
         row.update(self._controller_row())
-        val = validate(self.model, self.val_loader, self.device, self.use_amp)
         row.update({f"val/{k}": v for k, v in val.items()})
         row["time_s"] = time.perf_counter() - start
         self.state.epoch = epoch
@@ -268,6 +270,11 @@ class Trainer:
             for quantity, per_class in state.items()
             for c, v in per_class.items()
         }
+
+    @staticmethod
+    def _per_class(metrics: dict[str, float], name: str) -> torch.Tensor:
+        """``metrics["<name>/<class>"]`` as a ``[NUM_LABELS]`` tensor in label order (NaN where absent)."""
+        return torch.tensor([metrics.get(f"{name}/{label}", math.nan) for label in LABELS], dtype=torch.float64)
 
     def _log_controller(self, epoch: int, step: int) -> None:
         """Append the controller state to ``state.controller_log`` when an update happened since the last row
