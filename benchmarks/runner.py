@@ -167,8 +167,8 @@ def evaluate_run(
         if not manifest.is_file():
             raise ConfigError(f"--manifest {manifest}: file not found")
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifest": manifest})})
+    model, device = load_trained_model(run_dir, cfg)  # the run itself first: damaged weights are named before data
     loader = build_split_loader(cfg, split)
-    model, device = load_trained_model(run_dir, cfg)
     if out is not None or manifest is not None or split != cfg.eval.split:
         if out is None:
             out = run_dir / (

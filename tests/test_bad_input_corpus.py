@@ -287,8 +287,8 @@ CASES: list[Case] = [
     Case("prepare seed negative", "prepare nifti --root {nifti} --out {t}/o --seed -1 --labels disc=7", "--seed"),
     Case("prepare val-frac 2", "prepare nifti --root {nifti} --out {t}/o --val-frac 2 --labels disc=7", "val=2.0"),
     Case("prepare val-frac nan", "prepare nifti --root {nifti} --out {t}/o --val-frac nan --labels disc=7", "val=nan"),
-    Case("prepare spacing inf", "prepare mendeley --root {nifti} --out {t}/o --pixel-spacing inf", "pixel_spacing"),
-    Case("prepare spacing -1", "prepare mendeley --root {nifti} --out {t}/o --pixel-spacing -1", "pixel_spacing"),
+    Case("prepare spacing inf", "prepare mendeley --root {nifti} --out {t}/o --pixel-spacing inf", "--pixel-spacing"),
+    Case("prepare spacing -1", "prepare mendeley --root {nifti} --out {t}/o --pixel-spacing -1", "--pixel-spacing"),
     Case("synth seed negative", "synth --out {t}/ph --cases 5 --seed -1", "--seed"),
     Case("synth cases huge", "synth --out {t}/ph --cases 100000000", "--cases"),
     Case("synth size huge", "synth --out {t}/ph --cases 5 --size 100000", "--size"),
@@ -561,7 +561,7 @@ def test_bad_input_through_a_fresh_interpreter(case_id: str, tmp_path: Path, sha
     before = _snapshot(tmp_path, Path(shared["base"]))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.cli", *argv], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "benchmarks.cli", *argv], capture_output=True, text=True, env=env, timeout=600
     )
     _check_output(done.stdout + done.stderr, done.returncode, culprit)
     assert _snapshot(tmp_path, Path(shared["base"])) == before
