@@ -350,7 +350,7 @@ def collapse_notes(board: Leaderboard) -> list[str]:
     """One footnote per loss with a collapsed class (see :func:`collapsed_classes`)."""
     lines = []
     for _, row in board.table.iterrows():
-        if row.get("collapsed"):
+        if isinstance(row.get("collapsed"), str) and row["collapsed"]:  # NaN for the reference-ceiling row
             lines.append(
                 f"COLLAPSE: {row['loss']} predicts {row['collapsed']} its true area over the test set (mean over "
                 f"{int(row['n_seeds'])} seed(s); flagged above {COLLAPSE_RATIO:g}x). Its Dice for "
