@@ -47,12 +47,13 @@ class PIDTverskyLoss(SegLoss):
 
     where y_c is the controller output and A the *actuator* term:
 
-    - ``"pixel_weight"`` (default): A = λ_ce · CE_y, a per-pixel cross-entropy whose class weights are y_c
+    - ``"pixel_weight"``: A = λ_ce · CE_y, a per-pixel cross-entropy whose class weights are y_c
       (neutral 1, clamp [``weight_min``, ``weight_max``]); torch normalises it by Σ_pixels y_{g(x)}. Every pixel of
       class c pulls p_c up with weight y_c whatever TP_c is, so the actuator acts on a class the network misses.
       Idea: the recall loss of Tian et al. (2021), which weights CE per class by its running false-negative rate.
-    - ``"tversky"`` (v1): y_c = β_c ∈ [β_min, β_max], α_c = max(α₀ + β₀ − β_c, 0), A = 0. Steers the same
-      overlap term, so it has no gradient on a class whose TP ≈ 0 (kept for the ablation).
+    - ``"tversky"`` (default, as in v1): y_c = β_c ∈ [β_min, β_max], α_c = max(α₀ + β₀ − β_c, 0), A = 0. Steers the
+      same overlap term: it has no gradient on the FP of a class whose TP ≈ 0, which with the background in the
+      loss (the default) no longer leaves a class unsupervised. It won the ablation with the recall sensor.
     - ``"lagrange"``: A = mean_c y_c·(1 − R_c), R_c = TP_c/(TP_c + FN_c + s_dr) the soft recall, y_c ∈
       [0, ``multiplier_max``] a Lagrange multiplier on the constraint "recall ≥ setpoint"; dA/dp_c = y_c/|g_c| on
       the pixels of c, never 0. The PID multiplier update is that of Stooke, Achiam & Abbeel (2020).
@@ -60,13 +61,15 @@ class PIDTverskyLoss(SegLoss):
     **Sensor.** After each update window (an epoch, or a step with EMA-smoothed counts) the controller reads per
     foreground class c a signed error that is > 0 when c is under-segmented and 0 at the setpoint s:
 
-    - ``"volume"`` (default): e_c = (s·|G_c| − |P_c|)/(s·|G_c| + |P_c|) on the argmax segmentation (p > 0.5 with
+    - ``"volume"``: e_c = (s·|G_c| − |P_c|)/(s·|G_c| + |P_c|) on the argmax segmentation (p > 0.5 with
       ``sigmoid``), i.e. on what Dice scores; s (default 1) is the wanted predicted/true area ratio. e ∈ [−1, 1].
     - ``"val_volume"``: the same volume error, read once an epoch from the *validation* split's argmax segmentation
       (the trainer calls :meth:`on_validation` with the per-class area ratio r_c = |P_c|/|G_c|):
       e_c = (s − r_c)/(s + r_c). Training batches can be segmented to the right volume while held-out cases are not
       (a generalisation gap the training-batch sensors cannot see); this sensor reads what the test scores.
-    - ``"recall"``: e_c = s − TP_c/(TP_c + FN_c) on the argmax segmentation; s is the recall target (default 0.9).
+    - ``"recall"`` (default): e_c = s − TP_c/(TP_c + FN_c) on the argmax segmentation; s is the recall target
+      (default 0.9). The volume sensors converge to 0 on training batches while a thin class stays under-segmented on
+      held-out cases; a recall target keeps pressure on it (ablation in docs/results.md).
     - ``"soft"`` (v1): e_c = (FN_c − FP_c)/(TP_c + FN_c + FP_c) on the soft counts. For a class under 1 % of the
       pixels these measure the probability mass leaking from the background (e ≈ −1 from the first epoch), which is
       why v2 reads hard counts.
@@ -76,9 +79,9 @@ class PIDTverskyLoss(SegLoss):
     never controlled, a class with no ground truth in the window is not updated, and a non-finite error is skipped,
     so the controller can never put a NaN into the loss.
 
-    **Static baselines.** With Kp = Ki = Kd = 0 the loss is exactly: Tversky(α₀, β₀) + λ_ce·CE for
-    ``"pixel_weight"`` (with α₀ = β₀ = 0.5, the Dice+CE objective of nnU-Net), and Tversky(α₀, β₀) (= MONAI
-    ``TverskyLoss(batch=True)``; soft Dice at α₀ = β₀ = 0.5) for ``"tversky"`` and ``"lagrange"``.
+    **Static baselines.** With Kp = Ki = Kd = 0 the loss is exactly Tversky(α₀, β₀) (= MONAI
+    ``TverskyLoss(batch=True)``; soft Dice at α₀ = β₀ = 0.5) for ``"tversky"`` (the default) and ``"lagrange"``, and
+    Tversky(α₀, β₀) + λ_ce·CE for ``"pixel_weight"`` (with α₀ = β₀ = 0.5, the Dice+CE objective of nnU-Net).
 
     **Cadence.** ``forward`` adds the batch's detached counts to an accumulator in training mode with gradients on
     (or explicitly through :meth:`observe` / :meth:`observe_counts`); ``"epoch"`` updates in ``on_epoch_end()``,
@@ -86,9 +89,10 @@ class PIDTverskyLoss(SegLoss):
     registered buffers: ``state_dict()`` / ``load_state_dict()`` resume exactly.
 
     Args:
-        kp, ki, kd: PID gains (finite, ≥ 0; defaults 1.0, 0.1, 0.0, chosen by the ablation in docs/results.md).
-        sensor: ``"volume"``, ``"recall"`` or ``"soft"``.
-        actuator: ``"pixel_weight"``, ``"tversky"`` or ``"lagrange"``.
+        kp, ki, kd: PID gains (finite, ≥ 0; defaults 0.5, 0.1, 0.0). The defaults (recall sensor, β actuator, PI,
+            step cadence) won the ablation on the quick budget (docs/results.md, "Losses re-examined").
+        sensor: ``"recall"`` (default), ``"volume"``, ``"val_volume"`` or ``"soft"``.
+        actuator: ``"tversky"`` (default), ``"pixel_weight"`` or ``"lagrange"``.
         setpoint: the sensor's setpoint (None: 1.0 for volume, 0.9 for recall; soft has none). Volume: > 0;
             recall: in (0, 1].
         beta: β₀ (default 0.5); alpha: α₀ (None: 1 − β₀). beta_min, beta_max: clamp of β for ``"tversky"``.
@@ -112,11 +116,11 @@ class PIDTverskyLoss(SegLoss):
 
     def __init__(
         self,
-        kp: float = 1.0,
+        kp: float = 0.5,
         ki: float = 0.1,
         kd: float = 0.0,
-        sensor: str = "volume",
-        actuator: str = "pixel_weight",
+        sensor: str = "recall",
+        actuator: str = "tversky",
         setpoint: float | None = None,
         beta: float = 0.5,
         alpha: float | None = None,

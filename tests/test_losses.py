@@ -62,18 +62,19 @@ def test_bad_kwarg_lists_valid_arguments() -> None:
         ({"beta_min": 0.6}, "beta_min <= beta"),
         ({"leak": 1.5}, "leak must be in"),
         ({"gamma": 0.0}, "gamma must be > 0"),
-        ({"sensor": "dice"}, "sensor must be one of volume, recall, soft, got 'dice'"),
+        ({"sensor": "dice"}, "sensor must be one of volume, val_volume, recall, soft, got 'dice'"),
         ({"actuator": "beta"}, "actuator must be one of pixel_weight, tversky, lagrange, got 'beta'"),
         ({"kp": -0.1}, "kp must be a finite number >= 0, got -0.1"),
         ({"ki": float("nan")}, "ki must be a finite number >= 0, got nan"),
         ({"kd": float("inf")}, "kd must be a finite number >= 0, got inf"),
         ({"integral_max": 0.0}, "integral_max must be > 0"),
         ({"sensor": "recall", "setpoint": 1.5}, r"setpoint for sensor 'recall' must be a recall in \(0, 1\], got 1.5"),
-        ({"setpoint": -1.0}, "setpoint for sensor 'volume' must be a finite ratio > 0, got -1.0"),
+        ({"sensor": "volume", "setpoint": -1.0}, "setpoint for sensor 'volume' must be a finite ratio > 0, got -1.0"),
+        ({"setpoint": 0.0}, r"setpoint for sensor 'recall' must be a recall in \(0, 1\], got 0.0"),
         ({"sensor": "soft", "setpoint": 0.5}, "setpoint for sensor 'soft' must be none"),
         ({"weight_min": 2.0}, "need 0 <= weight_min <= 1 <= weight_max"),
         ({"multiplier_max": float("inf")}, "multiplier_max must be a finite number > 0"),
-        ({"lambda_ce": 0.0}, "lambda_ce must be > 0 with actuator 'pixel_weight'"),
+        ({"lambda_ce": 0.0, "actuator": "pixel_weight"}, "lambda_ce must be > 0 with actuator 'pixel_weight'"),
         ({"beta": float("nan")}, "beta_min <= beta <= beta_max"),
     ],
 )
@@ -176,10 +177,10 @@ def test_pid_sigmoid_equals_monai_sigmoid_tversky_for_labels_and_multilabel_maps
 
 
 @pytest.mark.parametrize("shape", [(2, 9, 7), (2, 5, 6, 4)], ids=["2d", "3d"])
-def test_pid_default_with_zero_gains_is_tversky_plus_cross_entropy(shape) -> None:
-    """The default actuator's static baseline: MONAI Tversky(α₀, β₀, background included) + λ_ce · torch CE."""
+def test_pid_pixel_weight_with_zero_gains_is_tversky_plus_cross_entropy(shape) -> None:
+    """The pixel-weight actuator's static baseline: MONAI Tversky(α₀, β₀, background included) + λ_ce · torch CE."""
     logits, target = _batch(shape, seed=4)
-    pid = build_loss("pid_tversky", kp=0, ki=0, kd=0, lambda_ce=0.7, alpha=0.4, beta=0.6)
+    pid = build_loss("pid_tversky", kp=0, ki=0, kd=0, lambda_ce=0.7, alpha=0.4, beta=0.6, actuator="pixel_weight")
     tversky = TverskyLoss(to_onehot_y=True, softmax=True, alpha=0.4, beta=0.6, batch=True)
     ce = torch.nn.functional.cross_entropy(logits, target[:, 0])
     for _ in range(3):

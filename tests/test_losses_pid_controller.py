@@ -302,14 +302,16 @@ def test_no_nan_reaches_the_loss_from_a_saturated_controller_or_an_absent_class(
 
 
 def test_volume_sensor_crosses_zero_at_the_setpoint() -> None:
-    loss = PIDTverskyLoss(num_classes=2, kp=1.0, ki=0.0, kd=0.0, cadence="epoch")  # no EMA: each window alone
+    loss = PIDTverskyLoss(  # no EMA: each window alone
+        num_classes=2, sensor="volume", actuator="pixel_weight", kp=1.0, ki=0.0, kd=0.0, cadence="epoch"
+    )
     loss.observe_counts(*_counts(tp=40.0, fp=20.0, fn=20.0))  # predicted area = true area = 60
     assert loss.update()["error"][1] == pytest.approx(0.0, abs=1e-6)
     loss.observe_counts(*_counts(tp=30.0, fp=0.0, fn=30.0))  # predicted 30 of 60: e = (60-30)/(60+30)
     state = loss.update()
     assert state["error"][1] == pytest.approx(1 / 3, abs=1e-6)
     assert state["output"][1] == pytest.approx(1 + 1 / 3, abs=1e-6)  # the pixel weight of class 1 rises
-    half = PIDTverskyLoss(num_classes=2, setpoint=0.5, kp=1.0, ki=0.0, kd=0.0, cadence="epoch")
+    half = PIDTverskyLoss(num_classes=2, sensor="volume", setpoint=0.5, kp=1.0, ki=0.0, kd=0.0, cadence="epoch")
     half.observe_counts(*_counts(tp=30.0, fp=0.0, fn=30.0))  # setpoint: predicted = 0.5 x true
     assert half.update()["error"][1] == pytest.approx(0.0, abs=1e-6)
 
@@ -333,7 +335,7 @@ def test_the_actuator_has_a_gradient_on_a_class_the_network_misses(actuator: str
 
     def pull(kp: float) -> float:
         leaf = logits.clone().requires_grad_(True)
-        loss = PIDTverskyLoss(num_classes=2, actuator=actuator, kp=kp, ki=0.0, kd=0.0)
+        loss = PIDTverskyLoss(num_classes=2, sensor="volume", actuator=actuator, kp=kp, ki=0.0, kd=0.0)
         loss.observe_counts(*_counts(tp=0.0, fp=0.0, fn=4.0))
         loss.update()  # e = +1: the output moves to its upper clamp
         loss(leaf, target).backward()
