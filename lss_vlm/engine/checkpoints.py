@@ -108,8 +108,8 @@ def load_checkpoint(
     found = _complete(Path(folder))
     if found is None:
         raise FileNotFoundError(f"{folder}: no complete checkpoint")
+    state = _load_state(found / STATE_FILE)  # first: a planted or foreign state.pt is refused before anything else
     load_weights(model, found / WEIGHTS_FILE)
-    state = _load_state(found / STATE_FILE)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
