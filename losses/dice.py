@@ -5,7 +5,7 @@ from __future__ import annotations
 from monai.losses import DiceLoss
 
 from .base import LabelMapAdapter
-from .registry import register_loss
+from .registry import register_loss, register_nobg_variant
 
 SEARCH_SPACE = {"squared_pred": {"type": "categorical", "choices": [False, True]}}
 
@@ -35,11 +35,4 @@ def dice(
     return LabelMapAdapter(loss, "channel")
 
 
-# The setting that collapses the background of a softmax model into the smallest class (docs/losses.md), kept so
-# that the benchmark can show the pitfall: background excluded from an overlap-only loss.
-register_loss(
-    "dice_nobg",
-    defaults={"include_background": False},
-    search_space=SEARCH_SPACE,
-    source="monai.losses.DiceLoss(include_background=False): background unsupervised, collapse-prone",
-)(dice)
+register_nobg_variant("dice")  # the collapse-prone setting, by name (docs/losses.md)

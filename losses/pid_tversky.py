@@ -20,15 +20,18 @@ SENSORS = ("volume", "val_volume", "recall", "soft")
 ACTUATORS = ("pixel_weight", "tversky", "lagrange")
 DEFAULT_SETPOINTS = {"volume": 1.0, "val_volume": 1.0, "recall": 0.9, "soft": 0.0}
 _COUNT_BUFFERS = ("counts", "counts_ema", "ema_ready")
+GAIN_SPACE = {
+    "kp": {"type": "float", "low": 0.0, "high": 2.0},
+    "ki": {"type": "float", "low": 0.0, "high": 0.5},
+    "kd": {"type": "float", "low": 0.0, "high": 0.5},
+}
 
 
 @register_loss(
     "pid_tversky",
     source="losses.pid_tversky.PIDTverskyLoss (this package)",
     search_space={
-        "kp": {"type": "float", "low": 0.0, "high": 2.0},
-        "ki": {"type": "float", "low": 0.0, "high": 0.5},
-        "kd": {"type": "float", "low": 0.0, "high": 0.5},
+        **GAIN_SPACE,
         "leak": {"type": "float", "low": 0.5, "high": 1.0},
         "integral_max": {"type": "float", "low": 0.5, "high": 5.0},
         "cadence": {"type": "categorical", "choices": ["epoch", "step"]},
@@ -441,9 +444,7 @@ class PIDTverskyLoss(SegLoss):
     "pid_tversky_nobg",
     source="losses.pid_tversky.PIDTverskyLoss (v1 configuration: soft sensor, β actuator, no background)",
     search_space={
-        "kp": {"type": "float", "low": 0.0, "high": 2.0},
-        "ki": {"type": "float", "low": 0.0, "high": 0.5},
-        "kd": {"type": "float", "low": 0.0, "high": 0.5},
+        **GAIN_SPACE,
         "beta": {"type": "float", "low": 0.3, "high": 0.7},
     },
 )

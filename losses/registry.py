@@ -90,6 +90,19 @@ def register_loss(
     return decorator
 
 
+def register_nobg_variant(name: str) -> None:
+    """Register ``<name>_nobg``: the registered loss ``name`` with ``include_background=False`` (same factory and
+    search space). That setting collapses a softmax model's background into the smallest class when the loss has no
+    per-pixel term (docs/losses.md); the variant keeps the pitfall reachable by name so a benchmark can show it."""
+    entry = _entry(name)
+    register_loss(
+        f"{name}_nobg",
+        defaults={**entry.defaults, "include_background": False},
+        search_space=entry.search_space,
+        source=f"{entry.source}(include_background=False): background unsupervised, collapse-prone",
+    )(entry.factory)
+
+
 def available_losses() -> list[str]:
     """Sorted names of every registered loss."""
     return sorted(_LOSSES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from monai.losses import TverskyLoss
 
 from .base import LabelMapAdapter
-from .registry import register_loss
+from .registry import register_loss, register_nobg_variant
 
 SEARCH_SPACE = {
     "alpha": {"type": "float", "low": 0.1, "high": 0.9},
@@ -40,11 +40,4 @@ def tversky(
     return LabelMapAdapter(loss, "channel")
 
 
-# The setting that collapses the background of a softmax model into the smallest class (docs/losses.md), kept so
-# that the benchmark can show the pitfall: background excluded from an overlap-only loss.
-register_loss(
-    "tversky_nobg",
-    defaults={"include_background": False},
-    search_space=SEARCH_SPACE,
-    source="monai.losses.TverskyLoss(include_background=False): background unsupervised, collapse-prone",
-)(tversky)
+register_nobg_variant("tversky")  # the collapse-prone setting, by name (docs/losses.md)
