@@ -545,7 +545,8 @@ def scored_cases_note(board: Leaderboard) -> str | None:
 
 def notes(board: Leaderboard) -> list[str]:
     """Footnotes explaining the statistics, what was not scored, and the failed runs."""
-    n_seeds = max((int(v) for v in board.table["n_seeds"]), default=0)
+    losses = board.table[board.table["loss"] != REFERENCE_ROW]  # the ceiling row counts runs, not seeds
+    n_seeds = max((int(v) for v in losses["n_seeds"]), default=0)
     ci_over = "seeds" if n_seeds >= 2 else "test cases (1 seed per loss)"
     test = "Wilcoxon signed-rank" if board.test == "wilcoxon" else "paired bootstrap"
     lines = [

@@ -196,6 +196,8 @@ def test_reference_ceiling_is_an_unranked_row_when_runs_report_it(tmp_path):
     assert list(board.table["rank"][:2]) == [1, 2] and board.best_vs_worst("cider_x100")[0] == "tversky"
     markdown = to_markdown(board)
     assert "| reference ceiling (leave-one-out) |" in markdown and "480.0" in markdown
+    ci_line = next(line for line in markdown.splitlines() if line.startswith("- 95% CI"))
+    assert ci_line.endswith("over seeds.")  # 2 seeds a loss: the CI is over seeds
     write_leaderboard(board, tmp_path / "out", figures=False)
     assert "reference ceiling" in (tmp_path / "out" / "leaderboard.csv").read_text()
 
@@ -223,3 +225,17 @@ def test_html_shows_the_overlay_case_reports_side_by_side(tmp_path):
     assert "Reports of the overlay case" in page
     assert "gen &lt;0&gt; 1" in page and "comp 1" in page and "ref 1" in page and "seed 0, case case1" in page
     assert "gen &lt;1&gt;" not in page and "comp 3" not in page
+
+
+def test_one_seed_ci_footnote_ignores_the_reference_ceiling_row(tmp_path):
+    """The ceiling row's n_seeds counts runs (4 here); the footnote must still say the CI is over test cases."""
+    import json
+
+    suite = write_suite(tmp_path / "suite", {"dice": 0.7, "tversky": 0.75, "focal": 0.6, "ce": 0.65}, seeds=1)
+    for metrics_file in (suite / "runs").glob("*/seed*/metrics.json"):
+        metrics = json.loads(metrics_file.read_text())
+        metrics_file.write_text(json.dumps({**metrics, "reference/cider_x100": 480.0}))
+    markdown = to_markdown(build_leaderboard(suite, rank_by="cider_x100"))
+    assert "| reference ceiling (leave-one-out) |" in markdown
+    ci_line = next(line for line in markdown.splitlines() if line.startswith("- 95% CI"))
+    assert ci_line.endswith("over test cases (1 seed per loss).")
