@@ -440,36 +440,22 @@ class PIDTverskyLoss(SegLoss):
         )
 
 
-@register_loss(
+# PID-Tversky v1 exactly as it was (soft sensor, α/β actuator, background excluded, epoch cadence): the
+# collapse-prone configuration, kept by name so that a benchmark can show the pitfall (docs/losses.md).
+register_loss(
     "pid_tversky_nobg",
-    source="losses.pid_tversky.PIDTverskyLoss (v1 configuration: soft sensor, β actuator, no background)",
-    search_space={
-        **GAIN_SPACE,
-        "beta": {"type": "float", "low": 0.3, "high": 0.7},
+    defaults={
+        "kp": 0.5,
+        "ki": 0.1,
+        "kd": 0.05,
+        "sensor": "soft",
+        "actuator": "tversky",
+        "include_background": False,
+        "cadence": "epoch",
     },
-)
-def pid_tversky_nobg(
-    kp: float = 0.5,
-    ki: float = 0.1,
-    kd: float = 0.05,
-    beta: float = 0.5,
-    beta_min: float = 0.3,
-    beta_max: float = 0.9,
-    cadence: str = "epoch",
-) -> PIDTverskyLoss:
-    """PID-Tversky v1 as it was (soft sensor, α/β actuator, background excluded): shows the collapse pitfall."""
-    return PIDTverskyLoss(
-        kp=kp,
-        ki=ki,
-        kd=kd,
-        sensor="soft",
-        actuator="tversky",
-        beta=beta,
-        beta_min=beta_min,
-        beta_max=beta_max,
-        cadence=cadence,
-        include_background=False,
-    )
+    search_space={**GAIN_SPACE, "beta": {"type": "float", "low": 0.3, "high": 0.7}},
+    source="losses.pid_tversky.PIDTverskyLoss (v1 configuration: soft sensor, β actuator, no background)",
+)(PIDTverskyLoss)
 
 
 def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
