@@ -333,13 +333,23 @@ class PIDTverskyLoss(SegLoss):
                 truth = torch.zeros_like(predicted).scatter_(1, labels, 1.0)
             tp = (predicted * truth).sum(reduce_dims)
             return tp, predicted.sum(reduce_dims) - tp, truth.sum(reduce_dims) - tp
-        labels = check_label_target(logits, target).reshape(-1)
-        predicted = logits.max(dim=1).indices.reshape(-1)  # = argmax; several times faster on CPU for dim=1
-        confusion = torch.bincount(labels * num_classes + predicted, minlength=num_classes**2).view(
-            num_classes, num_classes
-        )  # rows: truth, columns: prediction
-        tp = confusion.diagonal()
-        return tuple(x.to(torch.float64) for x in (tp, confusion.sum(0) - tp, confusion.sum(1) - tp))
+        labels = check_label_target(logits, target)
+        # argmax by comparison with the channel maximum: amax + a compare is ~2x cheaper on CPU than max(dim=1)'s
+        # indices. A pixel where several classes tie for the maximum (possible only for degenerate logits, e.g. all
+        # zero) would count once per tied class, so then the exact first-index argmax of torch is used instead.
+        is_max = logits == logits.amax(dim=1, keepdim=True)
+        predicted = is_max.sum(reduce_dims)
+        flat_labels = labels.reshape(-1)
+        if int(predicted.sum()) != flat_labels.numel():
+            argmax = logits.max(dim=1).indices.reshape(-1)
+            confusion = torch.bincount(flat_labels * num_classes + argmax, minlength=num_classes**2)
+            confusion = confusion.view(num_classes, num_classes)  # rows: truth, columns: prediction
+            tp = confusion.diagonal()
+            return tuple(x.to(torch.float64) for x in (tp, confusion.sum(0) - tp, confusion.sum(1) - tp))
+        correct = is_max.gather(1, labels).reshape(-1).to(torch.int64)
+        by_truth = torch.bincount(flat_labels * 2 + correct, minlength=2 * num_classes).view(num_classes, 2)
+        tp = by_truth[:, 1]
+        return tuple(x.to(torch.float64) for x in (tp, predicted - tp, by_truth[:, 0]))
 
     @torch.no_grad()
     def observe_counts(self, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> None:

@@ -277,6 +277,23 @@ def test_hard_counts_match_a_hand_count() -> None:
     assert tp.tolist() == [90.0, 0.0, 0.0] and fp.tolist() == [10.0, 0.0, 0.0] and fn.tolist() == [0.0, 10.0, 0.0]
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_hard_counts_equal_the_argmax_confusion_matrix(tied: bool) -> None:
+    """The amax-compare fast path and the tie fallback both give torch.argmax's counts (first index wins a tie)."""
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 5, 9, 7, 2, generator=generator)
+    if tied:
+        logits[:, :, :4] = 0.0  # every class tied in part of the volume: argmax picks class 0 there
+        logits[:, 3, 4:6] = logits[:, 1, 4:6] = 50.0  # classes 1 and 3 tied: argmax picks 1
+    target = torch.randint(0, 5, (3, 1, 9, 7, 2), generator=generator)
+    labels, predicted = target.reshape(-1), logits.argmax(dim=1).reshape(-1)
+    confusion = torch.bincount(labels * 5 + predicted, minlength=25).view(5, 5).to(torch.float64)
+    tp = confusion.diagonal()
+    expected = (tp, confusion.sum(0) - tp, confusion.sum(1) - tp)
+    for got, want in zip(PIDTverskyLoss().hard_counts(logits, target), expected):
+        assert torch.equal(got, want)
+
+
 @pytest.mark.parametrize("actuator", ["pixel_weight", "tversky", "lagrange"])
 @pytest.mark.parametrize("sensor", ["volume", "recall", "soft"])
 def test_no_nan_reaches_the_loss_from_a_saturated_controller_or_an_absent_class(sensor: str, actuator: str) -> None:
