@@ -16,7 +16,8 @@ thecal sac, posterior elements, ligamentum flavum), written as NIfTI with mm aff
 Grades come from the measured dural-sac area: normal > 100 mm², mild 76-100, moderate 50-75, severe < 50.
 The output depends only on the arguments: the same seed gives byte-identical files, and re-running into a
 complete folder with the same arguments returns at once.
-
+"""
+EXAMPLES = """\
 examples:
   lss-bench synth --out data/phantom                      # 200 cases, 128 px, seed 0
   lss-bench synth --out /tmp/ph --cases 40 --stats        # small, print class shares and grade prevalence
