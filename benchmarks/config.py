@@ -406,9 +406,8 @@ def _check_key(parts: list[str], dotted: str) -> None:
         fields = model.model_fields
         if part not in fields:
             where = ".".join(parts[:i]) or "top level"
-            raise ConfigError(
-                f"unknown config key {dotted!r}; allowed keys in {where}: {', '.join(fields)}{did_you_mean(part, fields)}"
-            )
+            hint = did_you_mean(part, fields)
+            raise ConfigError(f"unknown config key {dotted!r}; allowed keys in {where}: {', '.join(fields)}{hint}")
         annotation = fields[part].annotation
         is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
         if is_section:

@@ -109,7 +109,8 @@ def suite_plan(suite: Any, out: Path, seeds: Sequence[int] | None = None) -> str
     for plan in plans:
         final, partial = plan.final_dir(out), plan.partial_dir(out)
         status = read_status(final) if final.is_dir() else None
-        state = f"done ({status.get('status')}), skipped" if status else "partial, resumes" if partial.is_dir() else "new"
+        state = "partial, resumes" if partial.is_dir() else "new"
+        state = f"done ({status.get('status')}), skipped" if status else state
         entry = entries[plan.label]
         lines.append(f"    {plan.label:<18} seed {plan.seed}  {_loss_text(entry.name, entry.params)}  [{state}]")
     return "\n".join(lines)
@@ -120,7 +121,8 @@ def config_plan(cfg: Any, out: Path) -> str:
     check_config(cfg)
     return "\n".join(
         [
-            f"experiment {cfg.name}: 1 run, {_loss_text(cfg.loss.name, cfg.loss.params)}, seed {cfg.train.seed} -> {out}",
+            f"experiment {cfg.name}: 1 run, {_loss_text(cfg.loss.name, cfg.loss.params)}, seed {cfg.train.seed} "
+            f"-> {out}",
             *_shared_lines(cfg),
         ]
     )
@@ -166,7 +168,11 @@ def _shared_lines(cfg: Any) -> list[str]:
 
 
 def _loss_text(name: str, params: dict[str, Any]) -> str:
-    shown = ", ".join(f"{k}={v}" for k, v in params.items())
+    """``loss NAME(k=v, ...)`` with the parameters that differ from the loss's registered defaults."""
+    import losses
+
+    defaults = losses.loss_spec(name)["defaults"]
+    shown = ", ".join(f"{k}={v}" for k, v in params.items() if k not in defaults or defaults[k] != v)
     return f"loss {name}({shown})" if shown else f"loss {name}"
 
 

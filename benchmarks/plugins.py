@@ -76,7 +76,7 @@ def _import_file(path: Path, spec: str) -> ModuleType:
     if not name.isidentifier():
         raise ConfigError(f"--import {spec}: the file name must be a Python identifier (e.g. my_loss.py)")
     if existing is not None:
-        raise ConfigError(f"--import {spec}: a module named {name!r} is already imported from elsewhere; rename the file")
+        raise ConfigError(f"--import {spec}: a module {name!r} is already imported from elsewhere; rename the file")
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
         raise ConfigError(f"--import {spec}: cannot be imported as a Python module")

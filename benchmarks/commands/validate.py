@@ -32,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="TARGET", help="suite name or YAML, experiment config, or study YAML")
     add_set_argument(parser, "override a config key of an experiment config or a study's base experiment (repeatable)")
     parser.add_argument(
-        "--out", default=None, metavar="DIR", help="output folder to check and show (default: the command's, lss_runs/...)"
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder to check and show (default: the command's, under lss_runs/)",
     )
 
 
