@@ -20,7 +20,7 @@ import losses
 from benchmarks.cli import main
 from benchmarks.config import config_from_dict
 from losses import registry as loss_registry
-from losses.errors import LossConfigError, UnknownLossError
+from losses.errors import LossConfigError
 from lss_vlm.errors import ConfigError
 from lss_vlm.registry import Registry
 

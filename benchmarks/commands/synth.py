@@ -45,10 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument(
-        "--cases", type=_bounded_int(100_000), default=200, metavar="N", help="number of cases (≥ 5; 200)"
+        "--cases", type=_bounded_int(100_000), default=200, metavar="N", help="number of cases (≥ 5)"
     )
-    parser.add_argument("--size", type=_bounded_int(1024), default=128, metavar="PX", help="image side in pixels (128)")
-    parser.add_argument("--seed", type=seed_int, default=0, metavar="S", help="random seed (0)")
+    parser.add_argument("--size", type=_bounded_int(1024), default=128, metavar="PX", help="image side in pixels")
+    parser.add_argument("--seed", type=seed_int, default=0, metavar="S", help="random seed")
     parser.add_argument(
         "--shift",
         default=None,
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="acquisition-shift preset for out-of-distribution tests: "
         + "; ".join(f"{name}: {desc}" for name, (desc, _) in SHIFT_PRESETS.items()),
     )
-    parser.add_argument("--workers", type=_bounded_int(256), default=1, metavar="K", help="processes (1)")
+    parser.add_argument("--workers", type=_bounded_int(256), default=1, metavar="K", help="processes")
     parser.add_argument("--stats", action="store_true", help="print class pixel shares, grade prevalence, areas")
     parser.add_argument(
         "--montage", default=None, metavar="PNG", help="where to save the montage (default DIR/montage.png)"
