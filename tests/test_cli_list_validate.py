@@ -90,7 +90,10 @@ def test_validate_study_and_config(capsys) -> None:
         ({"rank_by": "dice_makro"}, "rank_by: unknown metric 'dice_makro'; did you mean dice_macro"),
         ({"columns": ["dice_macro", "acuracy"]}, "columns[1]: unknown metric 'acuracy'; did you mean accuracy"),
         ({"losses": ["dice", "dcie"]}, "unknown loss 'dcie'; choose one of: ce, dice, .*(did you mean dice?)"),
-        ({"losses": [{"name": "tversky", "params": {"alhpa": 0.3}}], "baseline": None}, "unknown argument(s) alhpa; valid: alpha"),
+        (
+            {"losses": [{"name": "tversky", "params": {"alhpa": 0.3}}], "baseline": None},
+            "unknown argument(s) alhpa; valid: alpha",
+        ),
         ({"set": ["train.epoch=2"]}, "unknown config key 'train.epoch'.*(did you mean epochs?)"),
         ({"set": ["data.manifest=/no/such/manifest.csv"]}, "data.manifest: /no/such/manifest.csv not found"),
         ({"set": ["model.preset=spca_tinny"]}, "model.preset 'spca_tinny' not found; choose one of: .*spca_tiny"),

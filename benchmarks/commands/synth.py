@@ -44,9 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lss_vlm.data.phantom.config import SHIFT_PRESETS
 
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    parser.add_argument(
-        "--cases", type=_bounded_int(100_000), default=200, metavar="N", help="number of cases (≥ 5)"
-    )
+    parser.add_argument("--cases", type=_bounded_int(100_000), default=200, metavar="N", help="number of cases (≥ 5)")
     parser.add_argument("--size", type=_bounded_int(1024), default=128, metavar="PX", help="image side in pixels")
     parser.add_argument("--seed", type=seed_int, default=0, metavar="S", help="random seed")
     parser.add_argument(

@@ -28,18 +28,28 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="study YAML (configs/studies/*.yaml)")
-    parser.add_argument("--n-trials", type=int, required=True, help="total trials of the study (all workers)")
-    parser.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUT/study.db)")
-    parser.add_argument("--study", default=None, help="study name (default: study_name of the YAML or its file name)")
-    parser.add_argument("--workers", type=int, default=1, help="local worker processes")
+    parser.add_argument(
+        "--n-trials", type=int, required=True, metavar="N", help="total trials of the study (all workers)"
+    )
+    parser.add_argument(
+        "--storage", default=None, metavar="URL", help="Optuna storage URL (default: sqlite:///OUT/study.db)"
+    )
+    parser.add_argument(
+        "--study", default=None, metavar="NAME", help="study name (default: study_name of the YAML or its file name)"
+    )
+    parser.add_argument("--workers", type=int, default=1, metavar="K", help="local worker processes")
     parser.add_argument(
         "--sampler",
         choices=("tpe", "cmaes", "random", "grid", "nsga2"),
         default=None,
         help="sampler (default: the YAML's, else tpe; nsga2 for several objectives)",
     )
-    parser.add_argument("--seed", type=seed_int, default=None, help="sampler seed (default: the YAML's, else 0)")
-    parser.add_argument("--out", default=None, help="output directory (default: lss_runs/tune/<study name>)")
+    parser.add_argument(
+        "--seed", type=seed_int, default=None, metavar="S", help="sampler seed (default: the YAML's, else 0)"
+    )
+    parser.add_argument(
+        "--out", default=None, metavar="DIR", help="output directory (default: lss_runs/tune/<study name>)"
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures (they take a while)")
     add_set_argument(
         parser,
