@@ -17,10 +17,12 @@ the dotted key and what is allowed. ``dump_config`` writes the fully resolved co
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,7 +153,9 @@ class ModelConfig(_Section):
 class LossConfig(_Section):
     """Segmentation loss under test: ``losses.build_loss(name, **params)`` (validated by building it)."""
 
-    name: str = Field("dice", description="losses registry name (see losses.available_losses())")
+    name: str = Field(
+        "dice", description="losses registry name (lss-bench list losses), or 'package.module:factory' (importlib)"
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the loss")
 
 
@@ -221,11 +225,11 @@ class ExperimentConfig(_Section):
     def _loss_builds(cls, loss: LossConfig) -> LossConfig:
         """Fill in the loss's registered defaults, then build it once so bad params fail at load time."""
         import losses
-        from losses.errors import UnknownLossError
+        from losses.errors import LossConfigError
 
         try:
             params = {**losses.loss_spec(loss.name)["defaults"], **loss.params}
-        except UnknownLossError as exc:
+        except LossConfigError as exc:  # unknown name, a broken plugin, an unimportable "package.module:factory"
             raise ValueError(f"loss.name: {exc}") from None
         check_finite_tree(loss.params, "loss.params")
         try:
@@ -241,7 +245,8 @@ class ExperimentConfig(_Section):
 
         names = available_models()
         if self.model.name not in names:
-            raise ValueError(f"model.name: unknown model {self.model.name!r}; choose one of: {', '.join(names)}")
+            hint = did_you_mean(self.model.name, names)
+            raise ValueError(f"model.name: unknown model {self.model.name!r}; choose one of: {', '.join(names)}{hint}")
         params = {"image_size": self.data.spatial_size, **self.model.params}
         accepted = _constructor_defaults(self.model.name)
         unknown = sorted(set(params) - set(accepted)) if accepted is not None else []
@@ -275,6 +280,12 @@ def _constructor_defaults(model_name: str) -> dict[str, Any] | None:
         for p in params
         if p.default is not inspect.Parameter.empty
     }
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the closest of ``choices`` (difflib), or ``""`` when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 # ----------------------------------------------------------------------------------------------------------- loading
@@ -395,7 +406,8 @@ def _check_key(parts: list[str], dotted: str) -> None:
         fields = model.model_fields
         if part not in fields:
             where = ".".join(parts[:i]) or "top level"
-            raise ConfigError(f"unknown config key {dotted!r}; allowed keys in {where}: {', '.join(fields)}")
+            hint = did_you_mean(part, fields)
+            raise ConfigError(f"unknown config key {dotted!r}; allowed keys in {where}: {', '.join(fields)}{hint}")
         annotation = fields[part].annotation
         is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
         if is_section:
@@ -414,7 +426,8 @@ def _describe(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             parent = _section_of(err["loc"][:-1])
             allowed = ", ".join(parent.model_fields) if parent else "?"
-            lines.append(f"unknown key {loc!r}; allowed here: {allowed}")
+            hint = did_you_mean(str(err["loc"][-1]), parent.model_fields) if parent else ""
+            lines.append(f"unknown key {loc!r}; allowed here: {allowed}{hint}")
         elif err["type"] == "value_error":
             msg = str(err.get("ctx", {}).get("error", err["msg"]))
             named = not loc or msg.startswith((f"{loc}.", f"{loc}:"))

@@ -36,3 +36,56 @@ def check_metric_name(name: str, field: str) -> str:
     close = difflib.get_close_matches(name, sorted(known), n=3)
     hint = f"did you mean {', '.join(close)}?" if close else "see docs/metrics.md for the metric keys"
     raise ConfigError(f"{field}: unknown metric {name!r}; {hint}")
+
+
+#: One line per metric family (the key before ``/``, or the whole key): what it measures and the class that computes it.
+METRIC_FAMILIES: dict[str, tuple[str, str]] = {
+    "dice": ("Dice overlap 2|P∩T|/(|P|+|T|)", "lss_vlm.metrics.segmentation.SegmentationMetrics"),
+    "iou": ("intersection over union |P∩T|/|P∪T|", "lss_vlm.metrics.segmentation.SegmentationMetrics"),
+    "hd95": ("95th-percentile Hausdorff distance between mask borders, mm", "lss_vlm.metrics.segmentation"),
+    "msd": ("symmetric mean surface distance, mm", "lss_vlm.metrics.segmentation.SegmentationMetrics"),
+    "area_mae": ("mean |predicted - true| area, mm²", "lss_vlm.metrics.segmentation.SegmentationMetrics"),
+    "area_ratio": ("predicted / true area", "lss_vlm.metrics.segmentation.SegmentationMetrics"),
+    "n": ("images counted for the class (empty-class rule)", "lss_vlm.metrics.segmentation.SegmentationMetrics"),
+    "n_images": ("images scored", "lss_vlm.metrics.segmentation.SegmentationMetrics"),
+    "accuracy": ("stenosis grade accuracy", "lss_vlm.metrics.classification.GradeMetrics"),
+    "balanced_accuracy": ("mean per-grade recall", "lss_vlm.metrics.classification.GradeMetrics"),
+    "macro_f1": ("mean per-grade F1", "lss_vlm.metrics.classification.GradeMetrics"),
+    "qwk": ("quadratic weighted kappa of the grades", "lss_vlm.metrics.classification.GradeMetrics"),
+    "auroc": ("one-vs-rest ROC AUC of the grade probabilities", "lss_vlm.metrics.classification.GradeMetrics"),
+    "ece": ("expected calibration error (15 bins, top label)", "lss_vlm.metrics.classification.GradeMetrics"),
+    "n_graded": ("(case, level) pairs with a known grade", "lss_vlm.metrics.classification.GradeMetrics"),
+    "bleu_1": ("BLEU-1 of the generated report (pycocoevalcap)", "benchmarks.evaluation"),
+    "bleu_2": ("BLEU-2 of the generated report (pycocoevalcap)", "benchmarks.evaluation"),
+    "bleu_3": ("BLEU-3 of the generated report (pycocoevalcap)", "benchmarks.evaluation"),
+    "bleu_4": ("BLEU-4 of the generated report (pycocoevalcap)", "benchmarks.evaluation"),
+    "cider": ("CIDEr-D of the generated report (pycocoevalcap)", "benchmarks.evaluation"),
+    "cider_x100": ("CIDEr-D x 100 (the scale papers print)", "benchmarks.evaluation"),
+    "meteor": ("METEOR 1.5 of the generated report", "benchmarks.evaluation"),
+    "rouge_l": ("ROUGE-L of the generated report", "benchmarks.evaluation"),
+    "grade_f1_from_text": ("macro F1 of the grades read back from the report text", "benchmarks.evaluation"),
+    "n_cases": ("test cases scored", "benchmarks.evaluation"),
+    "area_mae_mm2": ("mean |measured - true| dural-sac area per level, mm²", "lss_vlm.reports.composer"),
+    "best_epoch": ("epoch of the best validation score", "benchmarks.runner"),
+    "epochs_run": ("epochs trained", "benchmarks.runner"),
+    "early_stopped": ("1 when early stopping ended the run", "benchmarks.runner"),
+}
+
+
+def describe_metric(name: str) -> tuple[str, str]:
+    """``(one-line description, source)`` of a metric key: its family's line plus the class / level / flavour."""
+    composed = name.startswith("composed/")
+    key = name.removeprefix("composed/")
+    family, _, part = key.partition("/")
+    if family.endswith("_macro") and not part:
+        family, part = family.removesuffix("_macro"), "mean over classes"
+    text, source = METRIC_FAMILIES.get(family, ("", "benchmarks.metric_names"))
+    if part == "worst":
+        part = "worst grade per case"
+    elif part and family in ("accuracy", "balanced_accuracy", "macro_f1", "qwk", "auroc", "ece", "n_graded"):
+        part = f"level {part}"
+    text = f"{text} ({part})" if part and text else text
+    if composed:
+        text = f"{text}, of the report composed from the predicted masks"
+        source = "lss_vlm.reports.composer"
+    return text, source

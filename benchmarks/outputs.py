@@ -13,11 +13,21 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from lss_vlm.errors import ConfigError, LssError
 
 #: Name of the lock file inside a locked output folder.
 LOCK_NAME = ".lss-bench.lock"
+#: The one default output root of every command that writes runs: ``train`` -> ``lss_runs/train/<run>``,
+#: ``compare`` -> ``lss_runs/<suite>``, ``tune`` -> ``lss_runs/tune/<study>``, ``demo`` -> ``lss_runs/demo``.
+OUTPUT_ROOT = Path("lss_runs")
+
+
+def default_run_dir(cfg: Any) -> Path:
+    """``lss_runs/train/<config name>-<loss>-seed<seed>`` (a ``package.module:factory`` loss name made folder-safe)."""
+    loss = cfg.loss.name.replace(":", "-").replace("/", "-")
+    return OUTPUT_ROOT / "train" / f"{cfg.name}-{loss}-seed{cfg.train.seed}"
 
 
 class FolderBusy(LssError):

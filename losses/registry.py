@@ -7,11 +7,27 @@ Each registered loss declares its defaults (taken from the factory signature, op
      "gamma": {"type": "categorical", "choices": [1.0, 2.0]}}
 
 so that a study over any loss is a YAML file.
+
+Losses from outside the zoo, three ways (docs/losses.md, "Add your own loss"):
+
+* **a name ``"package.module:factory"``** (``loss.name`` in a config): imported with :mod:`importlib`; ``factory`` is a
+  loss class or a function returning one, and its signature defaults are the loss's defaults;
+* **``@register_loss`` in the user's module**, imported by ``lss-bench --import MODULE``;
+* **the entry-point group ``lss_vlm.losses``** of an installed package (``[project.entry-points."lss_vlm.losses"]``,
+  ``my_loss = "my_pkg.losses:MyLoss"`` registers ``MyLoss`` as ``my_loss``; a value naming a module just imports it,
+  for modules that ``@register_loss`` several). Plugins are loaded lazily, once, the first time the registry is
+  listed or asked for a name it does not hold (as pytest and timm do); a plugin that fails to import raises
+  :class:`LossConfigError` naming the entry point.
+
+Any ``torch.nn.Module`` called as ``loss(logits, target)`` is a loss; the hooks of :class:`losses.base.SegLoss` are
+optional.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +38,8 @@ from torch import nn
 from .errors import LossConfigError, UnknownLossError
 
 PARAM_TYPES = ("float", "int", "categorical")
+#: Entry-point group of installed loss plugins (``importlib.metadata``).
+ENTRY_POINT_GROUP = "lss_vlm.losses"
 
 
 @dataclass(frozen=True)
@@ -34,6 +52,9 @@ class _Entry:
 
 
 _LOSSES: dict[str, _Entry] = {}
+_IMPORTED: dict[str, _Entry] = {}  # "package.module:factory" names resolved so far (not listed as registered)
+_PLUGINS: dict[str, str] = {}  # registered name -> "entry point NAME = VALUE (package DIST)" of plugin losses
+_plugins_loaded = False
 
 
 def _check_search_space(name: str, params: Mapping[str, Any], space: Mapping[str, Mapping[str, Any]]) -> None:
@@ -83,11 +104,15 @@ def register_loss(
         for spec in space.values():
             if spec["type"] != "categorical":
                 spec.setdefault("log", False)
-        summary = (inspect.getdoc(factory) or "").split("\n", 1)[0]
-        _LOSSES[name] = _Entry(factory, {**signature_defaults, **(defaults or {})}, space, source, summary)
+        _LOSSES[name] = _Entry(factory, {**signature_defaults, **(defaults or {})}, space, source, _summary(factory))
         return factory
 
     return decorator
+
+
+def _summary(factory: Callable[..., Any]) -> str:
+    """The first line of the factory's docstring."""
+    return (inspect.getdoc(factory) or "").strip().split("\n", 1)[0]
 
 
 def register_nobg_variant(name: str) -> None:
@@ -104,15 +129,90 @@ def register_nobg_variant(name: str) -> None:
 
 
 def available_losses() -> list[str]:
-    """Sorted names of every registered loss."""
+    """Sorted names of every registered loss (installed plugins included)."""
+    load_plugins()
     return sorted(_LOSSES)
 
 
+def load_plugins() -> None:
+    """Load the installed plugins of the entry-point group :data:`ENTRY_POINT_GROUP`, once per process.
+
+    An entry point whose object is a module is only imported (its ``@register_loss`` calls register); any other object
+    (a loss class or factory) is registered under the entry point's name. Raises :class:`LossConfigError` naming the
+    entry point and its package when one cannot be loaded.
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        where = f"entry point '{ep.name} = {ep.value}' (group {ENTRY_POINT_GROUP}, package {_dist_name(ep)})"
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported with its origin
+            raise LossConfigError(f"loss plugin {where} failed to load: {type(exc).__name__}: {exc}") from exc
+        if inspect.ismodule(obj) or ep.name in _LOSSES:
+            continue
+        if not callable(obj):
+            raise LossConfigError(f"loss plugin {where}: expected a loss class or factory, got {type(obj).__name__}")
+        register_loss(ep.name, source=f"plugin {ep.value}")(obj)
+        _PLUGINS[ep.name] = where
+    _plugins_loaded = True
+
+
+def _dist_name(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "?"
+
+
 def _entry(name: str) -> _Entry:
-    try:
+    if name in _LOSSES:
         return _LOSSES[name]
-    except KeyError:
-        raise UnknownLossError(f"unknown loss {name!r}; choose one of: {', '.join(available_losses())}") from None
+    if ":" in name:
+        return _imported_entry(name)
+    load_plugins()
+    if name in _LOSSES:
+        return _LOSSES[name]
+    names = sorted(_LOSSES)
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise UnknownLossError(
+        f"unknown loss {name!r}; choose one of: {', '.join(names)}, or 'package.module:factory'{hint}"
+    ) from None
+
+
+def _imported_entry(name: str) -> _Entry:
+    """The entry of a ``"package.module:factory"`` name: ``factory`` imported with :mod:`importlib`, not registered."""
+    if name in _IMPORTED:
+        return _IMPORTED[name]
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise UnknownLossError(f"loss {name!r}: expected 'package.module:factory'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - the user's module: any import failure is reported with the name
+        raise UnknownLossError(f"loss {name!r}: cannot import {module_name!r} ({type(exc).__name__}: {exc})") from None
+    factory: Any = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+    if not callable(factory):
+        raise UnknownLossError(f"loss {name!r}: {module_name!r} has no loss class or factory named {attr!r}")
+    params = inspect.signature(factory).parameters
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    _IMPORTED[name] = _Entry(factory, defaults, {}, name, _summary(factory))
+    return _IMPORTED[name]
+
+
+def loss_origin(name: str) -> str:
+    """Where a loss comes from: ``plugin: entry point ...`` for an installed plugin, ``import: NAME`` for a
+    ``package.module:factory`` name, else the module of its factory."""
+    entry = _entry(name)
+    if name in _PLUGINS:
+        return f"plugin: {_PLUGINS[name]}"
+    if ":" in name:
+        return f"import: {name}"
+    return getattr(entry.factory, "__module__", "?")
 
 
 def loss_spec(name: str) -> dict[str, Any]:
@@ -130,9 +230,12 @@ def loss_spec(name: str) -> dict[str, Any]:
 def build_loss(name: str, **kwargs: Any) -> nn.Module:
     """Build the loss ``name`` with its registered defaults overridden by ``kwargs``.
 
+    ``name`` is a registered name or ``"package.module:factory"``.
+
     Raises:
-        UnknownLossError: ``name`` is not registered (the message lists the registered names).
-        LossConfigError: an unknown keyword argument (the message lists the valid ones) or an invalid value.
+        UnknownLossError: ``name`` is not registered (the message lists the registered names) or cannot be imported.
+        LossConfigError: an unknown keyword argument (the message lists the valid ones), an invalid value, or a
+            factory that does not return a ``torch.nn.Module``.
     """
     entry = _entry(name)
     params = inspect.signature(entry.factory).parameters
@@ -140,4 +243,10 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
     if unknown:
         valid = ", ".join(sorted(params)) or "(none)"
         raise LossConfigError(f"loss {name!r} got unknown argument(s) {', '.join(unknown)}; valid: {valid}")
-    return entry.factory(**{**entry.defaults, **kwargs})
+    loss = entry.factory(**{**entry.defaults, **kwargs})
+    if not isinstance(loss, nn.Module):
+        raise LossConfigError(
+            f"loss {name!r}: the factory returned a {type(loss).__name__}; expected a torch.nn.Module called as "
+            "loss(logits, target)"
+        )
+    return loss

@@ -19,3 +19,10 @@ def seed_int(text: str) -> int:
 def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
     """The repeatable ``--set KEY=VALUE`` config override (collected in ``args.overrides``)."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def add_dry_run_argument(parser: argparse.ArgumentParser) -> None:
+    """``--dry-run``: resolve and check the whole plan, print it, train nothing (see ``lss-bench validate``)."""
+    parser.add_argument(
+        "--dry-run", action="store_true", help="resolve and check the plan, print it and exit; nothing is trained"
+    )

@@ -4,29 +4,39 @@ from __future__ import annotations
 
 import argparse
 
+from benchmarks.commands import add_dry_run_argument
+
 HELP = "run every loss x seed of a suite (resumable) and write its leaderboard"
 DESCRIPTION = """Run every (loss x seed) of a suite: the same experiment, data and budget; only the loss and
 train.seed differ. Runs go to OUT/runs/<loss>/seed<k>/. Rerunning the same command resumes: finished runs are skipped,
 a run that was interrupted resumes from its last checkpoint. A failed run (NaN loss, bad case) is recorded with its
 reason and the suite goes on. At the end the leaderboard (csv, md, html + figures) is written into OUT.
 
-SUITE is a YAML path or the name of a shipped suite: quick, standard, minority (configs/suites/)."""
+SUITE is a YAML path or the name of a shipped suite: quick, standard, minority (configs/suites/). A suite may name
+your own loss: a loss registered by a module given to --import, or 'package.module:factory' (docs/losses.md)."""
+EXAMPLES = """\
+examples:
+  lss-bench compare quick --out lss_runs/quick
+  lss-bench compare standard --seeds 5 --dry-run          # the 60 runs it would train, checked in seconds
+  lss-bench compare my_suite.yaml --import my_loss.py     # a suite that names a loss registered in my_loss.py
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", metavar="SUITE", help="suite YAML or shipped suite name (quick, standard, minority)")
     parser.add_argument("--seeds", type=int, default=None, metavar="N", help="run seeds 0..N-1 (default: the suite's)")
-    parser.add_argument("--out", default=None, metavar="DIR", help="suite directory (default: ./lss_runs/<suite name>)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="suite directory (default: lss_runs/<suite name>)")
     parser.add_argument("--no-resume", action="store_true", help="delete the runs and leaderboard in DIR, start over")
     parser.add_argument("--retry-failed", action="store_true", help="run the failed runs again when resuming")
     parser.add_argument("--no-progress", action="store_true", help="no live progress view (one line per run only)")
+    add_dry_run_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from benchmarks.leaderboard import build_leaderboard, print_terminal, write_leaderboard
-    from benchmarks.outputs import locked_folder
+    from benchmarks.outputs import OUTPUT_ROOT, locked_folder
     from benchmarks.suite import SuiteProgress, check_suite_folder, load_suite, run_suite
     from lss_vlm.errors import ConfigError
 
@@ -34,7 +44,12 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     seeds = list(range(args.seeds)) if args.seeds is not None else None
-    out = Path(args.out) if args.out else Path("lss_runs") / suite.name
+    out = Path(args.out) if args.out else OUTPUT_ROOT / suite.name
+    if args.dry_run:
+        from benchmarks.planning import suite_plan
+
+        print(suite_plan(suite, out, seeds))
+        return 0
     check_suite_folder(suite, out, seeds, resume=not args.no_resume)  # bad configs refused before the lock
     with locked_folder(out, "compare"):
         run_suite(

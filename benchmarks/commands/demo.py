@@ -8,10 +8,17 @@ HELP = "synthesise the phantom, run the quick suite and print the leaderboard"
 DESCRIPTION = """The embedded demo: synthesise the phantom (cached), train the SPCA VLM with 4+ segmentation losses
 (the 'quick' suite: 1 seed, small budget, a few minutes on a laptop CPU), print the leaderboard (Dice, grade accuracy,
 CIDEr) and write the HTML page with figures. Rerunning resumes (finished runs are skipped)."""
+EXAMPLES = """\
+examples:
+  lss-bench demo
+  lss-bench demo --out /tmp/demo --no-progress
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="lss_runs/demo", metavar="DIR", help="suite directory (default: %(default)s)")
+    from benchmarks.outputs import OUTPUT_ROOT
+
+    parser.add_argument("--out", default=str(OUTPUT_ROOT / "demo"), metavar="DIR", help="suite directory")
     parser.add_argument("--no-progress", action="store_true", help="no live progress view")
 
 

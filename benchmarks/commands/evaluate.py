@@ -11,10 +11,11 @@ The config's evaluation split (test by default) rewrites metrics.json, per_case.
 confusion_matrix.csv and overlay.png in the run directory; another split writes them into RUN_DIR/eval_<split>/.
 --manifest scores the run on another prepared dataset (same preprocessing as the run) without touching the run:
 results go to --out (default RUN_DIR/eval_<dataset folder>_<split>/). --split all scores every case.
-
+"""
+EXAMPLES = """\
 examples:
-  lss-bench evaluate runs/phantom_quick-dice-seed0
-  lss-bench evaluate runs/phantom_quick-dice-seed0 --split val
+  lss-bench evaluate lss_runs/train/phantom_quick-dice-seed0
+  lss-bench evaluate lss_runs/train/phantom_quick-dice-seed0 --split val
   lss-bench evaluate runs/sim2real --manifest data/vert/manifest.csv --split all --out results/sim2real_on_vert
 """
 

@@ -8,6 +8,11 @@ HELP = "rank the losses of a suite directory (csv, md, html + figures)"
 DESCRIPTION = """Rank the losses of a suite directory (written by 'lss-bench compare') by a metric: mean +- std over
 seeds, 95% t-interval CI, and a paired test over test cases against the baseline loss (Holm-corrected).
 Writes DIR/leaderboard.csv, .md, .html (+ DIR/figures/*.png) and prints the table."""
+EXAMPLES = """\
+examples:
+  lss-bench leaderboard lss_runs/standard
+  lss-bench leaderboard lss_runs/standard --metric dice/ligamentum_flavum --baseline dice --test bootstrap
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

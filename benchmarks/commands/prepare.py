@@ -34,7 +34,8 @@ datasets:
   mendeley  Lumbar Spine MRI Dataset (Mendeley Data): axial T2 slices of L3-L4, L4-L5, L5-S1 with label images
             (disc, posterior element, thecal sac, area between anterior and posterior elements). No sagittal
             views, no grades.
-
+"""
+EXAMPLES = """\
 examples:
   lss-bench prepare rsna2024 --root ~/data/rsna-2024-lumbar-spine --out data/rsna
   lss-bench prepare spider --root ~/data/spider --out data/spider --seed 1

@@ -10,10 +10,11 @@ DESCRIPTION = """Run a trained model on one case and explain it.
 Prints the report the model generates, the structured report composed from its predicted masks (with the measured
 dural-sac areas) and the reference reports, and saves a PNG with every view's image, predicted labels and the
 text->patch attention map of one prompt (--prompt: label/<label>, level/<level>; default label/thecal_sac).
-
+"""
+EXAMPLES = """\
 examples:
-  lss-bench report runs/phantom_quick-dice-seed0 --case ph0007
-  lss-bench report runs/phantom_quick-dice-seed0 --case ph0007 --prompt "level/L4-L5" --out l45.png
+  lss-bench report lss_runs/train/phantom_quick-dice-seed0 --case ph0007
+  lss-bench report lss_runs/train/phantom_quick-dice-seed0 --case ph0007 --prompt "level/L4-L5" --out l45.png
 """
 
 

@@ -16,7 +16,8 @@ thecal sac, posterior elements, ligamentum flavum), written as NIfTI with mm aff
 Grades come from the measured dural-sac area: normal > 100 mm², mild 76-100, moderate 50-75, severe < 50.
 The output depends only on the arguments: the same seed gives byte-identical files, and re-running into a
 complete folder with the same arguments returns at once.
-
+"""
+EXAMPLES = """\
 examples:
   lss-bench synth --out data/phantom                      # 200 cases, 128 px, seed 0
   lss-bench synth --out /tmp/ph --cases 40 --stats        # small, print class shares and grade prevalence
@@ -43,11 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lss_vlm.data.phantom.config import SHIFT_PRESETS
 
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    parser.add_argument(
-        "--cases", type=_bounded_int(100_000), default=200, metavar="N", help="number of cases (≥ 5; 200)"
-    )
-    parser.add_argument("--size", type=_bounded_int(1024), default=128, metavar="PX", help="image side in pixels (128)")
-    parser.add_argument("--seed", type=seed_int, default=0, metavar="S", help="random seed (0)")
+    parser.add_argument("--cases", type=_bounded_int(100_000), default=200, metavar="N", help="number of cases (≥ 5)")
+    parser.add_argument("--size", type=_bounded_int(1024), default=128, metavar="PX", help="image side in pixels")
+    parser.add_argument("--seed", type=seed_int, default=0, metavar="S", help="random seed")
     parser.add_argument(
         "--shift",
         default=None,
@@ -55,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="acquisition-shift preset for out-of-distribution tests: "
         + "; ".join(f"{name}: {desc}" for name, (desc, _) in SHIFT_PRESETS.items()),
     )
-    parser.add_argument("--workers", type=_bounded_int(256), default=1, metavar="K", help="processes (1)")
+    parser.add_argument("--workers", type=_bounded_int(256), default=1, metavar="K", help="processes")
     parser.add_argument("--stats", action="store_true", help="print class pixel shares, grade prevalence, areas")
     parser.add_argument(
         "--montage", default=None, metavar="PNG", help="where to save the montage (default DIR/montage.png)"

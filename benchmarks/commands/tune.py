@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.commands import add_set_argument, seed_int
+from benchmarks.commands import add_dry_run_argument, add_set_argument, seed_int
 
 HELP = "Optuna search over loss hyperparameters (PID gains) on SQLite/PostgreSQL storage"
 DESCRIPTION = """\
@@ -17,42 +17,61 @@ PostgreSQL URL) share them. On finishing: OUT/best.yaml (full experiment config,
 OUT/trials.csv, OUT/figures/*.png, OUT/summary.json and a summary here.
 
 storages:  (default) sqlite:///OUT/study.db    journal:PATH    postgresql://user:password@host:5432/db
+"""
+EXAMPLES = """\
 examples:
   lss-bench tune configs/studies/pid_gains.yaml --n-trials 12 --workers 2
+  lss-bench tune configs/studies/pid_gains.yaml --n-trials 12 --dry-run      # check it, print the plan
   lss-bench tune configs/studies/pid_gains.yaml --n-trials 100 --storage postgresql://lss@db-host/optuna --study pid
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="study YAML (configs/studies/*.yaml)")
-    parser.add_argument("--n-trials", type=int, required=True, help="total trials of the study (all workers)")
-    parser.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUT/study.db)")
-    parser.add_argument("--study", default=None, help="study name (default: study_name of the YAML or its file name)")
-    parser.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    parser.add_argument(
+        "--n-trials", type=int, required=True, metavar="N", help="total trials of the study (all workers)"
+    )
+    parser.add_argument(
+        "--storage", default=None, metavar="URL", help="Optuna storage URL (default: sqlite:///OUT/study.db)"
+    )
+    parser.add_argument(
+        "--study", default=None, metavar="NAME", help="study name (default: study_name of the YAML or its file name)"
+    )
+    parser.add_argument("--workers", type=int, default=1, metavar="K", help="local worker processes")
     parser.add_argument(
         "--sampler",
         choices=("tpe", "cmaes", "random", "grid", "nsga2"),
         default=None,
         help="sampler (default: the YAML's, else tpe; nsga2 for several objectives)",
     )
-    parser.add_argument("--seed", type=seed_int, default=None, help="sampler seed (default: the YAML's, else 0)")
-    parser.add_argument("--out", default=None, help="output directory (default: results/tune/<study name>)")
+    parser.add_argument(
+        "--seed", type=seed_int, default=None, metavar="S", help="sampler seed (default: the YAML's, else 0)"
+    )
+    parser.add_argument(
+        "--out", default=None, metavar="DIR", help="output directory (default: lss_runs/tune/<study name>)"
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures (they take a while)")
     add_set_argument(
         parser,
         "override a base experiment key (repeatable), e.g. --set train.epochs=2",
     )
+    add_dry_run_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmarks.outputs import locked_folder
+    from benchmarks.outputs import OUTPUT_ROOT, locked_folder
     from benchmarks.tuning import format_summary, load_study_spec, tune, validate_study
 
     spec = load_study_spec(args.config)
+    out_dir = Path(args.out) if args.out else OUTPUT_ROOT / "tune" / (args.study or spec.name)
+    if args.dry_run:
+        from benchmarks.planning import study_plan
+
+        print(study_plan(spec, args.overrides, args.n_trials, out_dir, args.storage))
+        return 0
     validate_study(spec, args.overrides)  # --set typos, a missing base experiment: refused before any study exists
-    out_dir = Path(args.out) if args.out else Path("results") / "tune" / (args.study or spec.name)
     with locked_folder(out_dir, "tune"):
         summary = _tune(args, spec, out_dir, tune)
     print(format_summary(summary, out_dir))

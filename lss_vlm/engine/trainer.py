@@ -174,10 +174,9 @@ class Trainer:
         if hasattr(self.model, "set_training_progress"):  # scheduled sampling of the report decoder's grade input
             self.model.set_training_progress((epoch - 1) / max(self.settings.epochs, 1))
         row.update(self._train_one_epoch(epoch))
-        self.loss.on_epoch_end()
+        self._call_hook("on_epoch_end")
         val = validate(self.model, self.val_loader, self.device, self.use_amp)
-        if hasattr(self.loss, "on_validation"):  # a controller that reads the held-out segmentation
-            self.loss.on_validation(self._per_class(val, "area_ratio"))
+        self._call_hook("on_validation", self._per_class(val, "area_ratio"))  # controllers reading held-out masks
         self._log_controller(epoch, step=0)
         row.update(self._controller_row())
         row.update({f"val/{k}": v for k, v in val.items()})
@@ -226,7 +225,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        self.loss.on_step_end()
+        self._call_hook("on_step_end")
         self._log_controller(epoch, step)
         return {f"train/{name}": float(value.detach()) for name, value in values.items()}
 
@@ -262,6 +261,14 @@ class Trainer:
         return seg, cls, txt
 
     # --------------------------------------------------------------------------------------------------- bookkeeping
+    def _call_hook(self, name: str, *args: Any) -> None:
+        """``loss.<name>(*args)`` when the loss has that hook: any ``nn.Module`` called as ``loss(logits, target)``
+        is a loss; the hooks of :class:`losses.base.SegLoss` (``on_step_end``, ``on_epoch_end``, ``on_validation``,
+        ``controller_state``) are optional."""
+        hook = getattr(self.loss, name, None)
+        if callable(hook):
+            hook(*args)
+
     def _controller_row(self) -> dict[str, float]:
         """``loss.controller_state()`` flattened to ``<quantity>/<class name>`` columns."""
         state = self.loss.controller_state() if hasattr(self.loss, "controller_state") else {}

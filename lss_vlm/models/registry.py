@@ -9,7 +9,9 @@ from torch import nn
 from ..registry import Registry
 from .base import MultiViewModel
 
-MODELS: Registry[MultiViewModel] = Registry("model")
+#: Entry-point group of installed model plugins (``[project.entry-points."lss_vlm.models"]``).
+ENTRY_POINT_GROUP = "lss_vlm.models"
+MODELS: Registry[MultiViewModel] = Registry("model", entry_point_group=ENTRY_POINT_GROUP)
 DEFAULT_MODEL = "spca_vlm"
 
 
@@ -23,6 +25,7 @@ def build_model(name: str = DEFAULT_MODEL, **cfg: Any) -> MultiViewModel:
 
 
 def available_models() -> list[str]:
+    """Sorted names of every registered model (installed plugins of :data:`ENTRY_POINT_GROUP` included)."""
     from . import baselines, vlm  # noqa: F401
 
     return MODELS.names()
