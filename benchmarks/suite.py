@@ -306,12 +306,16 @@ def run_suite(
     retry_failed: bool = False,
     runner: Runner | None = None,
     progress: SuiteProgress | None = None,
+    executor: Any = None,
 ) -> list[RunOutcome]:
     """Run every planned (loss × seed) of ``suite`` into ``out_dir`` (a suite directory); see the module docstring.
 
     With ``resume`` (default) finished runs are skipped (failed ones too, unless ``retry_failed``) and partial runs
     resume from their last checkpoint; without it the suite directory's outputs are deleted first.
+    ``executor``: how the pending runs are run (:mod:`benchmarks.backends`; default: one after the other here).
     """
+    from benchmarks.backends import LocalExecutor
+
     out_dir = Path(out_dir)
     plans = plan_runs(suite, seeds)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -327,16 +331,22 @@ def run_suite(
             runner = _default_runner()
             prepare_data(plans, progress)
         progress.start(len(plans))
+        pending = []
         for plan in plans:
             done = _read_status(plan.final_dir(out_dir)) if plan.final_dir(out_dir).is_dir() else None
             if done is not None and (done.get("status") == "completed" or not retry_failed):
                 outcomes.append(RunOutcome(plan, "skipped", done.get("status"), 0.0, {}))
                 progress.skipped(plan, done.get("status", "?"))
                 continue
-            progress.begin(plan, resuming=plan.partial_dir(out_dir).is_dir())
-            outcome = execute_run(plan, out_dir, runner, on_epoch=progress.on_epoch)
-            outcomes.append(outcome)
-            progress.finished(outcome, suite.rank_by)
+            pending.append(plan)
+        outcomes += (executor or LocalExecutor()).run(
+            pending,
+            out_dir,
+            runner,
+            begin=lambda plan: progress.begin(plan, resuming=plan.partial_dir(out_dir).is_dir()),
+            finished=lambda outcome: progress.finished(outcome, suite.rank_by),
+            on_epoch=progress.on_epoch,
+        )
     return outcomes
 
 

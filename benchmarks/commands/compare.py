@@ -13,12 +13,19 @@ a run that was interrupted resumes from its last checkpoint. A failed run (NaN l
 reason and the suite goes on. At the end the leaderboard (csv, md, html + figures) is written into OUT.
 
 SUITE is a YAML path or the name of a shipped suite: quick, standard, minority (configs/suites/). A suite may name
-your own loss: a loss registered by a module given to --import, or 'package.module:factory' (docs/losses.md)."""
+your own loss: a loss registered by a module given to --import, or 'package.module:factory' (docs/losses.md).
+
+--backend ray runs every (loss x seed) as a Ray task (pip install 'lss-vlm[ray]'), on a local Ray cluster or the one
+at --address; each task asks for --num-cpus/--num-gpus (default: from the config: 1 CPU + data.num_workers, 1 GPU
+when train.device is cuda). OUT must be a folder every Ray node sees. Resume and lock rules are those of the local
+backend; a run whose worker dies is retried from its last checkpoint (docs/cluster.md)."""
 EXAMPLES = """\
 examples:
   lss-bench compare quick --out lss_runs/quick
   lss-bench compare standard --seeds 5 --dry-run          # the 60 runs it would train, checked in seconds
   lss-bench compare my_suite.yaml --import my_loss.py     # a suite that names a loss registered in my_loss.py
+  lss-bench compare quick --backend ray --num-cpus 1      # a local Ray cluster, one CPU per run
+  lss-bench compare paper --backend ray --address auto --out /shared/lss_runs/paper   # an existing cluster
 """
 
 
@@ -29,12 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true", help="delete the runs and leaderboard in DIR, start over")
     parser.add_argument("--retry-failed", action="store_true", help="run the failed runs again when resuming")
     parser.add_argument("--no-progress", action="store_true", help="no live progress view (one line per run only)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local", help="where the runs are executed")
+    parser.add_argument("--address", default=None, help="Ray cluster address (auto, HOST:6379, ray://HOST:10001)")
+    parser.add_argument("--num-cpus", type=float, default=None, help="CPUs per Ray task (default: from the config)")
+    parser.add_argument("--num-gpus", type=float, default=None, help="GPUs per Ray task (default: from the config)")
     add_dry_run_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from benchmarks.backends import make_executor
     from benchmarks.leaderboard import build_leaderboard, print_terminal, write_leaderboard
     from benchmarks.outputs import OUTPUT_ROOT, locked_folder
     from benchmarks.suite import SuiteProgress, check_suite_folder, load_suite, run_suite
@@ -50,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
         print(suite_plan(suite, out, seeds))
         return 0
+    executor = make_executor(args.backend, args.address, args.num_cpus, args.num_gpus)
     check_suite_folder(suite, out, seeds, resume=not args.no_resume)  # bad configs refused before the lock
     with locked_folder(out, "compare"):
         run_suite(
@@ -59,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             resume=not args.no_resume,
             retry_failed=args.retry_failed,
             progress=SuiteProgress(live=not args.no_progress),
+            executor=executor,
         )
         board = build_leaderboard(out, rank_by=suite.rank_by, baseline=suite.baseline, metrics=suite.columns)
         written = write_leaderboard(board, out)
