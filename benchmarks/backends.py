@@ -71,11 +71,14 @@ class RayExecutor:
         ray = import_ray()
         if not ray.is_initialized():
             ray.init(address=self.address, log_to_driver=False, include_dashboard=False)
+        from benchmarks.plugins import imported_specs
+
+        imports = imported_specs()  # --import modules: the workers import them too
         pending: dict[Any, Any] = {}
         for plan in plans:
             cpus, gpus = run_resources(plan.config, self.num_cpus, self.num_gpus)
             task = ray.remote(_ray_run).options(num_cpus=cpus, num_gpus=gpus, max_retries=RAY_MAX_RETRIES)
-            pending[task.remote(plan, str(Path(out_dir).resolve()), runner, cpus)] = plan
+            pending[task.remote(plan, str(Path(out_dir).resolve()), runner, cpus, imports)] = plan
             begin(plan)
         outcomes = []
         while pending:
@@ -116,13 +119,22 @@ def interrupted(plan: Any, reason: str) -> Any:
     return RunOutcome(plan, "interrupted", reason, 0.0, {})
 
 
-def _ray_run(plan: Any, out_dir: str, runner: Callable[..., dict[str, float]], num_cpus: float) -> Any:
-    """Body of one Ray task: lock the run, train it with ``num_cpus`` threads, return its outcome."""
+def _ray_run(
+    plan: Any, out_dir: str, runner: Callable[..., dict[str, float]], num_cpus: float, imports: Sequence[str]
+) -> Any:
+    """Body of one Ray task: import the user's modules, re-validate the config in this process (which registers the
+    models and losses it names), lock the run, train it with ``num_cpus`` threads, return its outcome."""
+    import dataclasses
+
     import torch
     from filelock import FileLock
 
+    from benchmarks.config import config_from_dict
+    from benchmarks.plugins import import_user_modules
     from benchmarks.suite import execute_run
 
+    import_user_modules(list(imports))
+    plan = dataclasses.replace(plan, config=config_from_dict(plan.config.model_dump(mode="json"), source=plan.label))
     torch.set_num_threads(max(1, int(num_cpus)))
     folder = Path(out_dir)
     lock = plan.final_dir(folder).parent / f".seed{plan.seed}.lock"

@@ -232,7 +232,7 @@ def _report_metrics(
     metrics["reference/cider_x100"] = math.nan  # the leave-one-out ceiling needs >= 2 cases with >= 2 references
     started = time.perf_counter()
     if text_metrics and java and sum(len(r) >= 2 for r in references.values()) >= 2:
-        metrics["reference/cider_x100"] = reference_ceiling(references)["cider_x100"]
+        metrics["reference/cider_x100"] = _reference_ceiling_x100(references, reference_ceiling)
     _add_time(timing, "text_metrics", time.perf_counter() - started)
     errors = [
         abs(pred - true)
@@ -244,6 +244,21 @@ def _report_metrics(
         metrics["area_mae_mm2"] = float(np.mean(errors)) if errors else math.nan
     metrics["n_cases"] = float(len(cases))
     return metrics
+
+
+#: Reference ceilings already computed in this process, by a hash of the references: every run of a suite scores the
+#: same split, so the ceiling (one JVM start and a CIDEr pass) is computed once per process, not once per run.
+_CEILINGS: dict[str, float] = {}
+
+
+def _reference_ceiling_x100(references: dict[str, list[str]], compute: Any) -> float:
+    """``compute(references)["cider_x100"]``, cached per distinct ``references`` in this process."""
+    import hashlib
+
+    key = hashlib.sha256(json.dumps(references, sort_keys=True).encode()).hexdigest()
+    if key not in _CEILINGS:
+        _CEILINGS[key] = float(compute(references)["cider_x100"])
+    return _CEILINGS[key]
 
 
 def _write_results(
