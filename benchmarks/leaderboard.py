@@ -60,7 +60,8 @@ __all__ = [
     "write_leaderboard",
 ]
 
-FORMATS: tuple[str, ...] = ("csv", "md", "html")
+#: Files ``write_leaderboard`` can write: leaderboard.csv, .md, .html (+ figures/), .json (docs/leaderboard.md), .tex.
+FORMATS: tuple[str, ...] = ("csv", "md", "html", "json", "latex")
 #: Figures that span the whole page width in the HTML (grids of panels).
 WIDE_FIGURES = ("pid_trajectories", "confusion_matrices", "attention_overlays")
 
@@ -385,7 +386,8 @@ function sortBy(col) {{
 def write_leaderboard(
     board: Leaderboard, out_dir: str | Path, formats: Sequence[str] = FORMATS, figures: bool = True
 ) -> dict[str, Path]:
-    """Write ``leaderboard.{csv,md,html}`` (and ``figures/`` for html) into ``out_dir`` atomically; return the paths."""
+    """Write ``leaderboard.{csv,md,html,json,tex}`` (the ``formats`` asked for; ``figures/`` with html) into
+    ``out_dir`` atomically (each file to a temporary sibling, then renamed); return the paths by format."""
     out_dir = Path(out_dir)
     written: dict[str, Path] = {}
     if "csv" in formats:
@@ -405,4 +407,17 @@ def write_leaderboard(
             figure_paths = make_figures(board, out_dir / "figures")
         atomic_write_text(out_dir / "leaderboard.html", to_html(board, figure_paths))
         written["html"] = out_dir / "leaderboard.html"
+    written.update(_write_exports(board, out_dir, formats))
+    return written
+
+
+def _write_exports(board: Leaderboard, out_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
+    """leaderboard.json and leaderboard.tex (:mod:`benchmarks.leaderboard_formats`), with the footnotes."""
+    from benchmarks.leaderboard_formats import json_text, to_latex
+
+    written = {}
+    for kind, name, render in (("json", "leaderboard.json", json_text), ("latex", "leaderboard.tex", to_latex)):
+        if kind in formats:
+            atomic_write_text(out_dir / name, render(board, notes(board)))
+            written[kind] = out_dir / name
     return written
