@@ -227,7 +227,7 @@ def to_latex(board: Leaderboard, notes: Sequence[str] = ()) -> str:
     the footnotes follow as LaTeX comments."""
     metrics = list(board.metrics)
     best = {m: best_rows(board, m) for m in metrics}
-    headers = [r"\#", "Loss", "Seeds"] + [latex_escape(metric_info(m).header) for m in metrics]
+    headers = [r"\#", "Loss", "Seeds ok/failed"] + [latex_escape(metric_info(m).header) for m in metrics]
     align = "rlc" + "r" * len(metrics)
     if board.baseline:
         headers.append(latex_escape(f"p vs {board.baseline} (Holm)"))
