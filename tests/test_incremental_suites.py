@@ -238,3 +238,34 @@ def test_pooled_leaderboard_of_two_folders(tmp_path, capsys):
     assert "--out: required" in capsys.readouterr().err
     with pytest.raises(DataError, match="dice seed0 is in both"):
         build_leaderboard([first, first])
+
+
+@pytest.mark.parametrize("name", ["quick", "standard", "minority"])
+def test_a_stored_config_reads_back_equal_to_its_plan(tmp_path, name):
+    """Reuse rests on this: config.yaml as the suite writes it resolves to the planned config again (no key differs)."""
+    from benchmarks.config import dump_config
+    from benchmarks.run_records import config_differences, read_run_config
+
+    for plan in suite_module.plan_runs(load_suite(name), seeds=[0]):
+        folder = tmp_path / plan.label
+        dump_config(plan.config, folder / "config.yaml")
+        assert config_differences(read_run_config(folder), plan.config.model_dump(mode="json")) == []
+    changed = plan.config.model_copy(update={"train": plan.config.train.model_copy(update={"epochs": 7})})
+    assert config_differences(read_run_config(folder), changed.model_dump(mode="json")) == ["train.epochs"]
+
+
+@pytest.mark.slow  # two real runs: about 5 min on 2 shared cores
+def test_real_tiny_suite_grows_by_one_loss(tmp_path, tiny_phantom, capsys):
+    """The real engine (1 epoch, tiny model): the second loss is trained, the first run is reused untouched, and the
+    runs (real config.yaml + provenance.json with the data hash) are comparable."""
+    tiny = ["model.preset=spca_tiny", "data.batch_size=4", "data.spatial_size=64", "eval.text_metrics=false"]
+    path = suite_yaml(tmp_path, seeds=1, set=[*tiny, "train.epochs=1", f"data.manifest={tiny_phantom}"])
+    out = tmp_path / "out"
+    assert compare(str(path), "--out", str(out)) == 0
+    before = file_times(out / "runs/dice")
+    assert compare(str(path), "--out", str(out), "--losses", "tversky") == 0
+    assert file_times(out / "runs/dice") == before
+    assert "dice seed0: already completed" not in capsys.readouterr().err  # dice was not even planned
+    board = build_leaderboard(out)
+    assert sorted(board.table["loss"]) == ["dice", "tversky"] and board.mismatches == {}
+    assert all(r.provenance().get("data_manifest_hash") for r in board.runs)
