@@ -266,6 +266,21 @@ def changed_runs(plans: Sequence[PlannedRun], out_dir: str | Path) -> list[Chang
     return changed
 
 
+def _check_record(out_dir: Path) -> None:
+    """A suite folder's ``suite.yaml`` (the losses it has held, with their params) must read as a mapping: a damaged
+    one is not overwritten silently."""
+    path = out_dir / "suite.yaml"
+    if not path.is_file():
+        return
+    try:
+        read_yaml_mapping(path, "suite record", "the suite's settings")
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}; the suite folder's record is damaged: repair or delete {path} (the runs are kept and it is "
+            "written again), or use a new --out"
+        ) from None
+
+
 def _refuse_changed(changed: Sequence[ChangedRun], out_dir: Path) -> None:
     if changed:
         raise ConfigError(
@@ -289,8 +304,10 @@ def check_suite_folder(
     plans = plan_runs(suite, seeds)
     for plan in plans:
         check_inputs(plan.config)
-    if resume and not retrain_changed and Path(out_dir).is_dir():
-        _refuse_changed(changed_runs(plans, out_dir), Path(out_dir))
+    if resume and Path(out_dir).is_dir():
+        _check_record(Path(out_dir))
+        if not retrain_changed:
+            _refuse_changed(changed_runs(plans, out_dir), Path(out_dir))
 
 
 def _clean(out_dir: Path) -> None:
@@ -424,7 +441,9 @@ def run_suite(
     out_dir = Path(out_dir)
     plans = plan_runs(suite, seeds)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if resume:
+        _check_record(out_dir)
+    else:
         _clean(out_dir)
     changed = changed_runs(plans, out_dir)
     if not retrain_changed:

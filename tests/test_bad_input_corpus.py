@@ -250,10 +250,10 @@ CASES: list[Case] = [
     Case("train config.yaml damaged", "train {cfg} --out {t}/run", "config.yaml", _file("run/config.yaml", "a: [")),
     Case("compare suite record damaged", COMPARE, "suite.yaml", _both(SUITE_OK, _file("o/suite.yaml", "losses: ["))),
     Case(
-        "compare suite changed",
+        "compare run config changed",
         COMPARE,
-        "suite changed",
-        _both(SUITE_OK, _file("o/suite.yaml", "name: s\nlosses: [focal]\n")),
+        "dice seed0",
+        _both(SUITE_OK, _file("o/runs/dice/seed0/config.yaml", "train: {{epochs: 99}}\n")),
     ),
     # --- synth
     Case("synth out is a file", "synth --out {t}/f --cases 5 --size 32", "{t}/f", _file("f", "x")),
