@@ -1,6 +1,6 @@
 """Leaderboard figures (matplotlib, PNG): per-class Dice, seed spread, training curves, PID α/β, confusion, overlays.
 
-Every function takes the runs of a :class:`benchmarks.leaderboard.Leaderboard`, writes one PNG atomically and returns
+Every function takes the runs of a :class:`benchmarks.ranking.Leaderboard`, writes one PNG atomically and returns
 its path, or None when the runs hold nothing to draw (e.g. no history.csv). A loss keeps its colour in every figure.
 """
 
@@ -16,11 +16,14 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import stats
+from benchmarks.metric_names import metric_info
+from benchmarks.run_records import pooled_case_values
 from lss_vlm.constants import FOREGROUND_LABELS, GRADES
 from lss_vlm.io import atomic_path
 
 if TYPE_CHECKING:
-    from benchmarks.leaderboard import Leaderboard, RunRecord
+    from benchmarks.ranking import Leaderboard
+    from benchmarks.run_records import RunRecord
 
 DPI = 110
 
@@ -65,8 +68,6 @@ def _completed(runs: Sequence[RunRecord], loss: str) -> list[RunRecord]:
 
 def dice_per_class(board: Leaderboard, path: Path) -> Path | None:
     """Grouped bars: mean Dice of each foreground class per loss, error bars = 95 % bootstrap CI (as in the table)."""
-    from benchmarks.leaderboard import pooled_case_values
-
     losses = [name for name in board.table["loss"] if _completed(board.runs, name)]
     classes = [c for c in FOREGROUND_LABELS if any(f"dice/{c}" in r.metrics for r in board.runs)]
     if not losses or not classes:
@@ -98,8 +99,6 @@ def dice_per_class(board: Leaderboard, path: Path) -> Path | None:
 
 def seed_boxplot(board: Leaderboard, path: Path) -> Path | None:
     """Box plot of the rank metric per loss: over seeds (points = seeds); with one seed, over test cases."""
-    from benchmarks.leaderboard import metric_info, pooled_case_values
-
     metric = board.rank_by
     losses = [name for name in board.table["loss"] if _completed(board.runs, name)]
     if not losses:
@@ -153,8 +152,6 @@ def _mean_curve(frames: list[pd.DataFrame], column: str) -> tuple[np.ndarray, np
 
 def training_curves(board: Leaderboard, path: Path) -> Path | None:
     """Training loss and the validation rank metric per epoch (mean over seeds, band = min-max over seeds)."""
-    from benchmarks.leaderboard import metric_info
-
     frames = _history_frames(board)
     if not frames:
         return None
