@@ -19,7 +19,7 @@ from lss_vlm.constants import GRADES, LABELS
 
 RUN_FILES = (
     "config.yaml", "status.json", "metrics.json", "per_case.csv", "history.csv", "reports.jsonl",
-    "confusion_matrix.csv", "overlay.png", "model.safetensors", "provenance.json",
+    "confusion_matrix.csv", "calibration.csv", "overlay.jpg", "model.safetensors", "provenance.json",
     "checkpoints/last/model.safetensors", "checkpoints/last/state.pt", "checkpoints/best/model.safetensors",
 )  # fmt: skip
 
