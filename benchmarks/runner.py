@@ -18,10 +18,8 @@ import hashlib
 import json
 import platform
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +42,7 @@ from .run_loading import (
     view_spacing,
 )
 from .tensorboard_log import ScalarLog
+from .versions import git_sha, package_version
 
 STATUS_FILE = "status.json"
 #: Keys of metrics.json that describe the training, not the evaluation (kept when a run is re-evaluated).
@@ -358,8 +357,8 @@ def write_provenance(out_dir: Path, cfg: ExperimentConfig, wall_time_s: float) -
 
     manifest = resolve_manifest(cfg.data)
     record = {
-        "git_sha": _git_sha(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "git_sha": git_sha(),
+        "packages": {name: package_version(name) for name in PACKAGES},
         "python": platform.python_version(),
         "platform": platform.platform(),
         "config_hash": config_hash(cfg),
@@ -373,30 +372,6 @@ def write_provenance(out_dir: Path, cfg: ExperimentConfig, wall_time_s: float) -
     }
     atomic_write_json(out_dir / "provenance.json", record)
     return record
-
-
-def _git_sha() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{sha}-dirty" if dirty else sha
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _peak_rss_mb() -> float:

@@ -105,16 +105,19 @@ def test_all_formats_written(suite_dir):
     assert "| Dice (macro) ↑ |" in md and "HD95 mm ↓" in md and "CIDEr×100" in md
     page = written["html"].read_text()
     assert "<table" in page and "function sortBy" in page
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 6  # every figure embedded
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 7  # every figure embedded
+    assert len(re.findall(r'src="data:image/jpeg;base64,', page)) == 1  # the overlays, as JPEG
     assert not re.search(r'(src|href)="(https?:)?//', page)  # self-contained
-    assert sorted(p.name for p in (suite_dir / "figures").glob("*.png")) == sorted(
+    assert sorted(p.name for p in (suite_dir / "figures").iterdir()) == sorted(
         [
             "dice_per_class.png",
             "seed_boxplot.png",
+            "critical_difference.png",
             "training_curves.png",
             "pid_trajectories.png",
             "confusion_matrices.png",
-            "attention_overlays.png",
+            "reliability_diagram.png",
+            "attention_overlays.jpg",
         ]  # fmt: skip
     )
 
