@@ -12,8 +12,8 @@ DESCRIPTION = """Train the model of an experiment YAML with its segmentation los
 
 The run directory gets config.yaml (resolved, every default), history.csv, checkpoints/{last,best}/,
 model.safetensors, metrics.json, per_case.csv, reports.jsonl, confusion_matrix.csv, calibration.csv, overlay.jpg,
-tb/ (TensorBoard event files), provenance.json and, written last, status.json. Rerunning the same command resumes from the last checkpoint;
-a completed run is not retrained.
+tb/ (TensorBoard event files), provenance.json and, written last, status.json. Rerunning the same command resumes
+from the last checkpoint; a completed run is not retrained.
 
 examples:
   lss-bench train configs/experiments/phantom_quick.yaml
