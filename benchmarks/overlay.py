@@ -47,13 +47,27 @@ class CaseView:
 
 
 def save_figure(fig, path: str | Path, dpi: int = DPI, **kwargs) -> Path:
-    """``fig.savefig`` atomically; JPEG (quality :data:`JPEG_QUALITY`) for a ``.jpg``/``.jpeg`` path."""
+    """``fig.savefig`` atomically, by the path's suffix: JPEG (quality :data:`JPEG_QUALITY`) for ``.jpg``/``.jpeg``;
+    PNG reduced to a 256-colour palette (plots have few colours; about a third of the bytes) for ``.png``."""
+    import io
+
+    from PIL import Image
+
     path = Path(path)
-    if path.suffix.lower() in (".jpg", ".jpeg"):
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
         kwargs.setdefault("pil_kwargs", {"quality": JPEG_QUALITY, "optimize": True})
         kwargs.setdefault("facecolor", "white")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".").lower() or "png", **kwargs)
+        if suffix != ".png":
+            fig.savefig(tmp, dpi=dpi, format=suffix.lstrip(".") or "png", **kwargs)
+            return path
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=dpi, format="png", facecolor="white", **kwargs)
+        buffer.seek(0)
+        with Image.open(buffer) as image:
+            palette = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+            palette.save(tmp, format="PNG", optimize=True)
     return path
 
 
@@ -62,12 +76,15 @@ def _label_layer(labels: np.ndarray) -> np.ma.MaskedArray:
 
 
 def _normalised_attention(case: CaseView, columns: list[int]) -> np.ndarray | None:
-    """Attention scaled to [0, 1] by its maximum over the drawn views (one colourbar for the row)."""
+    """Attention rescaled to [0, 1] by its minimum and maximum over the drawn views (one colourbar for the row).
+
+    Softmax attention over a few text tokens is often nearly flat; min-max scaling shows where it peaks."""
     if case.attention is None:
         return None
     att = np.asarray(case.attention, dtype=float)
-    peak = max((float(np.nanmax(att[j])) for j in columns), default=0.0)
-    return att / peak if peak > 0 else att
+    drawn = att[columns]
+    low, high = float(np.nanmin(drawn)), float(np.nanmax(drawn))
+    return (att - low) / (high - low) if high > low else np.zeros_like(att)
 
 
 def _row_label(ax, text: str, fontsize: int = 9) -> None:
@@ -134,7 +151,7 @@ def save_case_overlay(path: str | Path, case: CaseView) -> Path:
         bottom = axes[-1, -1].get_position()
         cax = fig.add_axes((0.945, bottom.y0, 0.012, bottom.height))
         bar = fig.colorbar(plt.cm.ScalarMappable(cmap=ATTENTION_CMAP, norm=shown.norm), cax=cax)
-        bar.set_label("attention / case max", fontsize=7)
+        bar.set_label("attention (case min–max)", fontsize=7)
         bar.ax.tick_params(labelsize=6)
     save_figure(fig, path)
     plt.close(fig)

@@ -58,14 +58,19 @@ def loss_colors(losses: Sequence[str]) -> dict[str, tuple]:
     return {name: cmap(i % cmap.N) for i, name in enumerate(losses)}
 
 
-def _save(fig, path: Path) -> Path:
+#: Resolution of the overlay grid: ~800 px wide, about 1.7× the 64 px views of the demo, so that the page with four
+#: losses' overlays stays under 1 MB.
+OVERLAY_GRID_DPI = 80
+
+
+def _save(fig, path: Path, dpi: int = DPI) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     plt = _plt()
     for ax in fig.axes:
         if ax.get_xlabel() == "epoch":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    save_figure(fig, path, dpi=DPI, bbox_inches="tight")
+    save_figure(fig, path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -75,7 +80,7 @@ def _completed(runs: Sequence[RunRecord], loss: str) -> list[RunRecord]:
 
 
 def dice_per_class(board: Leaderboard, path: Path) -> Path | None:
-    """Grouped bars: mean Dice of each foreground class per loss, error bars = 95 % bootstrap CI (as in the table)."""
+    """Grouped bars: mean Dice of each foreground class per loss, error bars = 95 % CI (as in the table)."""
     from benchmarks.leaderboard import pooled_case_values
 
     losses = [name for name in board.table["loss"] if _completed(board.runs, name)]
@@ -101,7 +106,7 @@ def dice_per_class(board: Leaderboard, path: Path) -> Path | None:
     ax.set_xticks(x, [c.replace("_", "\n") for c in classes])
     ax.set_ylabel("Dice")
     ax.set_ylim(0, 1.05)
-    ax.set_title("Dice per class (error bars: 95% bootstrap CI)")
+    ax.set_title("Dice per class (error bars: 95% CI)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=min(4, len(losses)), loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     return _save(fig, path)
@@ -326,7 +331,7 @@ def attention_overlays(board: Leaderboard, path: Path) -> Path | None:
         ax.set_title(title, fontsize=10)
         ax.axis("off")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, dpi=OVERLAY_GRID_DPI)
 
 
 def _rank_blocks(board: Leaderboard, losses: list[str]) -> tuple[pd.DataFrame, str]:
@@ -414,7 +419,7 @@ def reliability_diagram(board: Leaderboard, path: Path) -> Path | None:
 
 #: name: (draw function, caption, file suffix). Order = order on the page.
 FIGURES = {
-    "dice_per_class": (dice_per_class, "Dice per foreground class and loss, 95% bootstrap CI.", ".png"),
+    "dice_per_class": (dice_per_class, "Dice per foreground class and loss, 95% CI (as in the table).", ".png"),
     "seed_boxplot": (seed_boxplot, "Spread of the rank metric over seeds (or test cases with one seed).", ".png"),
     "critical_difference": (
         critical_difference,
