@@ -113,14 +113,15 @@ def test_header_states_data_cases_budget_seeds_date_sha_version(tmp_path):
         (run / "provenance.json").write_text(json.dumps({"git_sha": "abc1234", "packages": {"lss-vlm": "9.8.7"}}))
         _metrics = json.loads((run / "metrics.json").read_text())
         (run / "metrics.json").write_text(json.dumps({**_metrics, "n_cases": 12.0}))
-    fields = dict(header_fields(build_leaderboard(suite)))
+    board = build_leaderboard(suite)
+    fields = dict(header_fields(board))
     assert fields["Data"].startswith("phantom (")
     assert fields["Test cases"] == "12"
     assert fields["Budget"] == "7 epochs, batch size 3, image size 96 px"
     assert fields["Seeds"] == "2 per loss"
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", fields["Date"])
     assert fields["Git sha"] == "abc1234" and fields["lss-vlm version"] == "9.8.7"
-    page = to_html(build_leaderboard(suite))
+    page = to_html(board)
     for label, value in fields.items():
         assert f"<dt>{label}</dt><dd>{value}</dd>" in page
 
