@@ -215,7 +215,7 @@ class EvalConfig(_Section):
     )
     text_metrics: bool = Field(True, description="BLEU/METEOR/ROUGE-L/CIDEr (needs Java); off = skipped")
     overlay_prompt: str | None = Field(
-        None, description="prompt of the attention map in overlay.png; null = label/thecal_sac"
+        None, description="prompt of the attention map in overlay.jpg; null = label/thecal_sac"
     )
 
 

@@ -7,13 +7,9 @@ The ranking API (:func:`build_leaderboard`, :class:`Leaderboard`, ...) and the r
 
 from __future__ import annotations
 
-import html
 import math
-from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from benchmarks import stats
 from benchmarks.metric_names import MetricInfo, metric_info
@@ -29,16 +25,13 @@ from benchmarks.ranking import (
     choose_metrics,
     collapsed_classes,
 )
-from benchmarks.report_pages import overlay_reports_html
 from benchmarks.run_records import DamagedRun, RunRecord, collect_runs, pooled_case_values, read_run, read_suite_yaml
-from lss_vlm.io import atomic_write_text
 
 __all__ = [
     "COLLAPSE_RATIO",
     "DEFAULT_BASELINE",
     "DEFAULT_METRICS",
     "DEFAULT_RANK_METRIC",
-    "FORMATS",
     "REFERENCE_METRICS",
     "REFERENCE_ROW",
     "DamagedRun",
@@ -55,13 +48,9 @@ __all__ = [
     "print_terminal",
     "read_run",
     "read_suite_yaml",
-    "to_html",
     "to_markdown",
-    "write_leaderboard",
 ]
 
-#: Files ``write_leaderboard`` can write: leaderboard.csv, .md, .html (+ figures/), .json (docs/leaderboard.md), .tex.
-FORMATS: tuple[str, ...] = ("csv", "md", "html", "json", "latex")
 #: Figures that span the whole page width in the HTML (grids of panels).
 WIDE_FIGURES = ("pid_trajectories", "confusion_matrices", "attention_overlays")
 
@@ -264,160 +253,3 @@ def print_terminal(board: Leaderboard, console=None) -> None:
     console.print(table)
     for note in notes(board):
         console.print(f"  {note}", style="red" if note.startswith(("FAILED", "PRUNED")) else "dim", highlight=False)
-
-
-def to_html(board: Leaderboard, figures: dict[str, Path] | None = None) -> str:
-    """A self-contained HTML page: sortable table (inline CSS/JS, CI in tooltips) and figures as base64 PNG."""
-    from benchmarks.plots import embed_png
-
-    headers, rows = display_rows(board)
-    sort_keys = _sort_keys(board)
-    head = "".join(
-        f'<th onclick="sortBy({i})" title="click to sort">{html.escape(h)}</th>' for i, h in enumerate(headers)
-    )
-    body = []
-    for (_, row), cells, keys in zip(board.table.iterrows(), rows, sort_keys):
-        tds = []
-        for j, (cell, key) in enumerate(zip(cells, keys)):
-            tip = _ci_tooltip(board, row, j)
-            warn = ' class="warn"' if j == 2 and row["n_failed"] else ""
-            tds.append(f'<td data-v="{html.escape(str(key))}"{tip}{warn}>{html.escape(cell)}</td>')
-        cls = ' class="failed"' if row["n_seeds"] == 0 else ""
-        body.append(f"<tr{cls}>{''.join(tds)}</tr>")
-    figure_html = "".join(
-        f'<figure class="{"wide" if name in WIDE_FIGURES else ""}"><img alt="{html.escape(name)}" '
-        f'src="{embed_png(path)}"><figcaption>{html.escape(caption)}'
-        f"</figcaption></figure>"
-        for name, (path, caption) in (figures or {}).items()
-    )
-    note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes(board))
-    return _HTML_TEMPLATE.format(
-        title=html.escape(board.title),
-        head=head,
-        body="\n".join(body),
-        notes=note_html,
-        figures=figure_html,
-        reports=overlay_reports_html(board.runs, [n for n in board.table["loss"] if n != REFERENCE_ROW]),
-    )
-
-
-def _sort_keys(board: Leaderboard) -> list[list[object]]:
-    keys = []
-    for _, row in board.table.iterrows():
-        line: list[object] = [row["rank"], row["loss"], row["n_seeds"]]
-        line += [row[f"{m}_mean"] for m in board.metrics] + [row[f"{board.rank_by}_ci_low"]]
-        if board.baseline:
-            line += [row[f"p_vs_{board.baseline}"], row[f"p_holm_vs_{board.baseline}"]]
-        keys.append(["" if isinstance(k, float) and not np.isfinite(k) else k for k in line])
-    return keys
-
-
-def _ci_tooltip(board: Leaderboard, row: pd.Series, column: int) -> str:
-    index = column - 3
-    if not 0 <= index < len(board.metrics):
-        return ""
-    m = board.metrics[index]
-    low, high, d = row[f"{m}_ci_low"], row[f"{m}_ci_high"], metric_info(m).digits
-    if not np.isfinite(low):
-        return ""
-    return f' title="95% CI [{format_value(low, d)}, {format_value(high, d)}]"'
-
-
-_HTML_TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body {{ font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 24px; color: #222; }}
-h1 {{ font-size: 1.4em; }}
-table {{ border-collapse: collapse; font-size: 0.9em; margin-bottom: 12px; }}
-.scroll {{ overflow-x: auto; max-width: 100%; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 6px; text-align: right; white-space: nowrap; }}
-th {{ background: #f0f3f7; cursor: pointer; user-select: none; white-space: normal; max-width: 7em;
-      vertical-align: bottom; }}
-td.warn {{ color: #a00; font-weight: bold; }}
-th:hover {{ background: #dde6f0; }}
-td:nth-child(2), td:nth-child(3), th:nth-child(2), th:nth-child(3) {{ text-align: left; }}
-tbody tr:nth-child(odd) {{ background: #fafafa; }}
-tbody tr:first-child {{ font-weight: bold; }}
-tr.failed td {{ color: #a00; }}
-th.asc::after {{ content: " \\25B2"; }} th.desc::after {{ content: " \\25BC"; }}
-.notes {{ color: #555; font-size: 0.85em; }}
-.figures {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 12px; }}
-figure {{ margin: 0; }}
-figure.wide {{ grid-column: 1 / -1; max-width: 1200px; }}
-figure img {{ max-width: 100%; height: auto; border: 1px solid #ddd; }}
-figcaption {{ font-size: 0.85em; color: #444; text-align: center; }}
-</style></head><body>
-<h1>{title}</h1>
-<div class="scroll"><table id="board"><thead><tr>{head}</tr></thead><tbody>
-{body}
-</tbody></table></div>
-<ul class="notes">{notes}</ul>
-<h2>Figures</h2>
-<div class="figures">{figures}</div>
-{reports}
-<script>
-let sortState = {{col: -1, asc: true}};
-function sortBy(col) {{
-  const table = document.getElementById("board");
-  const rows = Array.from(table.tBodies[0].rows);
-  sortState = {{col: col, asc: sortState.col === col ? !sortState.asc : true}};
-  const key = r => r.cells[col].dataset.v;
-  rows.sort((a, b) => {{
-    const x = key(a), y = key(b);
-    if (x === "" && y === "") return 0;
-    if (x === "") return 1;
-    if (y === "") return -1;
-    const nx = parseFloat(x), ny = parseFloat(y);
-    const c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
-    return sortState.asc ? c : -c;
-  }});
-  rows.forEach(r => table.tBodies[0].appendChild(r));
-  Array.from(table.tHead.rows[0].cells).forEach((th, i) => {{
-    th.classList.remove("asc", "desc");
-    if (i === col) th.classList.add(sortState.asc ? "asc" : "desc");
-  }});
-}}
-</script>
-</body></html>
-"""
-
-
-def write_leaderboard(
-    board: Leaderboard, out_dir: str | Path, formats: Sequence[str] = FORMATS, figures: bool = True
-) -> dict[str, Path]:
-    """Write ``leaderboard.{csv,md,html,json,tex}`` (the ``formats`` asked for; ``figures/`` with html) into
-    ``out_dir`` atomically (each file to a temporary sibling, then renamed); return the paths by format."""
-    out_dir = Path(out_dir)
-    written: dict[str, Path] = {}
-    if "csv" in formats:
-        from lss_vlm.io import atomic_path
-
-        with atomic_path(out_dir / "leaderboard.csv") as tmp:
-            board.table.to_csv(tmp, index=False, float_format="%.6g")
-        written["csv"] = out_dir / "leaderboard.csv"
-    if "md" in formats:
-        atomic_write_text(out_dir / "leaderboard.md", to_markdown(board))
-        written["md"] = out_dir / "leaderboard.md"
-    if "html" in formats:
-        figure_paths = {}
-        if figures:
-            from benchmarks.plots import make_figures
-
-            figure_paths = make_figures(board, out_dir / "figures")
-        atomic_write_text(out_dir / "leaderboard.html", to_html(board, figure_paths))
-        written["html"] = out_dir / "leaderboard.html"
-    written.update(_write_exports(board, out_dir, formats))
-    return written
-
-
-def _write_exports(board: Leaderboard, out_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
-    """leaderboard.json and leaderboard.tex (:mod:`benchmarks.leaderboard_formats`), with the footnotes."""
-    from benchmarks.leaderboard_formats import json_text, to_latex
-
-    written = {}
-    for kind, name, render in (("json", "leaderboard.json", json_text), ("latex", "leaderboard.tex", to_latex)):
-        if kind in formats:
-            atomic_write_text(out_dir / name, render(board, notes(board)))
-            written[kind] = out_dir / name
-    return written

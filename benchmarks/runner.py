@@ -18,10 +18,8 @@ import hashlib
 import json
 import platform
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +29,20 @@ import torch
 from lss_vlm.errors import ConfigError, DataError, LssError
 from lss_vlm.io import atomic_path, atomic_write_json
 
-from .config import ExperimentConfig, config_from_dict, config_hash, dump_config, read_yaml_mapping
+from .config import ExperimentConfig, config_hash, dump_config
 from .data import resolve_manifest
+from .evaluation import evaluate_model
+from .run_loading import (
+    build_model_from_config,
+    build_split_loader,
+    load_run_config,
+    load_trained_model,
+    read_json_mapping,
+    takes_report_vocab,
+    view_spacing,
+)
+from .tensorboard_log import ScalarLog
+from .versions import git_sha, package_version
 
 STATUS_FILE = "status.json"
 #: Keys of metrics.json that describe the training, not the evaluation (kept when a run is re-evaluated).
@@ -81,27 +91,6 @@ def read_status(run_dir: str | Path) -> dict[str, Any] | None:
     if not isinstance(status, dict):
         raise DataError(f"{path}: expected a JSON object, got {type(status).__name__}; start over with --restart")
     return status
-
-
-def read_json_mapping(path: Path) -> dict[str, Any]:
-    """A JSON file that must hold an object (``metrics.json``); :class:`DataError` naming the file otherwise."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: damaged JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def load_run_config(run_dir: str | Path) -> ExperimentConfig:
-    """The resolved config of a run directory (``config.yaml``)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
-    return config_from_dict(read_yaml_mapping(path, "config", "config sections"), source=str(path))
 
 
 def run_experiment(
@@ -157,8 +146,6 @@ def evaluate_run(
     results; any other evaluation writes into ``run_dir/eval_<split>/`` (``eval_<dataset folder>_<split>/`` for
     another manifest).
     """
-    from .evaluation import evaluate_model
-
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     split = split or cfg.eval.split
@@ -183,30 +170,13 @@ def evaluate_run(
     return metrics
 
 
-def build_model_from_config(cfg: ExperimentConfig, report_vocab: dict | None = None) -> torch.nn.Module:
-    """``lss_vlm.models.build_model(cfg.model.name, **cfg.model.params)``, plus ``report_vocab`` for a model with a
-    learned report decoder (one that takes a ``report_vocab`` argument)."""
-    from lss_vlm.models import build_model
-
-    extra = {"report_vocab": report_vocab} if report_vocab is not None and _takes_report_vocab(cfg) else {}
-    return build_model(cfg.model.name, **{**cfg.model.params, **extra})
-
-
-def _takes_report_vocab(cfg: ExperimentConfig) -> bool:
-    import inspect
-
-    from lss_vlm.models.registry import MODELS
-
-    return "report_vocab" in inspect.signature(MODELS.get(cfg.model.name)).parameters
-
-
 def build_report_vocab(cfg: ExperimentConfig, out_dir: Path) -> dict | None:
     """The word-level report vocabulary of the training split's references, saved as ``out_dir/report_vocab.json``
     (issue 13; None for a model without a learned report decoder or a training split without reports)."""
     from lss_vlm.data.manifest import parse_reports, read_manifest
     from lss_vlm.reports.vocabulary import DEFAULT_MIN_FREQ, VOCAB_FILE, ReportVocabulary
 
-    if not _takes_report_vocab(cfg):
+    if not takes_report_vocab(cfg):
         return None
     table = read_manifest(resolve_manifest(cfg.data))
     train = table[table["split"] == "train"]
@@ -216,50 +186,6 @@ def build_report_vocab(cfg: ExperimentConfig, out_dir: Path) -> dict | None:
     vocab = ReportVocabulary.build(reports, min_freq=DEFAULT_MIN_FREQ)
     vocab.save(out_dir / VOCAB_FILE)
     return vocab.to_dict()
-
-
-def build_split_loader(cfg: ExperimentConfig, split: str, train: bool = False) -> torch.utils.data.DataLoader:
-    """The data loader of one split as the config describes it (augmented and shuffled only for training)."""
-    from lss_vlm.data.dataset import build_dataloader
-
-    data = cfg.data
-    return build_dataloader(
-        resolve_manifest(data),
-        split,
-        spatial_size=data.spatial_size,
-        batch_size=data.batch_size,
-        augment=train and data.augment,
-        shuffle=train,
-        seed=cfg.train.seed,
-        num_workers=data.num_workers,
-        target_spacing=view_spacing(data),
-        augment_profile=data.augment_profile,
-        views=data.views,
-    )
-
-
-def view_spacing(data: Any) -> dict[str, float]:
-    """mm per pixel per view type of a data config: ``target_spacing`` or ``fov_mm / spatial_size``."""
-    return {
-        kind: getattr(data.target_spacing, kind) or getattr(data.fov_mm, kind) / data.spatial_size
-        for kind in ("sagittal", "axial")
-    }
-
-
-def load_trained_model(run_dir: Path, cfg: ExperimentConfig) -> tuple[torch.nn.Module, torch.device]:
-    """The run's final ``model.safetensors`` in a freshly built model, on the config's device."""
-    from lss_vlm.engine.checkpoints import load_weights
-    from lss_vlm.engine.trainer import resolve_device
-
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise ConfigError(f"{run_dir}: no model.safetensors (the run has not completed training)")
-    device = resolve_device(cfg.train.device)
-    vocab_file = run_dir / "report_vocab.json"
-    vocab = json.loads(vocab_file.read_text()) if vocab_file.is_file() else None
-    model = build_model_from_config(cfg, vocab).to(device)
-    load_weights(model, weights)
-    return model, device
 
 
 # ------------------------------------------------------------------------------------------------------------ steps
@@ -274,8 +200,6 @@ def _train_and_evaluate(
     from lss_vlm.engine.seeding import seed_everything
     from lss_vlm.engine.trainer import Trainer, TrainerSettings
 
-    from .evaluation import evaluate_model
-
     seed_everything(cfg.train.seed, cfg.train.deterministic)
 
     model = build_model_from_config(cfg, build_report_vocab(cfg, out_dir))
@@ -286,9 +210,11 @@ def _train_and_evaluate(
     warmup = _warm_up_report_decoder(model, cfg) if not (resume and (out_dir / "checkpoints").is_dir()) else {}
     loss = losses.build_loss(cfg.loss.name, **cfg.loss.params)
     history_path = out_dir / "history.csv"
+    tensorboard = ScalarLog(out_dir)
 
     def epoch_done(epoch: int, val: dict[str, float]) -> None:
         write_history(history_path, trainer.state.history)
+        tensorboard.add_row(trainer.state.history[-1])
         write_history(out_dir / "controller.csv", trainer.state.controller_log)
         if on_epoch is not None:
             try:
@@ -329,6 +255,7 @@ def _train_and_evaluate(
     finally:
         write_history(history_path, trainer.state.history)
         write_history(out_dir / "controller.csv", trainer.state.controller_log)
+        tensorboard.close()
     chosen = trainer.best_checkpoint if cfg.eval.checkpoint == "best" else trainer.last_checkpoint
     load_weights(trainer.model, chosen / "model.safetensors")
     save_weights(trainer.model, out_dir / "model.safetensors")
@@ -430,8 +357,8 @@ def write_provenance(out_dir: Path, cfg: ExperimentConfig, wall_time_s: float) -
 
     manifest = resolve_manifest(cfg.data)
     record = {
-        "git_sha": _git_sha(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "git_sha": git_sha(),
+        "packages": {name: package_version(name) for name in PACKAGES},
         "python": platform.python_version(),
         "platform": platform.platform(),
         "config_hash": config_hash(cfg),
@@ -447,34 +374,21 @@ def write_provenance(out_dir: Path, cfg: ExperimentConfig, wall_time_s: float) -
     return record
 
 
-def _git_sha() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{sha}-dirty" if dirty else sha
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def _peak_rss_mb() -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-__all__ = ["RunFailed", "evaluate_run", "load_run_config", "read_status", "run_experiment", "write_provenance"]
+__all__ = [
+    "RunFailed",
+    "build_model_from_config",
+    "build_split_loader",
+    "evaluate_run",
+    "load_run_config",
+    "load_trained_model",
+    "read_status",
+    "run_experiment",
+    "view_spacing",
+    "write_provenance",
+]

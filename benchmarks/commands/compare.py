@@ -66,7 +66,8 @@ def add_incremental_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmarks.leaderboard import build_leaderboard, print_terminal, write_leaderboard
+    from benchmarks.leaderboard import build_leaderboard, print_terminal
+    from benchmarks.leaderboard_files import write_leaderboard
     from benchmarks.outputs import OUTPUT_ROOT, locked_folder
     from benchmarks.suite import SuiteProgress, check_suite_folder, load_suite, run_suite, select_losses
     from lss_vlm.errors import ConfigError

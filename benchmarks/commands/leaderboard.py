@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmarks.leaderboard import FORMATS, build_leaderboard, print_terminal, write_leaderboard
+    from benchmarks.leaderboard import build_leaderboard, print_terminal
+    from benchmarks.leaderboard_files import FORMATS, write_leaderboard
     from lss_vlm.errors import ConfigError
 
     if len(args.dirs) > 1 and args.out is None:

@@ -61,6 +61,24 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     return float(ece)
 
 
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """The bins of :func:`expected_calibration_error` for a reliability diagram (Guo et al. 2017, Fig. 1).
+
+    Returns ``{"low", "high", "count", "confidence", "accuracy"}``, each ``[n_bins]``: bin edges ``(low, high]``,
+    number of predictions, their mean confidence and their accuracy (NaN for an empty bin).
+    ``ECE = Σ count·|accuracy − confidence| / Σ count`` over the non-empty bins.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(bins, weights=confidence, minlength=n_bins) / count
+        accuracy = np.bincount(bins, weights=correct, minlength=n_bins) / count
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return {"low": edges[:-1], "high": edges[1:], "count": count, "confidence": mean_conf, "accuracy": accuracy}
+
+
 def one_vs_rest_auroc(probs: np.ndarray, target: np.ndarray, num_classes: int = NUM_GRADES) -> float:
     """Mean one-vs-rest ROC AUC over the classes that have both positive and negative examples (NaN if none)."""
     aucs = [
@@ -192,6 +210,14 @@ class GradeMetrics:
         out["n_graded/worst"] = float(len(worst_target))
         out.update({f"{k}/worst": v for k, v in grade_scores(worst_probs, worst_target, worst_pred).items()})
         return out
+
+    def reliability(self, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+        """:func:`reliability_bins` of the pooled graded (case, level) pairs: the bins behind ``ece``."""
+        probs, target = self._stacked()
+        known = target != MISSING_GRADE
+        probs, target = probs[known], target[known]
+        pred = probs.argmax(axis=1)
+        return reliability_bins(probs[np.arange(len(pred)), pred], pred == target, n_bins)
 
     def confusion_matrix(self) -> np.ndarray:
         """Pooled confusion matrix ``[G, G]`` (rows true grade, columns predicted grade) over graded pairs."""
