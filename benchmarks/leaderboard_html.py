@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import html
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,37 +27,18 @@ from benchmarks.leaderboard import (
     REFERENCE_ROW,
     WIDE_FIGURES,
     Leaderboard,
-    RunRecord,
     format_p,
     format_value,
     metric_info,
     notes,
 )
+from benchmarks.leaderboard_formats import best_rows as best_rows_of
 from benchmarks.plots import embed_image
 from benchmarks.report_pages import overlay_reports_html
 from benchmarks.versions import git_sha, package_version
 
 
 # ------------------------------------------------------------------------------------------------------ the header
-def _run_config(run: RunRecord) -> dict:
-    import yaml
-
-    path = run.path / "config.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _provenance(run: RunRecord) -> dict:
-    try:
-        data = json.loads((run.path / "provenance.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _data_label(cfg: dict) -> str:
     data = cfg.get("data") or {}
     if data.get("manifest"):
@@ -99,8 +79,8 @@ def header_fields(board: Leaderboard, today: datetime.date | None = None) -> lis
     ``provenance.json``; without one, from the code that writes the page (git sha "unknown" outside a git checkout).
     """
     done = [r for r in board.runs if r.completed]
-    configs = [_run_config(r) for r in done]
-    provenance = [_provenance(r) for r in done]
+    configs = [r.config() or {} for r in done]
+    provenance = [r.provenance() for r in done]
     cases = sorted({int(r.metrics["n_cases"]) for r in done if math.isfinite(r.metrics.get("n_cases", math.nan))})
     shas = [str(p["git_sha"]) for p in provenance if p.get("git_sha")]
     versions = [str((p.get("packages") or {}).get("lss-vlm") or "") for p in provenance]
@@ -156,18 +136,11 @@ def _ranked(board: Leaderboard) -> pd.DataFrame:
 
 
 def best_rows(board: Leaderboard) -> dict[str, set[int]]:
-    """{metric: indices of ``board.table`` rows holding the column's best mean} (by the metric's direction; ties
-    all count; the reference-ceiling row and losses without a completed seed never do)."""
-    ranked = _ranked(board)
-    best: dict[str, set[int]] = {}
-    for m in board.metrics:
-        values = pd.to_numeric(ranked[f"{m}_mean"], errors="coerce")
-        values = values[np.isfinite(values)]
-        if values.empty:
-            continue
-        target = values.max() if metric_info(m).higher_is_better else values.min()
-        best[m] = {int(i) for i in values.index[np.isclose(values, target, rtol=1e-12, atol=0.0)]}
-    return best
+    """{metric: indices of ``board.table`` rows whose mean, as printed, is the column's best} (by the metric's
+    direction; ties all count; the reference-ceiling row never does): :func:`benchmarks.leaderboard_formats.best_rows`
+    per column, the same rule as the LaTeX table."""
+    best = {m: best_rows_of(board, m) for m in board.metrics}
+    return {m: rows for m, rows in best.items() if rows}
 
 
 #: Why a metric can be 0 or missing for every loss, by key prefix (first match wins): (if all missing, if all 0).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.commands import add_dry_run_argument
+from benchmarks.commands import add_dry_run_argument, add_mismatch_argument
 
 HELP = "run every loss x seed of a suite (resumable) and write its leaderboard"
 DESCRIPTION = """Run every (loss x seed) of a suite: the same experiment, data and budget; only the loss and
@@ -55,12 +55,7 @@ def add_incremental_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="retrain the runs of OUT whose resolved config changed (default: refuse and list them)",
     )
-    parser.add_argument(
-        "--mismatch",
-        choices=("refuse", "flag"),
-        default="refuse",
-        help="incomparable runs (versions, budget, data) in the leaderboard: refuse or footnote (default: %(default)s)",
-    )
+    add_mismatch_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from benchmarks.commands import add_mismatch_argument
+
 HELP = "rank the losses of one or more suite directories (csv, md, html + figures, json, latex)"
 DESCRIPTION = """Rank the losses of a suite directory (written by 'lss-bench compare') by a metric: mean +- std over
 seeds, 95% t-interval CI, and a paired test over test cases against the baseline loss (Holm-corrected). Several
@@ -41,12 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="OUT",
         help="folder to write the files into (default: DIR itself; required with several DIRs)",
     )
-    parser.add_argument(
-        "--mismatch",
-        choices=("refuse", "flag"),
-        default="refuse",
-        help="incomparable runs: refuse with an error, or rank them with a footnote (default: %(default)s)",
-    )
+    add_mismatch_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
