@@ -24,10 +24,12 @@ from lss_vlm.constants import GRADES, LEVELS, VIEWS, level_key
 from lss_vlm.engine.validation import predict, update_metrics
 from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
 from lss_vlm.metrics.classification import GradeMetrics
+from lss_vlm.metrics.localisation import LevelLocalisation
 from lss_vlm.metrics.segmentation import SegmentationMetrics
 from lss_vlm.reports.vocabulary import fill_slots
 
 from .config import ExperimentConfig
+from .data import resolve_manifest
 from .overlay import save_case_overlay
 
 #: Text-metric keys written as NaN when text metrics are off or Java is missing (keys stay stable for leaderboards).
@@ -118,11 +120,13 @@ def evaluate_model(
     out_dir = Path(out_dir)
     seg = SegmentationMetrics()
     grades = GradeMetrics()
+    localisation = LevelLocalisation.from_manifest(resolve_manifest(cfg.data))
     cases: list[CaseResult] = []
     overlay_case: CaseView | None = None
     generation_s = generation_cpu_s = 0.0
     for batch, out in predict(model, loader, device, amp=cfg.train.amp):
         pred = update_metrics(seg, grades, batch, out)
+        localisation.update(batch, pred)
         started, started_cpu = time.perf_counter(), time.process_time()
         generated = model.generate_reports(
             batch["views"],
@@ -136,7 +140,7 @@ def evaluate_model(
             cases.append(_case_result(batch, pred, generated, i))
             if overlay_case is None or case_id < overlay_case.case_id:
                 overlay_case = case_view(model, batch, out, i, cfg.eval.overlay_prompt)
-    metrics = {**seg.aggregate(), **grades.aggregate()}
+    metrics = {**seg.aggregate(), **grades.aggregate(), **localisation.aggregate()}
     metrics.update(_report_metrics(cases, cfg.eval.text_metrics))
     metrics = {k: float(v) for k, v in metrics.items()}
     _write_results(out_dir, metrics, seg.per_case(), grades.confusion_matrix(), cases)
