@@ -26,6 +26,7 @@ from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
 from lss_vlm.metrics.classification import GradeMetrics
 from lss_vlm.metrics.localisation import LevelLocalisation
 from lss_vlm.metrics.segmentation import SegmentationMetrics
+from lss_vlm.models.lora import parameter_report
 from lss_vlm.reports.vocabulary import fill_slots
 
 from .config import ExperimentConfig
@@ -140,7 +141,7 @@ def evaluate_model(
             cases.append(_case_result(batch, pred, generated, i))
             if overlay_case is None or case_id < overlay_case.case_id:
                 overlay_case = case_view(model, batch, out, i, cfg.eval.overlay_prompt)
-    metrics = {**seg.aggregate(), **grades.aggregate(), **localisation.aggregate()}
+    metrics = {**seg.aggregate(), **grades.aggregate(), **localisation.aggregate(), **parameter_report(model)}
     metrics.update(_report_metrics(cases, cfg.eval.text_metrics))
     metrics = {k: float(v) for k, v in metrics.items()}
     _write_results(out_dir, metrics, seg.per_case(), grades.confusion_matrix(), cases)

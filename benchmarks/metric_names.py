@@ -25,7 +25,7 @@ def metric_names() -> frozenset[str]:
 
     report = (*TEXT_METRIC_KEYS, "grade_f1_from_text")
     names = {*SegmentationMetrics().aggregate(), *GradeMetrics().aggregate(), *TRAINING_SUMMARY_KEYS}
-    names |= {*LevelLocalisation().aggregate()}
+    names |= {*LevelLocalisation().aggregate(), "params_total", "params_trainable", "params_trainable_fraction"}
     names |= {*report, *(f"composed/{k}" for k in report), "area_mae_mm2", "n_cases"}
     return frozenset(names)
 
