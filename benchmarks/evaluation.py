@@ -25,10 +25,13 @@ from lss_vlm.constants import GRADES, LEVELS, VIEWS, level_key
 from lss_vlm.engine.validation import predict, update_metrics
 from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
 from lss_vlm.metrics.classification import GradeMetrics
+from lss_vlm.metrics.localisation import LevelLocalisation
 from lss_vlm.metrics.segmentation import SegmentationMetrics
+from lss_vlm.models.lora import parameter_report
 from lss_vlm.reports.vocabulary import fill_slots
 
 from .config import ExperimentConfig
+from .data import resolve_manifest
 from .overlay import CaseView, save_case_overlay
 from .run_loading import CALIBRATION_FILE, OVERLAY_FILE, build_split_loader, load_run_config, load_trained_model
 
@@ -112,11 +115,13 @@ def evaluate_model(
     out_dir = Path(out_dir)
     seg = SegmentationMetrics()
     grades = GradeMetrics()
+    localisation = LevelLocalisation.from_manifest(resolve_manifest(cfg.data))
     cases: list[CaseResult] = []
     overlay_case: CaseView | None = None
     generation_s = generation_cpu_s = 0.0
     for batch, out in predict(model, loader, device, amp=cfg.train.amp):
         pred = update_metrics(seg, grades, batch, out)
+        localisation.update(batch, pred)
         started, started_cpu = time.perf_counter(), time.process_time()
         generated = model.generate_reports(
             batch["views"],
@@ -130,7 +135,7 @@ def evaluate_model(
             cases.append(_case_result(batch, pred, generated, i))
             if overlay_case is None or case_id < overlay_case.case_id:
                 overlay_case = case_view(model, batch, out, i, cfg.eval.overlay_prompt)
-    metrics = {**seg.aggregate(), **grades.aggregate()}
+    metrics = {**seg.aggregate(), **grades.aggregate(), **localisation.aggregate(), **parameter_report(model)}
     metrics.update(_report_metrics(cases, cfg.eval.text_metrics))
     metrics = {k: float(v) for k, v in metrics.items()}
     _write_results(out_dir, metrics, seg.per_case(), grades.confusion_matrix(), cases)

@@ -18,6 +18,7 @@ from lss_vlm.errors import ConfigError
 def metric_names() -> frozenset[str]:
     """Every metric key a completed run can report."""
     from lss_vlm.metrics.classification import GradeMetrics
+    from lss_vlm.metrics.localisation import LevelLocalisation
     from lss_vlm.metrics.segmentation import SegmentationMetrics
 
     from .evaluation import TEXT_METRIC_KEYS
@@ -25,6 +26,7 @@ def metric_names() -> frozenset[str]:
 
     report = (*TEXT_METRIC_KEYS, "grade_f1_from_text")
     names = {*SegmentationMetrics().aggregate(), *GradeMetrics().aggregate(), *TRAINING_SUMMARY_KEYS}
+    names |= {*LevelLocalisation().aggregate(), "params_total", "params_trainable", "params_trainable_fraction"}
     names |= {*report, *(f"composed/{k}" for k in report), "area_mae_mm2", "n_cases"}
     return frozenset(names)
 
