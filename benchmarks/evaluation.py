@@ -266,8 +266,6 @@ def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -
     from lss_vlm.data.manifest import read_manifest
     from lss_vlm.errors import ConfigError
 
-    from .data import resolve_manifest
-
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     manifest = resolve_manifest(cfg.data)
