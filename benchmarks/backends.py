@@ -140,11 +140,6 @@ def _ray_run(
     lock = plan.final_dir(folder).parent / f".seed{plan.seed}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock, timeout=float(os.environ.get("LSS_RUN_LOCK_TIMEOUT_S", "600"))):
-        final = plan.final_dir(folder)
-        if final.is_dir() and (final / "status.json").is_file():  # another worker finished it meanwhile
-            from benchmarks.suite import RunOutcome
-
-            return RunOutcome(plan, "skipped", "finished by another worker", 0.0, {})
         return execute_run(plan, folder, runner)
 
 

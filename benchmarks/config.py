@@ -59,6 +59,17 @@ def check_finite_tree(value: Any, key: str) -> None:
             check_finite_tree(v, f"{key}[{i}]")
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{key}: expected a finite number, got {value}")
+    elif isinstance(value, str) and _spells_non_finite(value):
+        raise ValueError(f"{key}: expected a finite number, got {value!r}")
+
+
+def _spells_non_finite(text: str) -> bool:
+    """True for text that Python's ``float`` reads as NaN or ±inf ('nan', 'INFINITY', '1e999'): YAML keeps those as
+    strings, and a loss or model would turn them into non-finite numbers later."""
+    try:
+        return not math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def check_model_params(params: dict[str, Any], defaults: dict[str, Any]) -> None:
@@ -207,7 +218,7 @@ class EvalConfig(_Section):
     )
     text_metrics: bool = Field(True, description="BLEU/METEOR/ROUGE-L/CIDEr (needs Java); off = skipped")
     overlay_prompt: str | None = Field(
-        None, description="prompt of the attention map in overlay.png; null = label/thecal_sac"
+        None, description="prompt of the attention map in overlay.jpg; null = label/thecal_sac"
     )
 
 

@@ -2,7 +2,8 @@
 
 Writes ``metrics.json`` (flat float keys), ``per_case.csv`` (one row per case x view), ``reports.jsonl``
 (``{case_id, generated, composed, references}``), ``confusion_matrix.csv`` (4x4 grade counts, rows = truth) and
-``overlay.png`` (image, predicted mask and attention map of the first test case_id in sorted order).
+``calibration.csv`` (reliability-diagram bins of the grade head, the bins ``ece`` uses) and ``overlay.jpg`` (image,
+ground-truth and predicted labels and attention map of the first test case_id in sorted order).
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from lss_vlm.constants import GRADES, LEVELS, VIEWS, level_key
 from lss_vlm.engine.validation import predict, update_metrics
 from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
 from lss_vlm.metrics.classification import GradeMetrics
+from lss_vlm.metrics.localisation import LevelLocalisation
 from lss_vlm.metrics.segmentation import SegmentationMetrics
+from lss_vlm.models.lora import parameter_report
 from lss_vlm.reports.vocabulary import fill_slots
 
 from .config import ExperimentConfig
-from .overlay import save_case_overlay
+from .data import resolve_manifest
+from .overlay import CaseView, save_case_overlay
+from .run_loading import CALIBRATION_FILE, OVERLAY_FILE, build_split_loader, load_run_config, load_trained_model
 
 #: Text-metric keys written as NaN when text metrics are off or Java is missing (keys stay stable for leaderboards).
 TEXT_METRIC_KEYS: tuple[str, ...] = (
@@ -59,18 +64,6 @@ class CaseResult:
     composed_areas: list[float] = field(default_factory=list)
 
 
-@dataclass
-class CaseView:
-    """Arrays of one case for an overlay: image ``[V, H, W]``, prediction ``[V, H, W]``, attention ``[V, h, w]``."""
-
-    case_id: str
-    image: np.ndarray
-    pred: np.ndarray
-    view_valid: np.ndarray
-    attention: np.ndarray | None
-    prompt: str | None
-
-
 def attention_for_prompt(model: nn.Module, out: dict[str, Any], index: int, prompt: str | None) -> tuple[Any, str]:
     """Attention maps ``[V, h, w]`` of batch item ``index`` for ``prompt`` (default: ``label/thecal_sac`` if the model
     has it, else its first prompt).
@@ -97,6 +90,8 @@ def case_view(model: nn.Module, batch: dict[str, Any], out: dict[str, Any], i: i
     """The overlay arrays of item ``i`` of a predicted batch."""
     attention, chosen = attention_for_prompt(model, out, i, prompt)
     valid = batch.get("view_valid")
+    mask_valid = batch.get("mask_valid")
+    has_masks = "masks" in batch and mask_valid is not None and bool(mask_valid[i].any())
     return CaseView(
         case_id=batch["case_id"][i],
         image=batch["views"][i, :, 0].float().cpu().numpy(),
@@ -104,6 +99,8 @@ def case_view(model: nn.Module, batch: dict[str, Any], out: dict[str, Any], i: i
         view_valid=(valid[i].cpu().numpy() if valid is not None else np.ones(len(VIEWS), bool)),
         attention=attention,
         prompt=chosen,
+        truth=batch["masks"][i].cpu().numpy() if has_masks else None,
+        mask_valid=mask_valid[i].cpu().numpy() if has_masks else None,
     )
 
 
@@ -125,11 +122,13 @@ def evaluate_model(
     started_eval = time.perf_counter()
     seg = SegmentationMetrics()
     grades = GradeMetrics()
+    localisation = LevelLocalisation.from_manifest(resolve_manifest(cfg.data))
     cases: list[CaseResult] = []
     overlay_case: CaseView | None = None
     generation_s = generation_cpu_s = composer_s = 0.0
     for batch, out in predict(model, loader, device, amp=cfg.train.amp):
         pred = update_metrics(seg, grades, batch, out)
+        localisation.update(batch, pred)
         started, started_cpu = time.perf_counter(), time.process_time()
         generated = model.generate_reports(
             batch["views"],
@@ -145,7 +144,7 @@ def evaluate_model(
             if overlay_case is None or case_id < overlay_case.case_id:
                 overlay_case = case_view(model, batch, out, i, cfg.eval.overlay_prompt)
         composer_s += time.perf_counter() - started
-    metrics = {**seg.aggregate(), **grades.aggregate()}
+    metrics = {**seg.aggregate(), **grades.aggregate(), **localisation.aggregate(), **parameter_report(model)}
     _add_time(timing, "eval_inference", time.perf_counter() - started_eval - generation_s - composer_s)
     _add_time(timing, "generation", generation_s)
     _add_time(timing, "composer", composer_s)
@@ -153,8 +152,10 @@ def evaluate_model(
     started = time.perf_counter()
     metrics = {k: float(v) for k, v in metrics.items()}
     _write_results(out_dir, metrics, seg.per_case(), grades.confusion_matrix(), cases)
+    with atomic_path(out_dir / CALIBRATION_FILE) as tmp:
+        pd.DataFrame(grades.reliability()).rename_axis("bin").to_csv(tmp)
     if overlay_case is not None:
-        save_case_overlay(out_dir / "overlay.png", overlay_case)
+        save_case_overlay(out_dir / OVERLAY_FILE, overlay_case)
     # timing is kept out of metrics.json, which must be reproducible
     atomic_write_json(
         out_dir / "report_generation.json",
@@ -308,9 +309,6 @@ def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -
     """Run the trained model of ``run_dir`` on ``case_id`` (any split); the reports plus the overlay arrays."""
     from lss_vlm.data.manifest import read_manifest
     from lss_vlm.errors import ConfigError
-
-    from .data import resolve_manifest
-    from .runner import build_split_loader, load_run_config, load_trained_model
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)

@@ -1,110 +1,61 @@
-"""Leaderboards of a suite directory: one row per loss, ranked, with seed spread, bootstrap CIs and paired tests.
+"""Leaderboard outputs: the ranked table of :mod:`benchmarks.ranking` as csv, Markdown, terminal and HTML (with
+figures); json and LaTeX come from :mod:`benchmarks.leaderboard_formats`. See docs/leaderboard.md.
 
-A suite directory (made by ``lss-bench compare``) holds ``runs/<loss>/seed<k>/`` run directories. Only final
-directories count (``seed<k>.partial/`` is a run in progress). A run counts as completed when its ``status.json``
-says so; every other run is counted in ``n_failed`` and listed with its reason. See docs/leaderboard.md.
+The ranking API (:func:`build_leaderboard`, :class:`Leaderboard`, ...) and the run records are re-exported here, so
+``from benchmarks.leaderboard import build_leaderboard`` keeps working.
 """
 
 from __future__ import annotations
 
-import html
-import json
 import math
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from benchmarks import stats
-from benchmarks.report_pages import overlay_reports_html
-from lss_vlm.errors import ConfigError, DataError
-from lss_vlm.io import atomic_write_text
-
-#: Leaderboard columns when the suite does not choose its own (each shown when at least one run reports it).
-DEFAULT_METRICS: tuple[str, ...] = (
-    "dice_macro",
-    "dice/ligamentum_flavum",
-    "dice/thecal_sac",
-    "hd95_macro",
-    "accuracy",
-    "macro_f1",
-    "qwk",
-    "cider_x100",
-    "grade_f1_from_text",
-    "composed/cider_x100",
-    "composed/grade_f1_from_text",
-    "area_mae_mm2",
+from benchmarks.metric_names import MetricInfo, metric_info
+from benchmarks.ranking import (
+    COLLAPSE_RATIO,
+    DEFAULT_BASELINE,
+    DEFAULT_METRICS,
+    DEFAULT_RANK_METRIC,
+    REFERENCE_METRICS,
+    REFERENCE_ROW,
+    Leaderboard,
+    build_leaderboard,
+    choose_metrics,
+    collapsed_classes,
 )
-DEFAULT_RANK_METRIC = "dice_macro"
-DEFAULT_BASELINE = "dice"
-FORMATS: tuple[str, ...] = ("csv", "md", "html")
+from benchmarks.run_records import DamagedRun, RunRecord, collect_runs, pooled_case_values, read_run, read_suite_yaml
+
+__all__ = [
+    "COLLAPSE_RATIO",
+    "DEFAULT_BASELINE",
+    "DEFAULT_METRICS",
+    "DEFAULT_RANK_METRIC",
+    "REFERENCE_METRICS",
+    "REFERENCE_ROW",
+    "DamagedRun",
+    "Leaderboard",
+    "MetricInfo",
+    "RunRecord",
+    "build_leaderboard",
+    "choose_metrics",
+    "collapsed_classes",
+    "collect_runs",
+    "metric_info",
+    "notes",
+    "pooled_case_values",
+    "print_terminal",
+    "read_run",
+    "read_suite_yaml",
+    "to_markdown",
+]
+
 #: Figures that span the whole page width in the HTML (grids of panels).
 WIDE_FIGURES = ("pid_trajectories", "confusion_matrices", "attention_overlays")
-RUN_DIR_PATTERN = re.compile(r"^seed(\d+)$")
 
-#: The reference row (issue 13): leave-one-out CIDEr-D of each reference against the case's others, from the runs'
-#: ``reference/cider_x100``; generated and composed CIDEr×100 are read against it. Not ranked, not tested.
-REFERENCE_ROW = "reference ceiling (leave-one-out)"
-REFERENCE_METRICS: dict[str, str] = {"cider_x100": "reference/cider_x100"}
-
-_LOWER_IS_BETTER = ("hd95", "msd", "ece", "mae", "loss", "brier")
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """How a metric is shown: label, direction (↑ higher is better / ↓ lower is better) and decimals."""
-
-    key: str
-    label: str
-    short: str
-    higher_is_better: bool
-    digits: int = 3
-
-    @property
-    def arrow(self) -> str:
-        return "↑" if self.higher_is_better else "↓"
-
-    @property
-    def header(self) -> str:
-        return f"{self.label} {self.arrow}"
-
-    @property
-    def short_header(self) -> str:
-        return f"{self.short} {self.arrow}"
-
-
-_KNOWN_METRICS: dict[str, tuple[str, str, int]] = {  # key: (label, short label for the terminal, decimals)
-    "dice_macro": ("Dice (macro)", "Dice", 3),
-    "dice/ligamentum_flavum": ("Dice ligamentum flavum", "Dice LF", 3),
-    "dice/thecal_sac": ("Dice thecal sac", "Dice TS", 3),
-    "iou_macro": ("IoU (macro)", "IoU", 3),
-    "hd95_macro": ("HD95 mm", "HD95", 2),
-    "msd_macro": ("MSD mm", "MSD", 2),
-    "accuracy": ("Grade acc.", "Acc", 3),
-    "balanced_accuracy": ("Grade bal. acc.", "BalAcc", 3),
-    "macro_f1": ("Grade macro-F1", "F1", 3),
-    "qwk": ("Grade QWK", "QWK", 3),
-    "auroc": ("Grade AUROC", "AUROC", 3),
-    "ece": ("Grade ECE", "ECE", 3),
-    "cider": ("CIDEr", "CIDEr", 3),
-    "cider_x100": ("CIDEr×100", "CIDEr×100", 1),
-    "composed/cider_x100": ("Composed CIDEr×100", "cCIDEr", 1),
-    "rouge_l": ("ROUGE-L", "ROUGE-L", 3),
-    "meteor": ("METEOR", "METEOR", 3),
-    "bleu_4": ("BLEU-4", "BLEU-4", 3),
-    "bertscore_f1": ("BERTScore F1 (MiniLM, raw)", "BERTS", 3),
-    "grade_f1_from_text": ("Report grade-F1", "RepF1", 3),
-    "composed/grade_f1_from_text": ("Composed grade-F1", "cRepF1", 3),
-    "area_mae_mm2": ("Area MAE mm²", "AreaMAE", 1),
-}
 #: The minority classes whose Dice the notes compare best vs worst.
 MINORITY_METRICS: tuple[str, ...] = ("dice/ligamentum_flavum", "dice/thecal_sac")
-#: A class whose predicted area exceeds its true area this many times over the test set is flagged as collapsed.
-COLLAPSE_RATIO = 3.0
-
 #: Columns of the compact terminal table (plus the rank metric).
 TERMINAL_METRICS: tuple[str, ...] = (
     "dice_macro",
@@ -115,235 +66,6 @@ TERMINAL_METRICS: tuple[str, ...] = (
     "qwk",
     "cider_x100",
 )
-
-
-def metric_info(key: str) -> MetricInfo:
-    """Display info of a metric key; unknown keys get their key as label and a direction guessed from the name."""
-    higher = not any(token in key for token in _LOWER_IS_BETTER)
-    if key in _KNOWN_METRICS:
-        label, short, digits = _KNOWN_METRICS[key]
-    elif "/" in key:
-        kind, name = key.split("/", 1)
-        label, short, digits = f"{kind} {name.replace('_', ' ')}", key, 3
-    else:
-        label, short, digits = key, key, 3
-    return MetricInfo(key=key, label=label, short=short, higher_is_better=higher, digits=digits)
-
-
-@dataclass
-class RunRecord:
-    """One finished run directory of a suite."""
-
-    loss: str
-    seed: int
-    path: Path
-    status: str
-    reason: str | None = None
-    wall_time_s: float = math.nan
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def completed(self) -> bool:
-        return self.status == "completed"
-
-    def per_case(self) -> pd.DataFrame | None:
-        """This run's ``per_case.csv`` (None when absent)."""
-        path = self.path / "per_case.csv"
-        return pd.read_csv(path) if path.is_file() else None
-
-    def history(self) -> pd.DataFrame | None:
-        """This run's ``history.csv`` (None when absent, empty or unreadable)."""
-        path = self.path / "history.csv"
-        if not path.is_file() or path.stat().st_size == 0:
-            return None
-        try:
-            return pd.read_csv(path)
-        except (ValueError, UnicodeDecodeError, OSError):  # pandas' ParserError/EmptyDataError are ValueErrors
-            return None
-
-
-class DamagedRun(Exception):
-    """A file of a run directory cannot be read as what the toolkit wrote; the message says which and why."""
-
-
-def read_run(path: Path, loss: str, seed: int) -> RunRecord:
-    """Read ``status.json`` and ``metrics.json`` of a run directory; a run without status.json counts as failed.
-
-    A damaged run (truncated or non-object ``status.json``/``metrics.json``, unreadable ``per_case.csv``) counts as
-    failed, with the reason ("damaged: ..."), so the rest of the suite is still ranked.
-    """
-    try:
-        return _read_run(path, loss, seed)
-    except DamagedRun as exc:
-        return RunRecord(loss, seed, path, "failed", f"damaged: {exc}")
-
-
-def _read_run(path: Path, loss: str, seed: int) -> RunRecord:
-    status_path = path / "status.json"
-    if not status_path.is_file():
-        return RunRecord(loss, seed, path, "failed", f"no status.json in {path}")
-    status = _json_object(status_path)
-    try:
-        wall = float(status.get("wall_time_s") or math.nan)
-    except (TypeError, ValueError):
-        raise DamagedRun(f"{status_path}: wall_time_s {status.get('wall_time_s')!r} is not a number") from None
-    reason = status.get("reason")
-    record = RunRecord(loss, seed, path, str(status.get("status", "failed")), None if reason is None else str(reason))
-    record.wall_time_s = wall
-    metrics_path = path / "metrics.json"
-    if record.completed and metrics_path.is_file():
-        raw = _json_object(metrics_path)
-        record.metrics = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and v is not None}
-        _check_per_case(path / "per_case.csv")
-    elif record.completed:
-        record.status, record.reason = "failed", f"no metrics.json in {path}"
-    return record
-
-
-def _json_object(path: Path) -> dict:
-    """A JSON file holding an object, or :class:`DamagedRun` naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise DamagedRun(f"{path.name} is unreadable ({exc})") from None
-    if not isinstance(data, dict):
-        raise DamagedRun(f"{path.name} holds a {type(data).__name__}, expected a JSON object")
-    return data
-
-
-def _check_per_case(path: Path) -> None:
-    """An existing ``per_case.csv`` must parse and have a ``case_id`` column (else :class:`DamagedRun`)."""
-    if not path.is_file():
-        return
-    try:
-        columns = pd.read_csv(path).columns
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise DamagedRun(f"{path.name} is unreadable ({' '.join(str(exc).split())[:120]})") from None
-    if "case_id" not in columns:
-        raise DamagedRun(f"{path.name} has no case_id column")
-
-
-def read_suite_yaml(suite_dir: Path, problems: list[str] | None = None) -> dict:
-    """The resolved ``suite.yaml`` of a suite directory ({} when absent).
-
-    A damaged ``suite.yaml`` (not YAML, not a mapping) also gives {}: the leaderboard falls back to its defaults and the
-    problem is appended to ``problems`` for a footnote.
-    """
-    path = suite_dir / "suite.yaml"
-    if not path.is_file():
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-        data, why = {}, f"unreadable ({' '.join(str(exc).split())[:120]})"
-    else:
-        why = None if isinstance(data, dict) else f"holds a {type(data).__name__}, expected a mapping"
-    if why is None:
-        data, why = _typed_suite_keys(data)
-    if why is not None and problems is not None:
-        problems.append(f"{path} is damaged: {why}; the leaderboard uses its defaults there.")
-    return data if isinstance(data, dict) else {}
-
-
-#: Keys of suite.yaml the leaderboard reads, with the type each must have.
-_SUITE_KEY_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "rank_by": (str,), "baseline": (str,)}
-
-
-def _typed_suite_keys(data: dict) -> tuple[dict, str | None]:
-    """``data`` without the keys the leaderboard reads whose type is wrong, and what was dropped (None if nothing)."""
-    bad = [k for k, types in _SUITE_KEY_TYPES.items() if data.get(k) is not None and not isinstance(data[k], types)]
-    columns = data.get("columns")
-    if columns is not None and not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
-        bad.append("columns")
-    if not isinstance(data.get("losses", []), list):
-        bad.append("losses")
-    kept = {k: v for k, v in data.items() if k not in bad}
-    return kept, (f"bad value(s) for {', '.join(bad)}" if bad else None)
-
-
-def collect_runs(suite_dir: str | Path) -> list[RunRecord]:
-    """Every finished run of ``suite_dir/runs/<loss>/seed<k>/`` (partial runs skipped), ordered by loss, seed."""
-    root = Path(suite_dir) / "runs"
-    if not root.is_dir():
-        raise DataError(f"{suite_dir}: no runs/ directory (expected a suite directory written by 'lss-bench compare')")
-    records = []
-    for loss_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for run_dir in sorted(loss_dir.iterdir()):
-            match = RUN_DIR_PATTERN.match(run_dir.name)
-            if run_dir.is_dir() and match:
-                records.append(read_run(run_dir, loss_dir.name, int(match.group(1))))
-    if not records:
-        raise DataError(f"{root}: no finished runs yet (runs/<loss>/seed<k>/)")
-    return sorted(records, key=lambda r: (r.loss, r.seed))
-
-
-@dataclass
-class Leaderboard:
-    """A ranked leaderboard and what it was built from."""
-
-    table: pd.DataFrame
-    rank_by: str
-    baseline: str | None
-    metrics: list[str]
-    runs: list[RunRecord]
-    test: str
-    title: str = "lss-vlm leaderboard"
-    case_values: dict[str, dict[str, pd.Series]] = field(default_factory=dict)  # metric -> loss -> per-case values
-    problems: list[str] = field(default_factory=list)  # damaged suite files, stated in a footnote
-
-    def best_vs_worst(self, metric: str) -> tuple[str, str, float, float] | None:
-        """(best loss, worst loss, gap of their means, paired p over test cases) for ``metric``; None if < 2 losses."""
-        column = f"{metric}_mean"
-        if column not in self.table:
-            return None
-        ranked = (
-            self.table[self.table["loss"] != REFERENCE_ROW]
-            .dropna(subset=[column])
-            .sort_values(column, ascending=not metric_info(metric).higher_is_better, kind="stable")
-        )
-        if len(ranked) < 2:
-            return None
-        best, worst = ranked.iloc[0], ranked.iloc[-1]
-        per_loss = self.case_values.get(metric, {})
-        diffs = stats.paired_differences(
-            per_loss.get(best["loss"], pd.Series(dtype=float)), per_loss.get(worst["loss"], pd.Series(dtype=float))
-        )
-        return (
-            str(best["loss"]),
-            str(worst["loss"]),
-            float(best[column] - worst[column]),
-            stats.paired_p(diffs, self.test),
-        )
-
-    def rank_agreement(self, metric: str) -> stats.RankAgreement:
-        """Kendall's W of the per-seed rankings on ``metric``, over the seeds every ranked loss completed."""
-        values: dict[str, dict[int, float]] = {}
-        for r in self.runs:
-            if r.completed and math.isfinite(r.metrics.get(metric, math.nan)):
-                values.setdefault(r.loss, {})[r.seed] = r.metrics[metric]
-        common = sorted(set.intersection(*(set(v) for v in values.values()))) if values else []
-        scores = np.array([[values[loss][seed] for loss in sorted(values)] for seed in common], dtype=float)
-        return stats.rank_agreement(scores)
-
-    @property
-    def failed_runs(self) -> list[RunRecord]:
-        return [r for r in self.runs if not r.completed]
-
-
-def collapsed_classes(runs: Sequence[RunRecord], threshold: float = COLLAPSE_RATIO) -> dict[str, float]:
-    """{class: mean predicted/true area ratio} of the classes whose ``area_ratio/<class>`` (mean over the completed
-    runs) exceeds ``threshold``: the class is painted over other classes' pixels, as a background collapsed into
-    the smallest class is. Such a class's Dice measures that artifact, not the loss."""
-    ratios: dict[str, list[float]] = {}
-    for r in runs:
-        if r.completed:
-            for key, value in r.metrics.items():
-                if key.startswith("area_ratio/") and math.isfinite(value):
-                    ratios.setdefault(key.split("/", 1)[1], []).append(value)
-    means = {name: float(np.mean(values)) for name, values in ratios.items()}
-    return {name: ratio for name, ratio in sorted(means.items(), key=lambda kv: -kv[1]) if ratio > threshold}
 
 
 def collapse_notes(board: Leaderboard) -> list[str]:
@@ -358,111 +80,6 @@ def collapse_notes(board: Leaderboard) -> list[str]:
                 "background, not the loss; see docs/losses.md."
             )
     return lines
-
-
-def _loss_order(runs: Sequence[RunRecord], suite: dict) -> list[str]:
-    found = list(dict.fromkeys(r.loss for r in runs))
-    declared = [entry["label"] for entry in suite.get("losses", []) if isinstance(entry, dict) and "label" in entry]
-    return [name for name in declared if name in found] + [name for name in found if name not in declared]
-
-
-def pooled_case_values(runs: Sequence[RunRecord], metric: str) -> pd.Series:
-    """Case-level values of ``metric`` (mean over views and the completed seeds' per_case.csv), by case_id."""
-    frames = [df for r in runs if r.completed and (df := r.per_case()) is not None and "case_id" in df.columns]
-    if not frames:
-        return pd.Series(dtype=float)
-    return stats.case_level_values(pd.concat(frames, ignore_index=True), metric)
-
-
-def choose_metrics(runs: Sequence[RunRecord], wanted: Sequence[str], rank_by: str) -> list[str]:
-    """The wanted metrics that at least one completed run reports, with ``rank_by`` first (must be reported)."""
-    reported = {k for r in runs if r.completed for k in r.metrics}
-    if reported and rank_by not in reported:
-        close = sorted(k for k in reported if not k.startswith(("n/",)))
-        raise ConfigError(f"metric {rank_by!r} is in no run's metrics.json; available: {', '.join(close)}")
-    return [rank_by] + [m for m in wanted if m in reported and m != rank_by]
-
-
-def build_leaderboard(
-    suite_dir: str | Path,
-    rank_by: str | None = None,
-    baseline: str | None = None,
-    metrics: Sequence[str] | None = None,
-    test: str = "wilcoxon",
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Leaderboard:
-    """Rank the losses of a suite directory by the mean of ``rank_by`` over their completed seeds.
-
-    Defaults come from the suite's ``suite.yaml`` (``rank_by``, ``baseline``, ``columns``), then from
-    :data:`DEFAULT_RANK_METRIC`, :data:`DEFAULT_BASELINE` (if that loss ran) and :data:`DEFAULT_METRICS`.
-    Losses whose runs all failed are kept, ranked last.
-    """
-    if test not in stats.PAIRED_TESTS:
-        raise ConfigError(f"paired test {test!r} is unknown; expected one of {', '.join(stats.PAIRED_TESTS)}")
-    suite_dir = Path(suite_dir)
-    runs = collect_runs(suite_dir)
-    problems: list[str] = []
-    suite = read_suite_yaml(suite_dir, problems)
-    rank_by = rank_by or suite.get("rank_by") or DEFAULT_RANK_METRIC
-    losses = _loss_order(runs, suite)
-    baseline = baseline or suite.get("baseline") or (DEFAULT_BASELINE if DEFAULT_BASELINE in losses else None)
-    if baseline is not None and baseline not in losses:
-        raise ConfigError(f"baseline {baseline!r} has no runs in {suite_dir / 'runs'}; losses: {', '.join(losses)}")
-    chosen = choose_metrics(runs, metrics or suite.get("columns") or DEFAULT_METRICS, rank_by)
-    by_loss = {name: [r for r in runs if r.loss == name] for name in losses}
-    case_values = {m: {name: pooled_case_values(by_loss[name], m) for name in losses} for m in chosen}
-    per_case_metrics = [m for m in chosen if any(len(v) for v in case_values[m].values())]
-
-    rows = []
-    for name in losses:
-        done = [r for r in by_loss[name] if r.completed]
-        row: dict[str, object] = {
-            "loss": name,
-            "n_seeds": len(done),
-            "n_failed": len(by_loss[name]) - len(done),
-            "failed_reasons": "; ".join(f"seed{r.seed}: {r.reason}" for r in by_loss[name] if not r.completed),
-            "wall_time_s_mean": stats.mean_std([r.wall_time_s for r in done])[0],
-            "collapsed": ", ".join(f"{c} ({ratio:.1f}x)" for c, ratio in collapsed_classes(done).items()),
-        }
-        for m in chosen:
-            cases = case_values[m][name]
-            s = stats.summarize([r.metrics.get(m, math.nan) for r in done], cases.to_numpy(), confidence, seed)
-            row.update({f"{m}_mean": s.mean, f"{m}_std": s.std, f"{m}_ci_low": s.ci_low, f"{m}_ci_high": s.ci_high})
-        if baseline is not None:
-            for m in per_case_metrics:
-                diffs = stats.paired_differences(case_values[m][name], case_values[m][baseline])
-                row[f"{m}_p_vs_{baseline}"] = math.nan if name == baseline else stats.paired_p(diffs, test, seed)
-        rows.append(row)
-
-    table = pd.DataFrame(rows)
-    info = metric_info(rank_by)
-    table = table.sort_values(
-        f"{rank_by}_mean", ascending=not info.higher_is_better, na_position="last", kind="stable"
-    ).reset_index(drop=True)
-    table.insert(0, "rank", [i + 1 if np.isfinite(v) else math.nan for i, v in enumerate(table[f"{rank_by}_mean"])])
-    if baseline is not None:
-        main_p = f"{rank_by}_p_vs_{baseline}"
-        table[f"p_vs_{baseline}"] = table[main_p] if main_p in table else math.nan
-        table[f"p_holm_vs_{baseline}"] = stats.holm(table[f"p_vs_{baseline}"].tolist())
-    table = _with_reference_row(table, runs, chosen)
-    title = f"lss-vlm leaderboard: {suite.get('name', suite_dir.name)}"
-    return Leaderboard(table, rank_by, baseline, chosen, runs, test, title, case_values, problems)
-
-
-def _with_reference_row(table: pd.DataFrame, runs: Sequence[RunRecord], chosen: Sequence[str]) -> pd.DataFrame:
-    """Append :data:`REFERENCE_ROW` (unranked) when completed runs report a reference ceiling for a shown metric."""
-    row: dict[str, object] = {}
-    for metric, source in REFERENCE_METRICS.items():
-        values = [r.metrics.get(source, math.nan) for r in runs if r.completed]
-        values = [v for v in values if math.isfinite(v)]
-        if metric in chosen and values:
-            mean, std = stats.mean_std(values)
-            row.update({f"{metric}_mean": mean, f"{metric}_std": std, "n_seeds": len(values), "n_failed": 0})
-    if not row:
-        return table
-    row.update(loss=REFERENCE_ROW, rank=math.nan, failed_reasons="")
-    return pd.concat([table, pd.DataFrame([row])], ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------------------------- formats
@@ -636,146 +253,3 @@ def print_terminal(board: Leaderboard, console=None) -> None:
     console.print(table)
     for note in notes(board):
         console.print(f"  {note}", style="red" if note.startswith(("FAILED", "PRUNED")) else "dim", highlight=False)
-
-
-def to_html(board: Leaderboard, figures: dict[str, Path] | None = None) -> str:
-    """A self-contained HTML page: sortable table (inline CSS/JS, CI in tooltips) and figures as base64 PNG."""
-    from benchmarks.plots import embed_png
-
-    headers, rows = display_rows(board)
-    sort_keys = _sort_keys(board)
-    head = "".join(
-        f'<th onclick="sortBy({i})" title="click to sort">{html.escape(h)}</th>' for i, h in enumerate(headers)
-    )
-    body = []
-    for (_, row), cells, keys in zip(board.table.iterrows(), rows, sort_keys):
-        tds = []
-        for j, (cell, key) in enumerate(zip(cells, keys)):
-            tip = _ci_tooltip(board, row, j)
-            warn = ' class="warn"' if j == 2 and row["n_failed"] else ""
-            tds.append(f'<td data-v="{html.escape(str(key))}"{tip}{warn}>{html.escape(cell)}</td>')
-        cls = ' class="failed"' if row["n_seeds"] == 0 else ""
-        body.append(f"<tr{cls}>{''.join(tds)}</tr>")
-    figure_html = "".join(
-        f'<figure class="{"wide" if name in WIDE_FIGURES else ""}"><img alt="{html.escape(name)}" '
-        f'src="{embed_png(path)}"><figcaption>{html.escape(caption)}'
-        f"</figcaption></figure>"
-        for name, (path, caption) in (figures or {}).items()
-    )
-    note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes(board))
-    return _HTML_TEMPLATE.format(
-        title=html.escape(board.title),
-        head=head,
-        body="\n".join(body),
-        notes=note_html,
-        figures=figure_html,
-        reports=overlay_reports_html(board.runs, [n for n in board.table["loss"] if n != REFERENCE_ROW]),
-    )
-
-
-def _sort_keys(board: Leaderboard) -> list[list[object]]:
-    keys = []
-    for _, row in board.table.iterrows():
-        line: list[object] = [row["rank"], row["loss"], row["n_seeds"]]
-        line += [row[f"{m}_mean"] for m in board.metrics] + [row[f"{board.rank_by}_ci_low"]]
-        if board.baseline:
-            line += [row[f"p_vs_{board.baseline}"], row[f"p_holm_vs_{board.baseline}"]]
-        keys.append(["" if isinstance(k, float) and not np.isfinite(k) else k for k in line])
-    return keys
-
-
-def _ci_tooltip(board: Leaderboard, row: pd.Series, column: int) -> str:
-    index = column - 3
-    if not 0 <= index < len(board.metrics):
-        return ""
-    m = board.metrics[index]
-    low, high, d = row[f"{m}_ci_low"], row[f"{m}_ci_high"], metric_info(m).digits
-    if not np.isfinite(low):
-        return ""
-    return f' title="95% CI [{format_value(low, d)}, {format_value(high, d)}]"'
-
-
-_HTML_TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body {{ font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 24px; color: #222; }}
-h1 {{ font-size: 1.4em; }}
-table {{ border-collapse: collapse; font-size: 0.9em; margin-bottom: 12px; }}
-.scroll {{ overflow-x: auto; max-width: 100%; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 6px; text-align: right; white-space: nowrap; }}
-th {{ background: #f0f3f7; cursor: pointer; user-select: none; white-space: normal; max-width: 7em;
-      vertical-align: bottom; }}
-td.warn {{ color: #a00; font-weight: bold; }}
-th:hover {{ background: #dde6f0; }}
-td:nth-child(2), td:nth-child(3), th:nth-child(2), th:nth-child(3) {{ text-align: left; }}
-tbody tr:nth-child(odd) {{ background: #fafafa; }}
-tbody tr:first-child {{ font-weight: bold; }}
-tr.failed td {{ color: #a00; }}
-th.asc::after {{ content: " \\25B2"; }} th.desc::after {{ content: " \\25BC"; }}
-.notes {{ color: #555; font-size: 0.85em; }}
-.figures {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 12px; }}
-figure {{ margin: 0; }}
-figure.wide {{ grid-column: 1 / -1; max-width: 1200px; }}
-figure img {{ max-width: 100%; height: auto; border: 1px solid #ddd; }}
-figcaption {{ font-size: 0.85em; color: #444; text-align: center; }}
-</style></head><body>
-<h1>{title}</h1>
-<div class="scroll"><table id="board"><thead><tr>{head}</tr></thead><tbody>
-{body}
-</tbody></table></div>
-<ul class="notes">{notes}</ul>
-<h2>Figures</h2>
-<div class="figures">{figures}</div>
-{reports}
-<script>
-let sortState = {{col: -1, asc: true}};
-function sortBy(col) {{
-  const table = document.getElementById("board");
-  const rows = Array.from(table.tBodies[0].rows);
-  sortState = {{col: col, asc: sortState.col === col ? !sortState.asc : true}};
-  const key = r => r.cells[col].dataset.v;
-  rows.sort((a, b) => {{
-    const x = key(a), y = key(b);
-    if (x === "" && y === "") return 0;
-    if (x === "") return 1;
-    if (y === "") return -1;
-    const nx = parseFloat(x), ny = parseFloat(y);
-    const c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
-    return sortState.asc ? c : -c;
-  }});
-  rows.forEach(r => table.tBodies[0].appendChild(r));
-  Array.from(table.tHead.rows[0].cells).forEach((th, i) => {{
-    th.classList.remove("asc", "desc");
-    if (i === col) th.classList.add(sortState.asc ? "asc" : "desc");
-  }});
-}}
-</script>
-</body></html>
-"""
-
-
-def write_leaderboard(
-    board: Leaderboard, out_dir: str | Path, formats: Sequence[str] = FORMATS, figures: bool = True
-) -> dict[str, Path]:
-    """Write ``leaderboard.{csv,md,html}`` (and ``figures/`` for html) into ``out_dir`` atomically; return the paths."""
-    out_dir = Path(out_dir)
-    written: dict[str, Path] = {}
-    if "csv" in formats:
-        from lss_vlm.io import atomic_path
-
-        with atomic_path(out_dir / "leaderboard.csv") as tmp:
-            board.table.to_csv(tmp, index=False, float_format="%.6g")
-        written["csv"] = out_dir / "leaderboard.csv"
-    if "md" in formats:
-        atomic_write_text(out_dir / "leaderboard.md", to_markdown(board))
-        written["md"] = out_dir / "leaderboard.md"
-    if "html" in formats:
-        figure_paths = {}
-        if figures:
-            from benchmarks.plots import make_figures
-
-            figure_paths = make_figures(board, out_dir / "figures")
-        atomic_write_text(out_dir / "leaderboard.html", to_html(board, figure_paths))
-        written["html"] = out_dir / "leaderboard.html"
-    return written

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+from dataclasses import dataclass
 
 from lss_vlm.errors import ConfigError
 
@@ -17,6 +18,7 @@ from lss_vlm.errors import ConfigError
 def metric_names() -> frozenset[str]:
     """Every metric key a completed run can report."""
     from lss_vlm.metrics.classification import GradeMetrics
+    from lss_vlm.metrics.localisation import LevelLocalisation
     from lss_vlm.metrics.segmentation import SegmentationMetrics
 
     from .evaluation import TEXT_METRIC_KEYS
@@ -24,6 +26,7 @@ def metric_names() -> frozenset[str]:
 
     report = (*TEXT_METRIC_KEYS, "grade_f1_from_text")
     names = {*SegmentationMetrics().aggregate(), *GradeMetrics().aggregate(), *TRAINING_SUMMARY_KEYS}
+    names |= {*LevelLocalisation().aggregate(), "params_total", "params_trainable", "params_trainable_fraction"}
     names |= {*report, *(f"composed/{k}" for k in report), "area_mae_mm2", "n_cases"}
     return frozenset(names)
 
@@ -89,3 +92,69 @@ def describe_metric(name: str) -> tuple[str, str]:
         text = f"{text}, of the report composed from the predicted masks"
         source = "lss_vlm.reports.composer"
     return text, source
+
+
+# ------------------------------------------------------------------------------------------------------ display
+_LOWER_IS_BETTER = ("hd95", "msd", "ece", "mae", "loss", "brier")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How a metric is shown: label, direction (↑ higher is better / ↓ lower is better) and decimals."""
+
+    key: str
+    label: str
+    short: str
+    higher_is_better: bool
+    digits: int = 3
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"
+
+    @property
+    def header(self) -> str:
+        return f"{self.label} {self.arrow}"
+
+    @property
+    def short_header(self) -> str:
+        return f"{self.short} {self.arrow}"
+
+
+_KNOWN_METRICS: dict[str, tuple[str, str, int]] = {  # key: (label, short label for the terminal, decimals)
+    "dice_macro": ("Dice (macro)", "Dice", 3),
+    "dice/ligamentum_flavum": ("Dice ligamentum flavum", "Dice LF", 3),
+    "dice/thecal_sac": ("Dice thecal sac", "Dice TS", 3),
+    "iou_macro": ("IoU (macro)", "IoU", 3),
+    "hd95_macro": ("HD95 mm", "HD95", 2),
+    "msd_macro": ("MSD mm", "MSD", 2),
+    "accuracy": ("Grade acc.", "Acc", 3),
+    "balanced_accuracy": ("Grade bal. acc.", "BalAcc", 3),
+    "macro_f1": ("Grade macro-F1", "F1", 3),
+    "qwk": ("Grade QWK", "QWK", 3),
+    "auroc": ("Grade AUROC", "AUROC", 3),
+    "ece": ("Grade ECE", "ECE", 3),
+    "cider": ("CIDEr", "CIDEr", 3),
+    "cider_x100": ("CIDEr×100", "CIDEr×100", 1),
+    "composed/cider_x100": ("Composed CIDEr×100", "cCIDEr", 1),
+    "rouge_l": ("ROUGE-L", "ROUGE-L", 3),
+    "meteor": ("METEOR", "METEOR", 3),
+    "bleu_4": ("BLEU-4", "BLEU-4", 3),
+    "bertscore_f1": ("BERTScore F1 (MiniLM, raw)", "BERTS", 3),
+    "grade_f1_from_text": ("Report grade-F1", "RepF1", 3),
+    "composed/grade_f1_from_text": ("Composed grade-F1", "cRepF1", 3),
+    "area_mae_mm2": ("Area MAE mm²", "AreaMAE", 1),
+}
+
+
+def metric_info(key: str) -> MetricInfo:
+    """Display info of a metric key; unknown keys get their key as label and a direction guessed from the name."""
+    higher = not any(token in key for token in _LOWER_IS_BETTER)
+    if key in _KNOWN_METRICS:
+        label, short, digits = _KNOWN_METRICS[key]
+    elif "/" in key:
+        kind, name = key.split("/", 1)
+        label, short, digits = f"{kind} {name.replace('_', ' ')}", key, 3
+    else:
+        label, short, digits = key, key, 3
+    return MetricInfo(key=key, label=label, short=short, higher_is_better=higher, digits=digits)

@@ -1,24 +1,101 @@
-"""Overlay figure of one case: each view's image, its predicted mask and a text→patch attention map."""
+"""Overlay figure of one case: each view's image, ground-truth labels, predicted labels and a text→patch attention map.
+
+Colours: the labels use the categorical :data:`LABEL_COLOURS`; the attention map is drawn white-hot (a grey ramp,
+white = most attended) over a dimmed image, with its own colourbar, so it cannot be confused with a label colour.
+A path ending in ``.jpg``/``.jpeg`` is written as JPEG (quality :data:`JPEG_QUALITY`, via Pillow); anything else
+by its extension (PNG).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lss_vlm.constants import LABELS, VIEWS
+from lss_vlm.constants import IGNORE_LABEL, LABELS, VIEWS
 from lss_vlm.io import atomic_path
-
-if TYPE_CHECKING:
-    from .evaluation import CaseView
 
 #: One colour per label (background transparent).
 LABEL_COLOURS: tuple[str, ...] = ("#00000000", "#e6c229", "#1b998b", "#2e86de", "#c0392b", "#8e44ad")
+#: Colour map of the attention row (grey ramp: no hue, so no clash with :data:`LABEL_COLOURS`).
+ATTENTION_CMAP = "gray"
+#: How bright the image under the attention map may get (0–1), so that white means attention, not bone.
+IMAGE_DIM = 0.45
+JPEG_QUALITY = 85
+DPI = 100
+
+
+@dataclass
+class CaseView:
+    """Arrays of one case for an overlay.
+
+    ``image`` ``[V, H, W]`` (first channel of each view), ``pred`` ``[V, H, W]`` predicted labels, ``view_valid``
+    ``[V]`` bool (view acquired), ``attention`` ``[V, h, w]`` text→patch attention of ``prompt`` (None for a model
+    without attention), ``truth`` ``[V, H, W]`` ground-truth labels and ``mask_valid`` ``[V]`` (view has a mask);
+    ``truth`` None when the data has no masks.
+    """
+
+    case_id: str
+    image: np.ndarray
+    pred: np.ndarray
+    view_valid: np.ndarray
+    attention: np.ndarray | None
+    prompt: str | None
+    truth: np.ndarray | None = None
+    mask_valid: np.ndarray | None = None
+
+
+def save_figure(fig, path: str | Path, dpi: int = DPI, **kwargs) -> Path:
+    """``fig.savefig`` atomically, by the path's suffix: JPEG (quality :data:`JPEG_QUALITY`) for ``.jpg``/``.jpeg``;
+    PNG reduced to a 256-colour palette (plots have few colours; about a third of the bytes) for ``.png``."""
+    import io
+
+    from PIL import Image
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        kwargs.setdefault("pil_kwargs", {"quality": JPEG_QUALITY, "optimize": True})
+        kwargs.setdefault("facecolor", "white")
+    with atomic_path(path) as tmp:
+        if suffix != ".png":
+            fig.savefig(tmp, dpi=dpi, format=suffix.lstrip(".") or "png", **kwargs)
+            return path
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=dpi, format="png", facecolor="white", **kwargs)
+        buffer.seek(0)
+        with Image.open(buffer) as image:
+            palette = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+            palette.save(tmp, format="PNG", optimize=True)
+    return path
+
+
+def _label_layer(labels: np.ndarray) -> np.ma.MaskedArray:
+    return np.ma.masked_where((labels == 0) | (labels == IGNORE_LABEL), labels)
+
+
+def _normalised_attention(case: CaseView, columns: list[int]) -> np.ndarray | None:
+    """Attention rescaled to [0, 1] by its minimum and maximum over the drawn views (one colourbar for the row).
+
+    Softmax attention over a few text tokens is often nearly flat; min-max scaling shows where it peaks."""
+    if case.attention is None:
+        return None
+    att = np.asarray(case.attention, dtype=float)
+    drawn = att[columns]
+    low, high = float(np.nanmin(drawn)), float(np.nanmax(drawn))
+    return (att - low) / (high - low) if high > low else np.zeros_like(att)
+
+
+def _row_label(ax, text: str, fontsize: int = 9) -> None:
+    ax.text(-0.08, 0.5, text, transform=ax.transAxes, rotation=90, va="center", ha="right", fontsize=fontsize)
 
 
 def save_case_overlay(path: str | Path, case: CaseView) -> Path:
-    """Save a 3-row figure (image / predicted labels / attention) with one column per acquired view."""
+    """Save a 4-row figure (image / ground truth / prediction / attention) with one column per acquired view.
+
+    The ground-truth row is left out when ``case.truth`` is None; a view without a mask says "no mask".
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,44 +104,65 @@ def save_case_overlay(path: str | Path, case: CaseView) -> Path:
     from matplotlib.patches import Patch
 
     columns = [j for j in range(len(VIEWS)) if bool(case.view_valid[j])]
-    fig, axes = plt.subplots(3, len(columns), figsize=(2.0 * len(columns), 6.4), squeeze=False)
+    rows = ["image"] + (["truth"] if case.truth is not None else []) + ["prediction", "attention"]
+    fig, axes = plt.subplots(
+        len(rows), len(columns), figsize=(1.7 * len(columns) + 0.9, 1.75 * len(rows) + 0.8), squeeze=False
+    )
     label_cmap = ListedColormap(LABEL_COLOURS)
+    labels = {"vmin": 0, "vmax": len(LABELS) - 1, "cmap": label_cmap, "alpha": 0.65, "interpolation": "nearest"}
+    attention = _normalised_attention(case, columns)
+    shown = None
     for col, j in enumerate(columns):
         image = case.image[j]
-        axes[0, col].imshow(image, cmap="gray")
-        axes[0, col].set_title(VIEWS[j], fontsize=8)
-        axes[1, col].imshow(image, cmap="gray")
-        axes[1, col].imshow(
-            np.ma.masked_equal(case.pred[j], 0),
-            cmap=label_cmap,
-            vmin=0,
-            vmax=len(LABELS) - 1,
-            alpha=0.6,
-            interpolation="nearest",
-        )
-        axes[2, col].imshow(image, cmap="gray")
-        if case.attention is not None:
-            h, w = image.shape
-            axes[2, col].imshow(case.attention[j], cmap="inferno", alpha=0.55, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
-        for row in range(3):
-            axes[row, col].set_axis_off()
-    axes[0, 0].text(-0.1, 0.5, "image", transform=axes[0, 0].transAxes, rotation=90, va="center", ha="right")
-    axes[1, 0].text(-0.1, 0.5, "prediction", transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right")
-    axes[2, 0].text(
-        -0.1,
-        0.5,
-        f"attention\n{case.prompt or ''}",
-        transform=axes[2, 0].transAxes,
-        rotation=90,
-        va="center",
-        ha="right",
-        fontsize=8,
-    )
+        h, w = image.shape
+        column = dict(zip(rows, axes[:, col]))
+        column["image"].imshow(image, cmap="gray")
+        column["image"].set_title(VIEWS[j], fontsize=8)
+        for row, labelmap in (("truth", case.truth), ("prediction", case.pred)):
+            if row not in column:
+                continue
+            column[row].imshow(image, cmap="gray")
+            has_mask = row == "prediction" or case.mask_valid is None or bool(case.mask_valid[j])
+            if has_mask:
+                column[row].imshow(_label_layer(labelmap[j]), **labels)
+            else:
+                column[row].text(w / 2, h / 2, "no mask", color="white", ha="center", va="center", fontsize=8)
+        low, high = float(np.min(image)), float(np.max(image))
+        column["attention"].imshow(image, cmap="gray", vmin=low, vmax=low + (high - low) / IMAGE_DIM)
+        if attention is not None:
+            shown = column["attention"].imshow(
+                attention[j],
+                cmap=_alpha_ramp(ATTENTION_CMAP),
+                vmin=0,
+                vmax=1,
+                extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+                interpolation="bilinear",
+            )
+        for ax in column.values():
+            ax.set_axis_off()
+    for name, ax in zip(rows, axes[:, 0]):
+        text = {"truth": "ground truth", "attention": f"attention\n{case.prompt or '(none)'}"}.get(name, name)
+        _row_label(ax, text, 8 if name == "attention" else 9)
+    fig.suptitle(f"case {case.case_id}", fontsize=10)
     handles = [Patch(color=LABEL_COLOURS[c], label=LABELS[c]) for c in range(1, len(LABELS))]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(f"case {case.case_id}", fontsize=10)
-    fig.tight_layout(rect=(0.02, 0.05, 1, 0.96))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
+    fig.tight_layout(rect=(0.03, 0.05, 0.93, 0.96))
+    if shown is not None:
+        bottom = axes[-1, -1].get_position()
+        cax = fig.add_axes((0.945, bottom.y0, 0.012, bottom.height))
+        bar = fig.colorbar(plt.cm.ScalarMappable(cmap=ATTENTION_CMAP, norm=shown.norm), cax=cax)
+        bar.set_label("attention (case min–max)", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+    save_figure(fig, path)
     plt.close(fig)
     return Path(path)
+
+
+def _alpha_ramp(name: str):
+    """``name``'s colours with an opacity that rises with the value: low attention lets the image show through."""
+    import matplotlib
+    from matplotlib.colors import ListedColormap
+
+    colours = matplotlib.colormaps[name](np.linspace(0, 1, 256))
+    colours[:, 3] = np.linspace(0.0, 0.9, 256)
+    return ListedColormap(colours)

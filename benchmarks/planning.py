@@ -4,8 +4,9 @@ Every check a real run would make before its first step, in seconds: the YAML ke
 each loss name and its parameters (by building the loss), the model preset and its arguments, metric names
 (``rank_by``, ``columns``, ``train.early_stopping.metric``, study objectives; :mod:`benchmarks.metric_names`), the
 data (a ``data.manifest`` that exists and reads as a manifest) and, for a suite folder that already holds runs, that
-they belong to the same suite. A mistake raises :class:`~lss_vlm.errors.ConfigError` (or ``DataError``) naming it;
-nothing is written. The returned text is the plan: the runs that would be trained, trials, output folder.
+no finished run was trained with another resolved config. A mistake raises :class:`~lss_vlm.errors.ConfigError` (or
+``DataError``) naming it; nothing is written. The returned text is the plan: the runs that would be trained,
+trials, output folder.
 """
 
 from __future__ import annotations

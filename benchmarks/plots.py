@@ -1,7 +1,9 @@
-"""Leaderboard figures (matplotlib, PNG): per-class Dice, seed spread, training curves, PID α/β, confusion, overlays.
+"""Leaderboard figures (matplotlib): per-class Dice, seed spread, critical-difference diagram, training curves,
+PID α/β, confusion, reliability diagram, overlays.
 
-Every function takes the runs of a :class:`benchmarks.leaderboard.Leaderboard`, writes one PNG atomically and returns
-its path, or None when the runs hold nothing to draw (e.g. no history.csv). A loss keeps its colour in every figure.
+Every function takes the runs of a :class:`benchmarks.ranking.Leaderboard`, writes one image atomically (PNG for
+plots; JPEG for the attention overlays, which are photographs and would weigh megabytes as PNG) and returns its path,
+or None when the runs hold nothing to draw (e.g. no history.csv). A loss keeps its colour in every figure.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import stats
+from benchmarks.cd_diagram import draw_cd_diagram, friedman_p
+from benchmarks.metric_names import metric_info
+from benchmarks.overlay import save_figure
+from benchmarks.run_loading import CALIBRATION_FILE, LEGACY_OVERLAY_FILE, OVERLAY_FILE
+from benchmarks.run_records import pooled_case_values
 from lss_vlm.constants import FOREGROUND_LABELS, GRADES
-from lss_vlm.io import atomic_path
 
 if TYPE_CHECKING:
-    from benchmarks.leaderboard import Leaderboard, RunRecord
+    from benchmarks.ranking import Leaderboard
+    from benchmarks.run_records import RunRecord
 
 DPI = 110
 
@@ -34,9 +41,17 @@ def _plt():
     return plt
 
 
-def embed_png(path: str | Path) -> str:
-    """``data:`` URI of a PNG file, for self-contained HTML."""
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def embed_image(path: str | Path) -> str:
+    """``data:`` URI of a PNG or JPEG file (MIME type from the suffix), for self-contained HTML."""
+    path = Path(path)
+    mime = _MIME.get(path.suffix.lower(), "image/png")
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+embed_png = embed_image  # the name before JPEG figures
 
 
 def loss_colors(losses: Sequence[str]) -> dict[str, tuple]:
@@ -46,15 +61,19 @@ def loss_colors(losses: Sequence[str]) -> dict[str, tuple]:
     return {name: cmap(i % cmap.N) for i, name in enumerate(losses)}
 
 
-def _save(fig, path: Path) -> Path:
+#: Resolution of the overlay grid: ~800 px wide, about 1.7× the 64 px views of the demo, so that the page with four
+#: losses' overlays stays under 1 MB.
+OVERLAY_GRID_DPI = 80
+
+
+def _save(fig, path: Path, dpi: int = DPI) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     plt = _plt()
     for ax in fig.axes:
         if ax.get_xlabel() == "epoch":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+    save_figure(fig, path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -65,8 +84,6 @@ def _completed(runs: Sequence[RunRecord], loss: str) -> list[RunRecord]:
 
 def dice_per_class(board: Leaderboard, path: Path) -> Path | None:
     """Grouped bars: mean Dice of each foreground class per loss, error bars = 95 % bootstrap CI (as in the table)."""
-    from benchmarks.leaderboard import pooled_case_values
-
     losses = [name for name in board.table["loss"] if _completed(board.runs, name)]
     classes = [c for c in FOREGROUND_LABELS if any(f"dice/{c}" in r.metrics for r in board.runs)]
     if not losses or not classes:
@@ -90,7 +107,7 @@ def dice_per_class(board: Leaderboard, path: Path) -> Path | None:
     ax.set_xticks(x, [c.replace("_", "\n") for c in classes])
     ax.set_ylabel("Dice")
     ax.set_ylim(0, 1.05)
-    ax.set_title("Dice per class (error bars: 95% bootstrap CI)")
+    ax.set_title("Dice per class (error bars: 95% CI)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=min(4, len(losses)), loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     return _save(fig, path)
@@ -98,8 +115,6 @@ def dice_per_class(board: Leaderboard, path: Path) -> Path | None:
 
 def seed_boxplot(board: Leaderboard, path: Path) -> Path | None:
     """Box plot of the rank metric per loss: over seeds (points = seeds); with one seed, over test cases."""
-    from benchmarks.leaderboard import metric_info, pooled_case_values
-
     metric = board.rank_by
     losses = [name for name in board.table["loss"] if _completed(board.runs, name)]
     if not losses:
@@ -151,17 +166,23 @@ def _mean_curve(frames: list[pd.DataFrame], column: str) -> tuple[np.ndarray, np
     )
 
 
-def training_curves(board: Leaderboard, path: Path) -> Path | None:
-    """Training loss and the validation rank metric per epoch (mean over seeds, band = min-max over seeds)."""
-    from benchmarks.leaderboard import metric_info
+#: The training-curve panel: the segmentation loss under test, unweighted; the weighted total (λ_seg·L_seg +
+#: λ_cls·CE + λ_txt·CE) mixes scales that differ per loss. ``train/loss`` only for runs without the column.
+TRAIN_LOSS_COLUMNS: tuple[str, ...] = ("train/seg_loss", "train/loss")
+_TRAIN_LOSS_LABELS = {"train/seg_loss": "segmentation loss (train, unweighted)", "train/loss": "total loss (train)"}
 
+
+def training_curves(board: Leaderboard, path: Path) -> Path | None:
+    """The training segmentation loss and the validation rank metric per epoch (mean over seeds, band = min-max over
+    seeds). Each loss has its own scale (a Dice loss in [0, 1], a CE term in nats), so compare shapes, not levels."""
     frames = _history_frames(board)
     if not frames:
         return None
     all_columns = {c for fs in frames.values() for f in fs for c in f.columns}
     val_column = f"val/{board.rank_by}" if f"val/{board.rank_by}" in all_columns else None
     val_column = val_column or next((c for c in sorted(all_columns) if c.startswith("val/")), None)
-    panels = [c for c in ("train/loss", val_column) if c and c in all_columns]
+    train_column = next((c for c in TRAIN_LOSS_COLUMNS if c in all_columns), None)
+    panels = [c for c in (train_column, val_column) if c]
     if not panels:
         return None
     plt = _plt()
@@ -175,13 +196,18 @@ def training_curves(board: Leaderboard, path: Path) -> Path | None:
             ax.plot(epoch, mean, color=colors[name], label=name, marker="o", ms=3)
             if len(fs) > 1:
                 ax.fill_between(epoch, low, high, color=colors[name], alpha=0.15)
-        key = column.split("/", 1)[1]
-        ax.set_title(column if column == "train/loss" else f"validation {metric_info(key).header}")
+        if column in _TRAIN_LOSS_LABELS:
+            ax.set_title("training: segmentation loss under test" if column == "train/seg_loss" else column)
+            ax.set_ylabel(_TRAIN_LOSS_LABELS[column])
+        else:
+            header = metric_info(column.split("/", 1)[1]).header
+            ax.set_title(f"validation {header}")
+            ax.set_ylabel(f"{header} (validation)")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     handles, labels = axes[0][-1].get_legend_handles_labels()  # below the panels: the curves stay readable
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(6, len(labels)), frameon=False)
-    fig.subplots_adjust(bottom=0.18 + 0.05 * ((len(labels) - 1) // 6))
+    fig.subplots_adjust(bottom=0.2 + 0.05 * ((len(labels) - 1) // 6), wspace=0.3)
     return _save(fig, path)
 
 
@@ -276,48 +302,157 @@ def confusion_matrices(board: Leaderboard, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _overlay_file(run: RunRecord) -> Path | None:
+    for name in (OVERLAY_FILE, LEGACY_OVERLAY_FILE):
+        if (run.path / name).is_file():
+            return run.path / name
+    return None
+
+
 def attention_overlays(board: Leaderboard, path: Path) -> Path | None:
-    """One ``overlay.png`` per loss (its lowest completed seed; same fixed test case for all), in a grid."""
+    """Each loss's overlay figure (its lowest completed seed; the same fixed test case for all), one loss a row."""
     images = {}
     for name in board.table["loss"]:
-        run = next((r for r in _completed(board.runs, name) if (r.path / "overlay.png").is_file()), None)
-        if run is not None:
-            images[f"{name} (seed {run.seed})"] = run.path / "overlay.png"
+        found = next(((r, f) for r in _completed(board.runs, name) if (f := _overlay_file(r)) is not None), None)
+        if found is not None:
+            images[f"{name} (seed {found[0].seed})"] = found[1]
     if not images:
         return None
     plt = _plt()
-    cols = 1  # an overlay shows every view side by side: one loss per row keeps them readable
-    rows = len(images)
     first = plt.imread(next(iter(images.values())))
     aspect = first.shape[0] / max(1, first.shape[1])
     width = 10.0
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, width * aspect * rows + 0.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(len(images), 1, figsize=(width, (width * aspect + 0.35) * len(images)), squeeze=False)
     for ax, (title, image_path) in zip(axes.ravel(), images.items()):
         ax.imshow(plt.imread(image_path))
         ax.set_title(title, fontsize=10)
         ax.axis("off")
-    for ax in axes.ravel()[len(images) :]:
-        ax.axis("off")
     fig.tight_layout()
+    return _save(fig, path, dpi=OVERLAY_GRID_DPI)
+
+
+def _rank_blocks(board: Leaderboard, losses: list[str]) -> tuple[pd.DataFrame, str]:
+    """Blocks for the CD diagram: test cases (values averaged over seeds) when runs have per-case values of the rank
+    metric, else seeds (the run's value); and what a block is, for the title."""
+    per_case = board.case_values.get(board.rank_by, {})
+    cases = pd.DataFrame({name: per_case[name] for name in losses if name in per_case and len(per_case[name])})
+    if cases.shape[1] == len(losses) and len(cases.dropna()) >= 2:
+        return cases, "test cases"
+    seeds = {
+        name: {r.seed: r.metrics.get(board.rank_by, math.nan) for r in _completed(board.runs, name)} for name in losses
+    }
+    return pd.DataFrame(seeds), "seeds"
+
+
+def critical_difference(board: Leaderboard, path: Path) -> Path | None:
+    """Mean rank of each loss on the rank metric with the Nemenyi critical difference (Demšar 2006; see
+    :mod:`benchmarks.cd_diagram`). Blocks = test cases (per-case values averaged over seeds), else seeds."""
+    losses = [name for name in board.table["loss"] if _completed(board.runs, name)]
+    if len(losses) < 2:
+        return None
+    blocks, unit = _rank_blocks(board, losses)
+    n = len(blocks.dropna())
+    n_seeds = max(len(_completed(board.runs, name)) for name in losses)
+    info = metric_info(board.rank_by)
+    p = friedman_p(blocks)
+    friedman = f", Friedman p = {p:.3g}" if math.isfinite(p) else ""
+    averaged = f", each averaged over {n_seeds} seeds" if unit == "test cases" and n_seeds > 1 else ""
+    title = f"Mean rank on {info.label} ({n} {unit}{averaged}); Nemenyi CD at α = 0.05{friedman}"
+    return draw_cd_diagram(blocks, info.higher_is_better, path, title, loss_colors(list(board.table["loss"])))
+
+
+def _calibration(run: RunRecord) -> pd.DataFrame | None:
+    path = run.path / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, OSError):
+        return None
+    return table if {"count", "confidence", "accuracy"} <= set(table.columns) else None
+
+
+def reliability_diagram(board: Leaderboard, path: Path) -> Path | None:
+    """Grade-head reliability diagram per loss: accuracy vs mean confidence per bin (the bins of ``ece``), pooled over
+    seeds (count-weighted); below, the share of predictions per bin. The diagonal is perfect calibration."""
+    pooled: dict[str, pd.DataFrame] = {}
+    for name in board.table["loss"]:
+        tables = [t for r in _completed(board.runs, name) if (t := _calibration(r)) is not None]
+        if not tables:
+            continue
+        joined = pd.concat(tables).fillna({"confidence": 0.0, "accuracy": 0.0})
+        joined["conf_sum"] = joined["confidence"] * joined["count"]
+        joined["acc_sum"] = joined["accuracy"] * joined["count"]
+        sums = joined.groupby(["low", "high"], as_index=False)[["count", "conf_sum", "acc_sum"]].sum()
+        if sums["count"].sum() > 0:
+            pooled[name] = sums
+    if not pooled:
+        return None
+    plt = _plt()
+    colors = loss_colors(list(board.table["loss"]))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.6, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="perfect calibration")
+    for name, t in pooled.items():
+        full = t[t["count"] > 0]
+        ece = [r.metrics.get("ece", math.nan) for r in _completed(board.runs, name)]
+        label = f"{name} (ECE {np.nanmean(ece):.3f})" if np.isfinite(ece).any() else name
+        top.plot(full["conf_sum"] / full["count"], full["acc_sum"] / full["count"], marker="o", ms=4,
+                 color=colors[name], label=label)  # fmt: skip
+        centres = (t["low"] + t["high"]) / 2
+        bottom.step(centres, t["count"] / t["count"].sum(), where="mid", color=colors[name])
+    top.set_ylabel("accuracy (fraction correct)")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=7, loc="upper left")
+    top.set_title("Grade-head reliability (test split, all levels pooled)", fontsize=10)
+    bottom.set_xlabel("confidence (probability of the predicted grade)")
+    bottom.set_ylabel("share of\npredictions", fontsize=8)
+    bottom.grid(alpha=0.3)
     return _save(fig, path)
 
 
+#: name: (draw function, caption, file suffix). Order = order on the page.
 FIGURES = {
-    "dice_per_class": (dice_per_class, "Dice per foreground class and loss, 95% bootstrap CI."),
-    "seed_boxplot": (seed_boxplot, "Spread of the rank metric over seeds (or test cases with one seed)."),
-    "training_curves": (training_curves, "Training loss and validation metric per epoch."),
-    "pid_trajectories": (pid_trajectories, "PID-Tversky controller output per class and update, with its clamps."),
-    "confusion_matrices": (confusion_matrices, "Grade confusion matrices on the test split."),
-    "attention_overlays": (attention_overlays, "Image, predicted mask and attention map of a fixed test case."),
+    "dice_per_class": (dice_per_class, "Dice per foreground class and loss, 95% CI (as in the table).", ".png"),
+    "seed_boxplot": (seed_boxplot, "Spread of the rank metric over seeds (or test cases with one seed).", ".png"),
+    "critical_difference": (
+        critical_difference,
+        "Critical-difference diagram (Demšar 2006): mean rank of each loss, best on the left; losses joined by a bar "
+        "are not told apart by the Nemenyi test at α = 0.05.",
+        ".png",
+    ),
+    "training_curves": (
+        training_curves,
+        "Training segmentation loss (unweighted; its scale differs per loss) and validation metric per epoch.",
+        ".png",
+    ),
+    "pid_trajectories": (
+        pid_trajectories,
+        "PID-Tversky controller output per class and update, with its clamps.",
+        ".png",
+    ),
+    "confusion_matrices": (confusion_matrices, "Grade confusion matrices on the test split.", ".png"),
+    "reliability_diagram": (
+        reliability_diagram,
+        "Reliability of the grade head (the bins behind ECE): below the diagonal = over-confident.",
+        ".png",
+    ),
+    "attention_overlays": (
+        attention_overlays,
+        "A fixed test case per loss: image, ground truth, predicted labels and the text→patch attention map "
+        "(white = most attended).",
+        ".jpg",
+    ),
 }
 
 
 def make_figures(board: Leaderboard, out_dir: str | Path) -> dict[str, tuple[Path, str]]:
-    """Write every figure that has data into ``out_dir``; returns {name: (png path, caption)}."""
+    """Write every figure that has data into ``out_dir``; returns {name: (image path, caption)}."""
     out_dir = Path(out_dir)
     made = {}
-    for name, (draw, caption) in FIGURES.items():
-        path = draw(board, out_dir / f"{name}.png")
+    for name, (draw, caption, suffix) in FIGURES.items():
+        path = draw(board, out_dir / f"{name}{suffix}")
         if path is not None:
             made[name] = (path, caption)
     return made

@@ -1,6 +1,6 @@
 """HTML of the reports of the fixed overlay case: generated, composed and one reference, side by side (issue 13).
 
-The overlay case is the first test case in sorted order (the case ``overlay.png`` shows, see
+The overlay case is the first test case in sorted order (the case ``overlay.jpg`` shows, see
 :mod:`benchmarks.evaluation`); per loss, the lowest completed seed's ``reports.jsonl`` is read.
 """
 

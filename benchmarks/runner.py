@@ -23,10 +23,8 @@ import hashlib
 import json
 import platform
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +34,20 @@ import torch
 from lss_vlm.errors import ConfigError, DataError, LssError
 from lss_vlm.io import atomic_path, atomic_write_json
 
-from .config import ExperimentConfig, config_from_dict, config_hash, dump_config, read_yaml_mapping
+from .config import ExperimentConfig, config_hash, dump_config
 from .data import resolve_manifest
+from .evaluation import evaluate_model
+from .run_loading import (
+    build_model_from_config,
+    build_split_loader,
+    load_run_config,
+    load_trained_model,
+    read_json_mapping,
+    takes_report_vocab,
+    view_spacing,
+)
+from .tensorboard_log import ScalarLog
+from .versions import git_sha, package_version
 
 STATUS_FILE = "status.json"
 TIMING_FILE = "timing.json"
@@ -89,27 +99,6 @@ def read_status(run_dir: str | Path) -> dict[str, Any] | None:
     return status
 
 
-def read_json_mapping(path: Path) -> dict[str, Any]:
-    """A JSON file that must hold an object (``metrics.json``); :class:`DataError` naming the file otherwise."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: damaged JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def load_run_config(run_dir: str | Path) -> ExperimentConfig:
-    """The resolved config of a run directory (``config.yaml``)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
-    return config_from_dict(read_yaml_mapping(path, "config", "config sections"), source=str(path))
-
-
 def run_experiment(
     cfg: ExperimentConfig,
     out_dir: str | Path,
@@ -125,7 +114,7 @@ def run_experiment(
     from lss_vlm.engine import distributed
 
     out_dir = Path(out_dir)
-    started, timing = time.time(), {"startup": process_age_s()}
+    started, timing = time.time(), {"startup": _startup_s()}
     status = read_status(out_dir)
     if resume and status is not None and status.get("status") == "completed":
         return read_json_mapping(out_dir / "metrics.json")
@@ -157,6 +146,15 @@ def run_experiment(
     return metrics
 
 
+_RUNS_STARTED: list[float] = []  # run_experiment calls of this process (start-up is counted for the first only)
+
+
+def _startup_s() -> float:
+    """Process age at the first run of this process (interpreter, imports, config); 0 for later runs of a suite."""
+    _RUNS_STARTED.append(time.time())
+    return process_age_s() if len(_RUNS_STARTED) == 1 else 0.0
+
+
 def process_age_s() -> float:
     """Wall seconds since this process started (interpreter start-up and imports included); NaN if unknown."""
     try:
@@ -168,14 +166,16 @@ def process_age_s() -> float:
 
 
 def write_timing(out_dir: Path, timing: dict[str, float], wall_s: float) -> dict[str, float]:
-    """``timing.json``: ``time/<stage>_s`` per stage, ``time/run_wall_s`` (this call), ``time/process_s`` (the
-    process so far) and ``time/steps_fraction`` = optimizer steps / process wall time."""
+    """``timing.json``: ``time/<stage>_s`` per stage, ``time/run_wall_s`` (this call of :func:`run_experiment`),
+    ``time/total_s`` (start-up + run wall: what the run cost) and ``time/steps_fraction`` = optimizer steps /
+    total. The start-up is counted for the first run of a process only (a suite imports once)."""
     record = {f"time/{stage}_s": round(float(seconds), 3) for stage, seconds in timing.items()}
     record["time/run_wall_s"] = round(wall_s, 3)
-    process = process_age_s()
-    record["time/process_s"] = round(process, 3)
+    startup = float(timing.get("startup", 0.0))
+    total = wall_s + (startup if startup == startup else 0.0)  # NaN start-up (unknown): the run's wall alone
+    record["time/total_s"] = round(total, 3)
     steps = float(timing.get("train_steps", 0.0))
-    record["time/steps_fraction"] = round(steps / process, 4) if process > 0 else float("nan")
+    record["time/steps_fraction"] = round(steps / total, 4) if total > 0 else float("nan")
     atomic_write_json(out_dir / TIMING_FILE, record)
     return record
 
@@ -195,8 +195,6 @@ def evaluate_run(
     results; any other evaluation writes into ``run_dir/eval_<split>/`` (``eval_<dataset folder>_<split>/`` for
     another manifest).
     """
-    from .evaluation import evaluate_model
-
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     split = split or cfg.eval.split
@@ -221,23 +219,6 @@ def evaluate_run(
     return metrics
 
 
-def build_model_from_config(cfg: ExperimentConfig, report_vocab: dict | None = None) -> torch.nn.Module:
-    """``lss_vlm.models.build_model(cfg.model.name, **cfg.model.params)``, plus ``report_vocab`` for a model with a
-    learned report decoder (one that takes a ``report_vocab`` argument)."""
-    from lss_vlm.models import build_model
-
-    extra = {"report_vocab": report_vocab} if report_vocab is not None and _takes_report_vocab(cfg) else {}
-    return build_model(cfg.model.name, **{**cfg.model.params, **extra})
-
-
-def _takes_report_vocab(cfg: ExperimentConfig) -> bool:
-    import inspect
-
-    from lss_vlm.models.registry import MODELS
-
-    return "report_vocab" in inspect.signature(MODELS.get(cfg.model.name)).parameters
-
-
 def build_report_vocab(cfg: ExperimentConfig, out_dir: Path, save: bool = True) -> dict | None:
     """The word-level report vocabulary of the training split's references, saved as ``out_dir/report_vocab.json``
     when ``save`` (issue 13; None for a model without a learned report decoder or a training split without
@@ -245,7 +226,7 @@ def build_report_vocab(cfg: ExperimentConfig, out_dir: Path, save: bool = True) 
     from lss_vlm.data.manifest import parse_reports, read_manifest
     from lss_vlm.reports.vocabulary import DEFAULT_MIN_FREQ, VOCAB_FILE, ReportVocabulary
 
-    if not _takes_report_vocab(cfg):
+    if not takes_report_vocab(cfg):
         return None
     table = read_manifest(resolve_manifest(cfg.data))
     train = table[table["split"] == "train"]
@@ -256,50 +237,6 @@ def build_report_vocab(cfg: ExperimentConfig, out_dir: Path, save: bool = True) 
     if save:
         vocab.save(out_dir / VOCAB_FILE)
     return vocab.to_dict()
-
-
-def build_split_loader(cfg: ExperimentConfig, split: str, train: bool = False) -> torch.utils.data.DataLoader:
-    """The data loader of one split as the config describes it (augmented and shuffled only for training)."""
-    from lss_vlm.data.dataset import build_dataloader
-
-    data = cfg.data
-    return build_dataloader(
-        resolve_manifest(data),
-        split,
-        spatial_size=data.spatial_size,
-        batch_size=data.batch_size,
-        augment=train and data.augment,
-        shuffle=train,
-        seed=cfg.train.seed,
-        num_workers=data.num_workers,
-        target_spacing=view_spacing(data),
-        augment_profile=data.augment_profile,
-        views=data.views,
-    )
-
-
-def view_spacing(data: Any) -> dict[str, float]:
-    """mm per pixel per view type of a data config: ``target_spacing`` or ``fov_mm / spatial_size``."""
-    return {
-        kind: getattr(data.target_spacing, kind) or getattr(data.fov_mm, kind) / data.spatial_size
-        for kind in ("sagittal", "axial")
-    }
-
-
-def load_trained_model(run_dir: Path, cfg: ExperimentConfig) -> tuple[torch.nn.Module, torch.device]:
-    """The run's final ``model.safetensors`` in a freshly built model, on the config's device."""
-    from lss_vlm.engine.checkpoints import load_weights
-    from lss_vlm.engine.trainer import resolve_device
-
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise ConfigError(f"{run_dir}: no model.safetensors (the run has not completed training)")
-    device = resolve_device(cfg.train.device)
-    vocab_file = run_dir / "report_vocab.json"
-    vocab = json.loads(vocab_file.read_text()) if vocab_file.is_file() else None
-    model = build_model_from_config(cfg, vocab).to(device)
-    load_weights(model, weights)
-    return model, device
 
 
 # ------------------------------------------------------------------------------------------------------------ steps
@@ -318,8 +255,6 @@ def _train_and_evaluate(
     from lss_vlm.engine.seeding import seed_everything
     from lss_vlm.engine.trainer import Trainer, TrainerSettings
 
-    from .evaluation import evaluate_model
-
     setup_started = time.perf_counter()
     main = distributed.is_main_process()
     seed_everything(cfg.train.seed, cfg.train.deterministic)
@@ -332,11 +267,13 @@ def _train_and_evaluate(
     warmup = _warm_up_report_decoder(model, cfg) if not (resume and (out_dir / "checkpoints").is_dir()) else {}
     loss = losses.build_loss(cfg.loss.name, **cfg.loss.params)
     history_path = out_dir / "history.csv"
+    tensorboard = ScalarLog(out_dir) if main else None  # rank 0 alone writes tb/
 
     def epoch_done(epoch: int, val: dict[str, float]) -> None:
         if not main:
             return
         write_history(history_path, trainer.state.history)
+        tensorboard.add_row(trainer.state.history[-1])
         write_history(out_dir / "controller.csv", trainer.state.controller_log)
         if on_epoch is not None:
             try:
@@ -380,6 +317,7 @@ def _train_and_evaluate(
         if main:
             write_history(history_path, trainer.state.history)
             write_history(out_dir / "controller.csv", trainer.state.controller_log)
+            tensorboard.close()
     timing.update(trainer.state.timing)
     if not main:
         return {}
@@ -485,8 +423,8 @@ def write_provenance(out_dir: Path, cfg: ExperimentConfig, wall_time_s: float) -
 
     manifest = resolve_manifest(cfg.data)
     record = {
-        "git_sha": _git_sha(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "git_sha": git_sha(),
+        "packages": {name: package_version(name) for name in PACKAGES},
         "python": platform.python_version(),
         "platform": platform.platform(),
         "config_hash": config_hash(cfg),
@@ -502,34 +440,21 @@ def write_provenance(out_dir: Path, cfg: ExperimentConfig, wall_time_s: float) -
     return record
 
 
-def _git_sha() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{sha}-dirty" if dirty else sha
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def _peak_rss_mb() -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-__all__ = ["RunFailed", "evaluate_run", "load_run_config", "read_status", "run_experiment", "write_provenance"]
+__all__ = [
+    "RunFailed",
+    "build_model_from_config",
+    "build_split_loader",
+    "evaluate_run",
+    "load_run_config",
+    "load_trained_model",
+    "read_status",
+    "run_experiment",
+    "view_spacing",
+    "write_provenance",
+]

@@ -14,6 +14,11 @@ Only ``loss`` and ``train.seed`` differ between the runs. A run lives in ``runs/
 trains and is renamed to ``seed<k>/`` once its ``status.json`` is written, so a killed suite never counts half a run;
 rerunning resumes a partial run from its last checkpoint and skips the finished ones. A run that raises (NaN loss, bad
 case, ...) is recorded as failed with its reason and the suite goes on.
+
+Runs are the unit, so a suite folder grows: other losses (:func:`select_losses`) or more seeds add runs beside the
+finished ones, and a finished run is reused when its stored resolved config (``config.yaml``) equals the planned one.
+The suite file itself is not compared: ``rank_by``, ``baseline``, ``columns`` or ``description`` may change freely.
+A run whose resolved config changed is refused (:func:`changed_runs`), or retrained with ``retrain_changed``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,16 @@ from lss_vlm.io import atomic_write_json, atomic_write_text
 SUITE_DIR = Path(__file__).resolve().parent.parent / "configs" / "suites"
 PARTIAL_SUFFIX = ".partial"
 #: Files and folders of a suite directory that ``--no-resume`` removes before starting again.
-SUITE_OUTPUTS = ("runs", "figures", "leaderboard.csv", "leaderboard.md", "leaderboard.html", "suite.yaml")
+SUITE_OUTPUTS = (
+    "runs",
+    "figures",
+    "leaderboard.csv",
+    "leaderboard.md",
+    "leaderboard.html",
+    "leaderboard.json",
+    "leaderboard.tex",
+    "suite.yaml",
+)
 
 Runner = Callable[..., dict[str, float]]
 
@@ -176,43 +190,124 @@ def plan_runs(suite: SuiteConfig, seeds: Sequence[int] | None = None) -> list[Pl
     return plans
 
 
-def suite_record(suite: SuiteConfig) -> dict[str, Any]:
-    """What ``suite.yaml`` of a suite directory stores (resolved; compared on resume, seeds excluded)."""
+def select_losses(suite: SuiteConfig, names: Sequence[str], out_dir: str | Path | None = None) -> SuiteConfig:
+    """``suite`` with only the losses ``names``: a label of the suite, else a label recorded in ``out_dir/suite.yaml``
+    (with its params), else a registry loss name with its defaults (checked when the runs are planned)."""
+    known = {entry.label: entry for entry in _recorded_losses(out_dir)}
+    known.update({entry.label: entry for entry in suite.losses})
+    chosen, seen = [], set()
+    for name in names:
+        if name in seen:
+            continue
+        seen.add(name)
+        chosen.append(known.get(name) or LossEntry(name=name))
+    if not chosen:
+        raise ConfigError("--losses: give at least one loss name, e.g. --losses dice,my_dice")
+    return suite.model_copy(update={"losses": chosen})
+
+
+def _recorded_losses(out_dir: str | Path | None) -> list[LossEntry]:
+    """The loss entries of a suite folder's ``suite.yaml`` (empty when absent or unreadable)."""
+    if out_dir is None or not (Path(out_dir) / "suite.yaml").is_file():
+        return []
+    try:
+        record = yaml.safe_load((Path(out_dir) / "suite.yaml").read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return []
+    entries = []
+    for raw in record.get("losses", []) if isinstance(record, dict) else []:
+        try:
+            entries.append(LossEntry.model_validate(raw))
+        except ValidationError:
+            continue
+    return entries
+
+
+def suite_record(suite: SuiteConfig, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """What ``suite.yaml`` of a suite directory stores: the suite (resolved), its losses plus those recorded before
+    in ``out_dir`` (a folder grows), ``baseline`` kept only when it is one of them. Read by the leaderboard."""
     record = suite.model_dump(mode="json")
-    record["losses"] = [entry.model_dump() for entry in suite.losses]
+    losses = [entry.model_dump() for entry in suite.losses]
+    labels = {entry["label"] for entry in losses}
+    losses += [entry.model_dump() for entry in _recorded_losses(out_dir) if entry.label not in labels]
+    record["losses"] = losses
+    if record.get("baseline") not in {entry["label"] for entry in losses}:
+        record["baseline"] = None
     return record
 
 
-def _check_resumable(out_dir: Path, suite: SuiteConfig) -> None:
+@dataclass
+class ChangedRun:
+    """A finished (or partial) run whose stored resolved config differs from the planned one."""
+
+    plan: PlannedRun
+    path: Path
+    keys: list[str]
+
+    def line(self) -> str:
+        shown = ", ".join(self.keys[:6]) + (f", +{len(self.keys) - 6} more" if len(self.keys) > 6 else "")
+        return f"{self.plan.label} seed{self.plan.seed} ({shown})"
+
+
+def changed_runs(plans: Sequence[PlannedRun], out_dir: str | Path) -> list[ChangedRun]:
+    """The planned runs whose folder (final or ``.partial``) holds a ``config.yaml`` that resolves to another config
+    than the planned one (keys of :data:`benchmarks.run_records.CONFIG_KEYS_IGNORED` left out). A folder without
+    ``config.yaml`` has nothing to compare and is reused as it is."""
+    from benchmarks.run_records import config_differences, read_run_config
+
+    out_dir = Path(out_dir)
+    changed = []
+    for plan in plans:
+        for folder in (plan.final_dir(out_dir), plan.partial_dir(out_dir)):
+            stored = read_run_config(folder) if folder.is_dir() else None
+            keys = config_differences(stored, plan.config.model_dump(mode="json")) if stored is not None else []
+            if keys:
+                changed.append(ChangedRun(plan, folder, keys))
+    return changed
+
+
+def _check_record(out_dir: Path) -> None:
+    """A suite folder's ``suite.yaml`` (the losses it has held, with their params) must read as a mapping: a damaged
+    one is not overwritten silently."""
     path = out_dir / "suite.yaml"
     if not path.is_file():
         return
     try:
-        old = read_yaml_mapping(path, "suite record", "the suite's settings")
+        read_yaml_mapping(path, "suite record", "the suite's settings")
     except ConfigError as exc:
         raise ConfigError(
-            f"{exc}; the suite folder is damaged: use a new --out, or --no-resume to start over"
+            f"{exc}; the suite folder's record is damaged: repair or delete {path} (the runs are kept and it is "
+            "written again), or use a new --out"
         ) from None
-    new = suite_record(suite)
-    changed = sorted(k for k in set(old) | set(new) if k not in ("seeds", "description") and old.get(k) != new.get(k))
+
+
+def _refuse_changed(changed: Sequence[ChangedRun], out_dir: Path) -> None:
     if changed:
         raise ConfigError(
-            f"{path}: the suite changed since these runs were made (keys: {', '.join(changed)}); "
-            "use a new --out directory or --no-resume to start over"
+            f"{out_dir}: {len(changed)} run(s) were trained with another resolved config than the suite now gives: "
+            f"{'; '.join(c.line() for c in changed)}; add --retrain-changed to retrain them, or use a new --out"
         )
 
 
 def check_suite_folder(
-    suite: SuiteConfig, out_dir: str | Path, seeds: Sequence[int] | None = None, resume: bool = True
+    suite: SuiteConfig,
+    out_dir: str | Path,
+    seeds: Sequence[int] | None = None,
+    resume: bool = True,
+    retrain_changed: bool = False,
 ) -> None:
-    """What :func:`run_suite` checks before it writes: every run's config, and (resuming) that ``out_dir`` holds runs
-    of this same suite. Lets a command refuse bad input before it locks or touches the suite folder."""
+    """What :func:`run_suite` checks before it writes: every run's config, and (resuming) that no finished run of the
+    plan was trained with another resolved config (unless ``retrain_changed``). Lets a command refuse bad input
+    before it locks or touches the suite folder."""
     from benchmarks.runner import check_inputs
 
-    for plan in plan_runs(suite, seeds):
+    plans = plan_runs(suite, seeds)
+    for plan in plans:
         check_inputs(plan.config)
     if resume and Path(out_dir).is_dir():
-        _check_resumable(Path(out_dir), suite)
+        _check_record(Path(out_dir))
+        if not retrain_changed:
+            _refuse_changed(changed_runs(plans, out_dir), Path(out_dir))
 
 
 def _clean(out_dir: Path) -> None:
@@ -280,10 +375,37 @@ def execute_run(plan: PlannedRun, out_dir: Path, runner: Runner, on_epoch=None) 
     status.setdefault("wall_time_s", wall)
     if not (partial / "config.yaml").is_file():
         dump_config(plan.config, partial / "config.yaml")
+    if status.get("status") == "completed" and not (partial / "provenance.json").is_file():
+        _write_minimal_provenance(plan, partial)
     if _read_status(partial) != status:
         atomic_write_json(partial / "status.json", status)
     _promote(partial, final)
     return RunOutcome(plan, str(status["status"]), status.get("reason"), wall, metrics)
+
+
+def _write_minimal_provenance(plan: PlannedRun, run_dir: Path) -> None:
+    """``provenance.json`` for a run whose runner wrote none (a plugged-in ``runner``): package versions and config
+    hash, so the leaderboard can still check that pooled runs are comparable. No data hash (the runner owns it)."""
+    import platform
+    from importlib import metadata
+
+    from benchmarks.config import config_hash
+    from benchmarks.runner import PACKAGES
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    record = {
+        "packages": {name: version(name) for name in PACKAGES},
+        "python": platform.python_version(),
+        "config_hash": config_hash(plan.config),
+        "seed": plan.seed,
+        "written_by": "benchmarks.suite (the runner wrote no provenance.json)",
+    }
+    atomic_write_json(run_dir / "provenance.json", record)
 
 
 def _promote(partial: Path, final: Path) -> None:
@@ -306,12 +428,16 @@ def run_suite(
     retry_failed: bool = False,
     runner: Runner | None = None,
     progress: SuiteProgress | None = None,
+    retrain_changed: bool = False,
     executor: Any = None,
 ) -> list[RunOutcome]:
     """Run every planned (loss × seed) of ``suite`` into ``out_dir`` (a suite directory); see the module docstring.
 
     With ``resume`` (default) finished runs are skipped (failed ones too, unless ``retry_failed``) and partial runs
-    resume from their last checkpoint; without it the suite directory's outputs are deleted first.
+    resume from their last checkpoint; without it the suite directory's outputs are deleted first. A finished or
+    partial run whose stored resolved config differs from the planned one raises :class:`ConfigError` (nothing is
+    trained), or with ``retrain_changed`` is trained again from scratch (the old folder is replaced once the new run
+    has finished). Runs of ``out_dir`` outside the plan (other losses, other seeds) are kept as they are.
     ``executor``: how the pending runs are run (:mod:`benchmarks.backends`; default: one after the other here).
     """
     from benchmarks.backends import LocalExecutor
@@ -320,10 +446,18 @@ def run_suite(
     plans = plan_runs(suite, seeds)
     out_dir.mkdir(parents=True, exist_ok=True)
     if resume:
-        _check_resumable(out_dir, suite)
+        _check_record(out_dir)
     else:
         _clean(out_dir)
-    atomic_write_text(out_dir / "suite.yaml", yaml.safe_dump(suite_record(suite), sort_keys=False))
+    changed = changed_runs(plans, out_dir)
+    if not retrain_changed:
+        _refuse_changed(changed, out_dir)
+    record = suite_record(suite, out_dir)
+    atomic_write_text(out_dir / "suite.yaml", yaml.safe_dump(record, sort_keys=False))
+    retrain = {(c.plan.label, c.plan.seed) for c in changed}
+    for c in changed:
+        if c.path == c.plan.partial_dir(out_dir):  # a partial run of the old config cannot be resumed
+            shutil.rmtree(c.path)
     progress = progress or SuiteProgress(live=False, lines=False)
     outcomes = []
     with progress:
@@ -334,10 +468,15 @@ def run_suite(
         pending = []
         for plan in plans:
             done = _read_status(plan.final_dir(out_dir)) if plan.final_dir(out_dir).is_dir() else None
-            if done is not None and (done.get("status") == "completed" or not retry_failed):
+            again = (plan.label, plan.seed) in retrain
+            if done is not None and not again and (done.get("status") == "completed" or not retry_failed):
                 outcomes.append(RunOutcome(plan, "skipped", done.get("status"), 0.0, {}))
                 progress.skipped(plan, done.get("status", "?"))
                 continue
+            if again:
+                progress.message(
+                    f"{plan.label} seed{plan.seed}: resolved config changed, retraining (--retrain-changed)"
+                )
             pending.append(plan)
         outcomes += (executor or LocalExecutor()).run(
             pending,

@@ -67,12 +67,17 @@ def write_run(
         pd.DataFrame(log).to_csv(run_dir / "controller.csv", index=False)
     counts = rng.integers(0, 10, size=(len(GRADES), len(GRADES))) + np.eye(len(GRADES), dtype=int) * 20
     np.savetxt(run_dir / "confusion_matrix.csv", counts, fmt="%d", delimiter=",")
+    confidence = np.clip(rng.uniform(0.3, 1.0, 200), 0, 1)  # a grade head a little over-confident
+    from lss_vlm.metrics.classification import reliability_bins
+
+    bins = reliability_bins(confidence, rng.random(200) < confidence - 0.1)
+    pd.DataFrame(bins).rename_axis("bin").to_csv(run_dir / "calibration.csv")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.imsave(run_dir / "overlay.png", rng.random((32, 96)), cmap="gray")
+    plt.imsave(run_dir / "overlay.png", rng.random((32, 96)), cmap="gray")  # the name before overlay.jpg
     (run_dir / "status.json").write_text(json.dumps({"status": "completed", "reason": None, "wall_time_s": 2.5}))
     return run_dir
 

@@ -152,6 +152,7 @@ BAD_SETS: list[tuple[str, ...]] = [
     ("model.params.nonexistent_arg", "1", "nonexistent_arg"), ("model.name", "no_such_model"),
     ("model.preset", "no_such_preset"),
     ("loss.name", "no_such_loss"), ("loss.params.smooth_nr", ".nan"), ("loss.params.smooth_dr", ".inf"),
+    ("loss.params.smooth_nr", "INFINITY"), ("loss.params.kp", "nan"), ("model.params.gate_init", "1e999"),
     ("loss.params.no_such_param", "1", "no_such_param"), ("eval.num_beams", "0"), ("eval.max_report_tokens", "2"),
     ("eval.split", "holdout"), ("eval.checkpoint", "middle"),
 ]  # fmt: skip
@@ -250,10 +251,10 @@ CASES: list[Case] = [
     Case("train config.yaml damaged", "train {cfg} --out {t}/run", "config.yaml", _file("run/config.yaml", "a: [")),
     Case("compare suite record damaged", COMPARE, "suite.yaml", _both(SUITE_OK, _file("o/suite.yaml", "losses: ["))),
     Case(
-        "compare suite changed",
+        "compare run config changed",
         COMPARE,
-        "suite changed",
-        _both(SUITE_OK, _file("o/suite.yaml", "name: s\nlosses: [focal]\n")),
+        "dice seed0",
+        _both(SUITE_OK, _file("o/runs/dice/seed0/config.yaml", "train: {{epochs: 99}}\n")),
     ),
     # --- synth
     Case("synth out is a file", "synth --out {t}/f --cases 5 --size 32", "{t}/f", _file("f", "x")),

@@ -10,7 +10,8 @@ import pytest
 from synthetic_runs import write_run, write_suite
 
 from benchmarks.cli import main
-from benchmarks.leaderboard import build_leaderboard, metric_info, to_markdown, write_leaderboard
+from benchmarks.leaderboard import build_leaderboard, metric_info, to_markdown
+from benchmarks.leaderboard_files import write_leaderboard
 from lss_vlm.errors import ConfigError, DataError
 
 QUALITIES = {"dice": 0.70, "pid_tversky": 0.80, "focal": 0.60, "tversky": 0.75}
@@ -105,16 +106,19 @@ def test_all_formats_written(suite_dir):
     assert "| Dice (macro) ↑ |" in md and "HD95 mm ↓" in md and "CIDEr×100" in md
     page = written["html"].read_text()
     assert "<table" in page and "function sortBy" in page
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 6  # every figure embedded
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 7  # every figure embedded
+    assert len(re.findall(r'src="data:image/jpeg;base64,', page)) == 1  # the overlays, as JPEG
     assert not re.search(r'(src|href)="(https?:)?//', page)  # self-contained
-    assert sorted(p.name for p in (suite_dir / "figures").glob("*.png")) == sorted(
+    assert sorted(p.name for p in (suite_dir / "figures").iterdir()) == sorted(
         [
             "dice_per_class.png",
             "seed_boxplot.png",
+            "critical_difference.png",
             "training_curves.png",
             "pid_trajectories.png",
             "confusion_matrices.png",
-            "attention_overlays.png",
+            "reliability_diagram.png",
+            "attention_overlays.jpg",
         ]  # fmt: skip
     )
 

@@ -19,7 +19,7 @@ from lss_vlm.constants import GRADES, LABELS
 
 RUN_FILES = (
     "config.yaml", "status.json", "metrics.json", "per_case.csv", "history.csv", "reports.jsonl",
-    "confusion_matrix.csv", "overlay.png", "model.safetensors", "provenance.json",
+    "confusion_matrix.csv", "calibration.csv", "overlay.jpg", "model.safetensors", "provenance.json",
     "checkpoints/last/model.safetensors", "checkpoints/last/state.pt", "checkpoints/best/model.safetensors",
 )  # fmt: skip
 
@@ -129,6 +129,22 @@ def test_run_directory_holds_every_file_with_the_documented_keys(finished_run: t
     assert provenance["device"] == "cpu" and provenance["seed"] == 0
     assert provenance["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert provenance["packages"]["lss-vlm"]  # the toolkit itself, installed by the test environment
+
+
+def test_run_writes_a_jpeg_overlay_calibration_bins_and_tensorboard_events(finished_run: tuple[Path, dict]) -> None:
+    run_dir, metrics = finished_run
+    assert (run_dir / "overlay.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
+    bins = pd.read_csv(run_dir / "calibration.csv")
+    assert list(bins.columns) == ["bin", "low", "high", "count", "confidence", "accuracy"]
+    assert bins["count"].sum() == metrics["n_graded"]
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    events = [e for f in (run_dir / "tb").iterdir() for e in EventFileLoader(str(f)).Load()]
+    tags = {(v.tag, e.step) for e in events for v in e.summary.value}
+    history = pd.read_csv(run_dir / "history.csv")
+    assert {("train/seg_loss", int(epoch)) for epoch in history["epoch"]} <= tags
+    assert {c for c in history.columns if c != "epoch" and history[c].notna().all()} <= {tag for tag, _ in tags}
 
 
 def status_written_last(run_dir: Path) -> bool:

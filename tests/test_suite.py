@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -126,7 +127,7 @@ def test_partial_run_that_had_ended_is_only_renamed(tmp_path):
 def test_changed_suite_refuses_resume_and_no_resume_starts_over(tmp_path):
     run_suite(load_suite(write_suite_yaml(tmp_path)), tmp_path / "out", runner=FakeRunner())
     changed = load_suite(write_suite_yaml(tmp_path, set=["train.epochs=1"]))
-    with pytest.raises(ConfigError, match="the suite changed since these runs were made"):
+    with pytest.raises(ConfigError, match=r"6 run\(s\) were trained with another resolved config.*train\.epochs"):
         run_suite(changed, tmp_path / "out", runner=FakeRunner())
     fresh = FakeRunner()
     run_suite(changed, tmp_path / "out", resume=False, runner=fresh)
@@ -205,7 +206,7 @@ def tiny_suite_yaml(tmp_path: Path, manifest: Path, losses: list, seeds: int = 1
 
 
 @pytest.fixture(scope="module")
-def nan_loss() -> str:
+def nan_loss() -> Iterator[str]:
     """A registered loss that returns NaN (the injected failure)."""
     import losses
     from losses.base import SegLoss
@@ -217,9 +218,10 @@ def nan_loss() -> str:
             return logits.sum() * float("nan")
 
     name = "test_nan_loss"
-    if name not in losses.available_losses():
-        losses.register_loss(name)(lambda: NaNLoss())
-    return name
+    with pytest.MonkeyPatch.context() as patch:  # registered for this module only: later tests see the shipped zoo
+        patch.setattr(losses.registry, "_LOSSES", dict(losses.registry._LOSSES))
+        losses.register_loss(name)(NaNLoss)
+        yield name
 
 
 def test_real_suite_with_injected_nan_loss(tmp_path, tiny_phantom, nan_loss):

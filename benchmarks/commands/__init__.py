@@ -26,3 +26,14 @@ def add_dry_run_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="resolve and check the plan, print it and exit; nothing is trained"
     )
+
+
+def add_mismatch_argument(parser: argparse.ArgumentParser) -> None:
+    """``--mismatch refuse|flag``: what the leaderboard does with incomparable runs (``benchmarks.comparability``)."""
+    parser.add_argument(
+        "--mismatch",
+        choices=("refuse", "flag"),
+        default="refuse",
+        help="runs whose versions, budget or data differ from the others: refuse with one error line naming them, "
+        "or rank them with an INCOMPARABLE footnote (default: %(default)s)",
+    )

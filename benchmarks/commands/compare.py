@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.commands import add_dry_run_argument
+from benchmarks.commands import add_dry_run_argument, add_mismatch_argument
 
 HELP = "run every loss x seed of a suite (resumable) and write its leaderboard"
 DESCRIPTION = """Run every (loss x seed) of a suite: the same experiment, data and budget; only the loss and
 train.seed differ. Runs go to OUT/runs/<loss>/seed<k>/. Rerunning the same command resumes: finished runs are skipped,
 a run that was interrupted resumes from its last checkpoint. A failed run (NaN loss, bad case) is recorded with its
-reason and the suite goes on. At the end the leaderboard (csv, md, html + figures) is written into OUT.
+reason and the suite goes on. At the end the leaderboard (csv, md, html + figures, json, tex) is written into OUT.
+
+A suite folder grows: '--losses my_dice --out OUT' on a finished folder trains only the new (loss x seed) runs and
+re-ranks them with the old ones; a larger --seeds adds seeds. A finished run is reused when its stored resolved config
+(config.yaml) equals the one the suite now gives; rank_by, baseline, columns and description never retrain anything.
+A run whose resolved config changed (e.g. another train.epochs in the suite's 'set') stops the command before
+anything trains, with one line naming each such run and the differing keys; --retrain-changed retrains them instead
+(each old run folder is replaced once its new run has finished).
 
 SUITE is a YAML path or the name of a shipped suite: quick, standard, minority (configs/suites/). A suite may name
 your own loss: a loss registered by a module given to --import, or 'package.module:factory' (docs/losses.md).
@@ -22,6 +29,8 @@ backend; a run whose worker dies is retried from its last checkpoint (docs/clust
 EXAMPLES = """\
 examples:
   lss-bench compare quick --out lss_runs/quick
+  lss-bench compare quick --out lss_runs/quick --losses focal,lovasz      # add two losses to the finished folder
+  lss-bench compare standard --seeds 5 --out lss_runs/standard           # add seeds 3 and 4
   lss-bench compare standard --seeds 5 --dry-run          # the 60 runs it would train, checked in seconds
   lss-bench compare my_suite.yaml --import my_loss.py     # a suite that names a loss registered in my_loss.py
   lss-bench compare quick --backend ray --num-cpus 1      # a local Ray cluster, one CPU per run
@@ -41,15 +50,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=float, default=None, help="CPUs per Ray task (default: from the config)")
     parser.add_argument("--num-gpus", type=float, default=None, help="GPUs per Ray task (default: from the config)")
     add_dry_run_argument(parser)
+    add_incremental_arguments(parser)
+
+
+def add_incremental_arguments(parser: argparse.ArgumentParser) -> None:
+    """Growing a suite folder: --losses, --retrain-changed, --mismatch."""
+    parser.add_argument(
+        "--losses",
+        default=None,
+        metavar="L[,L...]",
+        help="run only these losses: suite labels, labels recorded in OUT, or registry names (default: the suite's)",
+    )
+    parser.add_argument(
+        "--retrain-changed",
+        action="store_true",
+        help="retrain the runs of OUT whose resolved config changed (default: refuse and list them)",
+    )
+    add_mismatch_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from benchmarks.backends import make_executor
-    from benchmarks.leaderboard import build_leaderboard, print_terminal, write_leaderboard
+    from benchmarks.leaderboard import build_leaderboard, print_terminal
+    from benchmarks.leaderboard_files import write_leaderboard
     from benchmarks.outputs import OUTPUT_ROOT, locked_folder
-    from benchmarks.suite import SuiteProgress, check_suite_folder, load_suite, run_suite
+    from benchmarks.suite import SuiteProgress, check_suite_folder, load_suite, run_suite, select_losses
     from lss_vlm.errors import ConfigError
 
     suite = load_suite(args.suite)
@@ -57,13 +84,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     seeds = list(range(args.seeds)) if args.seeds is not None else None
     out = Path(args.out) if args.out else OUTPUT_ROOT / suite.name
+    if args.losses is not None:
+        suite = select_losses(suite, [n.strip() for n in args.losses.split(",") if n.strip()], out)
     if args.dry_run:
         from benchmarks.planning import suite_plan
 
         print(suite_plan(suite, out, seeds))
         return 0
     executor = make_executor(args.backend, args.address, args.num_cpus, args.num_gpus)
-    check_suite_folder(suite, out, seeds, resume=not args.no_resume)  # bad configs refused before the lock
+    retrain = args.retrain_changed
+    check_suite_folder(suite, out, seeds, resume=not args.no_resume, retrain_changed=retrain)  # before the lock
     with locked_folder(out, "compare"):
         run_suite(
             suite,
@@ -72,11 +102,12 @@ def run(args: argparse.Namespace) -> int:
             resume=not args.no_resume,
             retry_failed=args.retry_failed,
             progress=SuiteProgress(live=not args.no_progress),
+            retrain_changed=retrain,
             executor=executor,
         )
-        board = build_leaderboard(out, rank_by=suite.rank_by, baseline=suite.baseline, metrics=suite.columns)
+        board = build_leaderboard(out, mismatch=args.mismatch)  # rank_by, baseline, columns: OUT/suite.yaml
         written = write_leaderboard(board, out)
     print_terminal(board)
     for kind, path in written.items():
-        print(f"{kind:>4}: {path}")
+        print(f"{kind:>5}: {path}")
     return 0

@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from benchmarks.leaderboard import build_leaderboard, print_terminal, write_leaderboard
+    from benchmarks.leaderboard import build_leaderboard, print_terminal
+    from benchmarks.leaderboard_files import write_leaderboard
     from benchmarks.outputs import locked_folder
     from benchmarks.suite import SuiteProgress, load_suite, run_suite
 

@@ -8,7 +8,8 @@ HELP = "score a trained run on a split or on another dataset (metrics.json, per_
 DESCRIPTION = """Re-score the model.safetensors of a trained run directory on a split.
 
 The config's evaluation split (test by default) rewrites metrics.json, per_case.csv, reports.jsonl,
-confusion_matrix.csv and overlay.png in the run directory; another split writes them into RUN_DIR/eval_<split>/.
+confusion_matrix.csv, calibration.csv and overlay.jpg in the run directory; another split writes them into
+RUN_DIR/eval_<split>/.
 --manifest scores the run on another prepared dataset (same preprocessing as the run) without touching the run:
 results go to --out (default RUN_DIR/eval_<dataset folder>_<split>/). --split all scores every case.
 """

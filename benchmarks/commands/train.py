@@ -12,9 +12,9 @@ HELP = "train one experiment config into a run directory"
 DESCRIPTION = """Train the model of an experiment YAML with its segmentation loss, then evaluate it on the test split.
 
 The run directory gets config.yaml (resolved, every default), history.csv, checkpoints/{last,best}/,
-model.safetensors, metrics.json, per_case.csv, reports.jsonl, confusion_matrix.csv, overlay.png,
-provenance.json and, written last, status.json. Rerunning the same command resumes from the last checkpoint;
-a completed run is not retrained.
+model.safetensors, metrics.json, per_case.csv, reports.jsonl, confusion_matrix.csv, calibration.csv, overlay.jpg,
+tb/ (TensorBoard event files), provenance.json and, written last, status.json. Rerunning the same command resumes
+from the last checkpoint; a completed run is not retrained.
 
 Data-parallel training of one model: 'torchrun --nproc-per-node N -m benchmarks.cli train CONFIG' (or '--ddp N',
 which starts torchrun for you on this machine). Each of the N processes trains on its shard of every epoch with

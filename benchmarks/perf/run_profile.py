@@ -4,7 +4,7 @@ Run: ``PYTHONPATH=. OMP_NUM_THREADS=2 python benchmarks/perf/run_profile.py RUN_
 ``... run_profile.py --train configs/suites/standard.yaml [--loss dice] [--set k=v ...]`` to train one run of an
 experiment or suite config into a temporary folder first (a separate ``lss-bench train`` process, so start-up and
 imports are counted as a user sees them). Prints one line per stage: seconds and share of the process's wall time,
-and the fraction in optimizer steps (issue 18's target: >= 70 % for a standard run).
+and the fraction of it in optimizer steps (issue 18's target: >= 70 % for a standard run).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ STAGES: dict[str, str] = {
 
 def profile_lines(timing: dict[str, float]) -> list[str]:
     """The per-stage table of a ``timing.json`` mapping (``time/<stage>_s`` keys), as printable lines."""
-    total = float(timing.get("time/process_s") or timing.get("time/run_wall_s") or 0.0)
+    total = float(timing.get("time/total_s") or timing.get("time/run_wall_s") or 0.0)
     lines = [f"{'stage':<15} {'seconds':>8} {'share':>7}  what"]
     known = 0.0
     for stage, what in STAGES.items():
@@ -47,9 +47,9 @@ def profile_lines(timing: dict[str, float]) -> list[str]:
         lines.append(f"{stage:<15} {seconds:8.1f} {share}  {what}")
     rest = max(total - known, 0.0)
     lines.append(f"{'other':<15} {rest:8.1f} {100 * rest / total if total else 0:6.1f}%  provenance, status, gaps")
-    lines.append(f"{'process':<15} {total:8.1f} {100.0:6.1f}%  wall time of the training process")
+    lines.append(f"{'total':<15} {total:8.1f} {100.0:6.1f}%  start-up + the run's wall time")
     steps = timing.get("time/steps_fraction")
-    lines.append(f"optimizer steps: {100 * float(steps):.1f} % of the process's wall time" if steps is not None else "")
+    lines.append(f"optimizer steps: {100 * float(steps):.1f} % of the wall time" if steps is not None else "")
     return lines
 
 

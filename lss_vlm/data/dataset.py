@@ -14,6 +14,8 @@ key             type                        meaning
 ``grades``      int64 ``[B, L]``             stenosis grade per level, -1 unknown
 ``areas``       float32 ``[B, L]``           true dural-sac area (mm²), NaN unknown
 ``spacing``     float32 ``[B, V, 2]``        mm per pixel (row, col) after resampling
+``affine``      float64 ``[B, V, 4, 4]``     pixel ``(row, col, 0)`` → patient RAS mm of each view after resampling
+                                            and pad/crop (NaN for a missing view)
 ``reports``     ``list[list[str]]``          reference reports
 ``clinical``    float32 ``[B, 6]``           age, sex, BMI, symptom months, claudication, ODI; NaN unknown
 ``labelled``    bool ``[B, C]``              classes annotated in the case's masks (``labelled_classes``; all True
@@ -50,7 +52,7 @@ from .transforms import (
 )
 
 TENSOR_KEYS: tuple[str, ...] = (
-    "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "clinical", "labelled"
+    "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "affine", "clinical", "labelled"
 )  # fmt: skip
 
 

@@ -7,6 +7,7 @@ anterior→posterior; axial rows run anterior→posterior and columns patient ri
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -375,11 +376,14 @@ def assemble_case(data: Mapping[str, Any], spatial_size: int, spacing: Mapping[s
     masks = torch.zeros(n, size, size, dtype=torch.int64)
     view_valid = torch.zeros(n, dtype=torch.bool)
     mask_valid = torch.zeros(n, dtype=torch.bool)
+    affine = torch.full((n, 4, 4), math.nan, dtype=torch.float64)
     for i, view in enumerate(VIEWS):
         img = data.get(image_key(view))
         if img is not None:
             views[i] = torch.as_tensor(img, dtype=torch.float32).reshape(1, size, size)
             view_valid[i] = True
+            if isinstance(img, MetaTensor):
+                affine[i] = torch.as_tensor(img.affine, dtype=torch.float64).reshape(4, 4)
         mask = data.get(mask_key(view))
         if mask is not None:
             labels = torch.as_tensor(mask).reshape(size, size).round().long()
@@ -395,6 +399,7 @@ def assemble_case(data: Mapping[str, Any], spatial_size: int, spacing: Mapping[s
         "grades": torch.as_tensor(data["grades"], dtype=torch.int64),
         "areas": torch.as_tensor(data["areas"], dtype=torch.float32),
         "spacing": spacing_t,
+        "affine": affine,
         "reports": list(data["reports"]),
         "clinical": torch.as_tensor(data["clinical"], dtype=torch.float32),
         "labelled": torch.as_tensor(data.get("labelled", [True] * NUM_LABELS), dtype=torch.bool),

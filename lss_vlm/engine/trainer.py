@@ -142,6 +142,10 @@ class Trainer:
         self.on_epoch = on_epoch
         self.use_amp = settings.amp and self.device.type == "cuda"
         params = [p for p in model.parameters() if p.requires_grad]
+        if not settings.quiet:
+            from ..models.lora import describe_parameters
+
+            tqdm.write(describe_parameters(model))  # e.g. "parameters: 6,493,572 total, 5,495,556 trainable (84.6 %)"
         self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
         self.steps_per_epoch = max(1, len(self.train_loader))
         self.scheduler = self._build_scheduler()

@@ -34,6 +34,7 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     cohen_kappa_score,
     f1_score,
+    log_loss,
     roc_auc_score,
 )
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
@@ -59,6 +60,24 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
         in_bin = bins == b
         ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
     return float(ece)
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """The bins of :func:`expected_calibration_error` for a reliability diagram (Guo et al. 2017, Fig. 1).
+
+    Returns ``{"low", "high", "count", "confidence", "accuracy"}``, each ``[n_bins]``: bin edges ``(low, high]``,
+    number of predictions, their mean confidence and their accuracy (NaN for an empty bin).
+    ``ECE = Σ count·|accuracy − confidence| / Σ count`` over the non-empty bins.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(bins, weights=confidence, minlength=n_bins) / count
+        accuracy = np.bincount(bins, weights=correct, minlength=n_bins) / count
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return {"low": edges[:-1], "high": edges[1:], "count": count, "confidence": mean_conf, "accuracy": accuracy}
 
 
 def one_vs_rest_auroc(probs: np.ndarray, target: np.ndarray, num_classes: int = NUM_GRADES) -> float:
@@ -135,12 +154,55 @@ def worst_grade(probs: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.n
     return worst_probs, worst_target, worst_pred
 
 
+#: RSNA 2024 severity classes (normal/mild, moderate, severe) of each of our grades (normal, mild, moderate, severe).
+RSNA_CLASS_OF_GRADE: tuple[int, ...] = (0, 0, 1, 2)
+#: Sample weight of each RSNA 2024 class in the competition's log loss.
+RSNA_CLASS_WEIGHTS: tuple[float, ...] = (1.0, 2.0, 4.0)
+RSNA_METRICS: tuple[str, ...] = ("rsna_log_loss", "rsna_any_severe_log_loss", "rsna_score")
+
+
+def rsna2024_log_loss(probs: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """The spinal-canal part of the RSNA 2024 Lumbar Spine competition metric (Kaggle, 2024).
+
+    Our four grades fold into RSNA's three classes: ``p(normal/mild) = p(normal) + p(mild)``, ``p(moderate)``,
+    ``p(severe)``; true grades 0 and 1 are normal/mild (:data:`RSNA_CLASS_OF_GRADE`).
+
+    * ``rsna_log_loss``: sample-weighted log loss over the graded (case, level) pairs,
+      ``-Σ_i w_i log p_i(y_i) / Σ_i w_i`` with ``w = 1 / 2 / 4`` for a true normal/mild / moderate / severe level;
+    * ``rsna_any_severe_log_loss``: binary log loss per case of "any level severe", predicted as ``max_l p_l(severe)``,
+      each case weighted by the largest weight of its levels;
+    * ``rsna_score``: their mean (the competition averages these with the foraminal and subarticular terms, which this
+      model does not predict). Lower is better. Computed with ``sklearn.metrics.log_loss``.
+
+    ``probs [N, L, 4]``, ``target [N, L]`` (``-1`` unknown); NaN when nothing is graded.
+    """
+    known = target != MISSING_GRADE
+    if not known.any():
+        return dict.fromkeys(RSNA_METRICS, math.nan)
+    folded = np.stack([probs[..., 0] + probs[..., 1], probs[..., 2], probs[..., 3]], axis=-1)
+    folded = folded / folded.sum(axis=-1, keepdims=True)
+    classes = np.where(known, np.asarray(RSNA_CLASS_OF_GRADE)[target.clip(min=0)], -1)
+    weights = np.where(known, np.asarray(RSNA_CLASS_WEIGHTS)[classes.clip(min=0)], 0.0)
+    level_loss = log_loss(classes[known], folded[known], sample_weight=weights[known], labels=[0, 1, 2])
+    cases = known.any(axis=1)
+    any_severe = ((classes == 2) & known).any(axis=1)[cases]
+    p_severe = np.where(known, folded[..., 2], 0.0).max(axis=1)[cases]
+    severe_loss = log_loss(any_severe, p_severe, sample_weight=weights.max(axis=1)[cases], labels=[False, True])
+    return {
+        "rsna_log_loss": float(level_loss),
+        "rsna_any_severe_log_loss": float(severe_loss),
+        "rsna_score": float((level_loss + severe_loss) / 2),
+    }
+
+
 class GradeMetrics:
     """Accumulates grade probabilities over a split; see the module docstring for every formula and key.
 
     ``aggregate()`` keys: ``<metric>`` (pooled over all graded (case, level) pairs; ``accuracy`` is the headline),
     ``<metric>/<level>`` per level, ``<metric>/worst`` for the worst grade per case, and ``n_graded``,
     ``n_graded/<level>``, ``n_graded/worst``. ``<metric>`` ∈ accuracy, balanced_accuracy, macro_f1, qwk, auroc, ece.
+    Also the RSNA 2024 competition terms of :func:`rsna2024_log_loss` (``rsna_log_loss``, ``rsna_any_severe_log_loss``,
+    ``rsna_score``).
     """
 
     def __init__(self, levels: Sequence[str] = LEVELS, num_grades: int = NUM_GRADES) -> None:
@@ -191,7 +253,16 @@ class GradeMetrics:
         worst_probs, worst_target, worst_pred = worst_grade(probs, target)
         out["n_graded/worst"] = float(len(worst_target))
         out.update({f"{k}/worst": v for k, v in grade_scores(worst_probs, worst_target, worst_pred).items()})
+        out.update(rsna2024_log_loss(probs, target))
         return out
+
+    def reliability(self, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+        """:func:`reliability_bins` of the pooled graded (case, level) pairs: the bins behind ``ece``."""
+        probs, target = self._stacked()
+        known = target != MISSING_GRADE
+        probs, target = probs[known], target[known]
+        pred = probs.argmax(axis=1)
+        return reliability_bins(probs[np.arange(len(pred)), pred], pred == target, n_bins)
 
     def confusion_matrix(self) -> np.ndarray:
         """Pooled confusion matrix ``[G, G]`` (rows true grade, columns predicted grade) over graded pairs."""

@@ -94,6 +94,10 @@ class ReportDecoder(nn.Module):
       at that grade, each once, may be written: unconstrained, the quick-budget decoder looped (``at L3-L4 and L4-L5
       and L3-L4 ...``) or listed every level. Returns texts with slot tokens, filled by
       :func:`lss_vlm.reports.vocabulary.fill_slots`.
+    * **LoRA** (``lora_rank > 0``, :mod:`lss_vlm.models.lora`): the GPT-2 body and its embeddings are frozen and rank-
+      ``lora_rank`` adapters on the self- and cross-attention projections (``c_attn``, ``q_attn``) train, with the
+      memory projection and the grade/level/state vectors. Meant for fine-tuning a trained decoder
+      (``train.init_weights``); from scratch the frozen random body limits what the adapters can learn.
     """
 
     def __init__(
@@ -106,8 +110,12 @@ class ReportDecoder(nn.Module):
         max_length: int | None = None,
         dropout: float = 0.1,
         no_repeat_ngram: int = NO_REPEAT_NGRAM,
+        lora_rank: int = 0,
+        lora_alpha: float = 16.0,
     ) -> None:
         super().__init__()
+        from .lora import add_lora, check_rank
+
         self.vocab = vocab
         self.max_length = int(max_length or vocab.max_length)
         self.no_repeat_ngram = no_repeat_ngram
@@ -157,6 +165,8 @@ class ReportDecoder(nn.Module):
         self._header_ids = {i for i, h in enumerate(is_header.tolist()) if h}
         self.register_buffer("level_of_token", level_of_token, persistent=False)
         self.register_buffer("is_header", is_header, persistent=False)
+        if check_rank(lora_rank, "model.report_lora_rank"):
+            add_lora(self.lm, lora_rank, lora_alpha, target_modules=("c_attn", "q_attn"), fan_in_fan_out=True)
 
     # ------------------------------------------------------------------------------------------------ conditioning
     def condition_grades(self, grade_probs: torch.Tensor, true_grades: torch.Tensor | None = None) -> torch.Tensor:

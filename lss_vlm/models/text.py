@@ -8,7 +8,9 @@ Text encoders (``text_encoder=``):
 * any other string: a Hugging Face checkpoint name or local directory, loaded with ``local_files_only=True``.
 
 The encoder is frozen by default (``requires_grad=False``, always in eval mode). Prompts are encoded once by
-:meth:`PromptBank.set_prompts` and cached as buffers, never per training step.
+:meth:`PromptBank.set_prompts` and cached as buffers, never per training step. ``lora_rank > 0`` keeps the encoder's
+weights frozen and trains LoRA adapters on its attention (:mod:`lss_vlm.models.lora`); the prompts are then re-encoded
+at every step so that the adapters get gradients, and only the adapters are saved.
 """
 
 from __future__ import annotations
@@ -107,22 +109,40 @@ class TextEncoder(nn.Module):
     """A Hugging Face encoder + tokenizer mapping texts to token embeddings ``[P, T, D]`` and a mask ``[P, T]``.
 
     When ``frozen`` (default) its weights get no gradient, it stays in eval mode, and they are left out of
-    ``state_dict()`` (they are rebuilt from ``name``), which keeps checkpoints small.
+    ``state_dict()`` (they are rebuilt from ``name``), which keeps checkpoints small. ``lora_rank > 0`` adds LoRA
+    adapters (scaling ``lora_alpha``) to the attention of a frozen encoder: only they train, and only they are saved.
     """
 
-    def __init__(self, name: str = DEFAULT_TEXT_ENCODER, frozen: bool = True, max_length: int = 32) -> None:
+    def __init__(
+        self,
+        name: str = DEFAULT_TEXT_ENCODER,
+        frozen: bool = True,
+        max_length: int = 32,
+        lora_rank: int = 0,
+        lora_alpha: float = 16.0,
+    ) -> None:
         super().__init__()
+        from .lora import add_lora, check_rank
+
         self.name = name
-        self.frozen = frozen
+        self.lora_rank = check_rank(lora_rank, "model.text_lora_rank")
+        self.frozen = frozen or self.lora_rank > 0  # base weights: no gradient, not saved
         self.max_length = max_length
         self.tokenizer = load_tokenizer(name)
         self.backbone = _load_backbone(name, len(self.tokenizer))
         self.hidden_size = int(self.backbone.config.hidden_size)
-        if frozen:
+        if self.frozen:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
+        if self.lora_rank:
+            add_lora(self.backbone, self.lora_rank, lora_alpha)
         self._load_prefix = ""
         self.register_load_state_dict_post_hook(_ignore_missing_frozen_weights)
+
+    @property
+    def trainable(self) -> bool:
+        """Whether anything of the encoder trains (all of it, or its LoRA adapters)."""
+        return not self.frozen or self.lora_rank > 0
 
     def train(self, mode: bool = True) -> TextEncoder:
         super().train(mode)
@@ -133,9 +153,13 @@ class TextEncoder(nn.Module):
     def state_dict(
         self, *args: Any, destination: dict[str, Any] | None = None, prefix: str = "", keep_vars: bool = False
     ) -> dict[str, Any]:
-        if self.frozen:
-            return destination if destination is not None else {}
-        return super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        if not self.frozen:
+            return super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        out = destination if destination is not None else {}
+        if self.lora_rank:  # the adapters only: the frozen weights are rebuilt from ``name``
+            full = super().state_dict(prefix=prefix, keep_vars=keep_vars)
+            out.update({k: v for k, v in full.items() if "lora_" in k})
+        return out
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         self._load_prefix = prefix
@@ -146,7 +170,7 @@ class TextEncoder(nn.Module):
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(device)
-        with torch.set_grad_enabled(not self.frozen and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
         return hidden, batch["attention_mask"].bool()
 
@@ -155,6 +179,15 @@ def _ignore_missing_frozen_weights(module: TextEncoder, incompatible_keys: Any) 
     """Frozen text weights are not saved (see :class:`TextEncoder`), so they are not "missing" on load either."""
     if module.frozen:
         own = module._load_prefix + "backbone."
+        incompatible_keys.missing_keys[:] = [
+            k for k in incompatible_keys.missing_keys if not k.startswith(own) or "lora_" in k
+        ]
+
+
+def _ignore_shared_frozen_encoder(module: PromptBank, incompatible_keys: Any) -> None:
+    """A frozen text encoder's entries (adapters included) are saved and loaded under the model's ``text.`` only."""
+    if module.text_encoder.frozen:
+        own = module._load_prefix + "text_encoder."
         incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(own)]
 
 
@@ -193,6 +226,22 @@ class PromptBank(nn.Module):
         self.register_buffer("token_prompt", torch.zeros(0, dtype=torch.long), persistent=False)
         self.register_buffer("pooled", torch.zeros(0, text_encoder.hidden_size), persistent=False)
         self.set_prompts(prompts)
+        self._load_prefix = ""
+        self.register_load_state_dict_post_hook(_ignore_shared_frozen_encoder)
+
+    def state_dict(
+        self, *args: Any, destination: dict[str, Any] | None = None, prefix: str = "", keep_vars: bool = False
+    ) -> dict[str, Any]:
+        """Without the (frozen) text encoder's entries: it is the model's own ``text`` module, saved once there."""
+        out = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        if self.text_encoder.frozen:
+            for key in [k for k in out if k.startswith(prefix + "text_encoder.")]:
+                del out[key]
+        return out
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        self._load_prefix = prefix
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def names(self) -> list[str]:
@@ -215,8 +264,8 @@ class PromptBank(nn.Module):
         self.tokens, self.token_prompt, self.pooled = encoded.tokens, encoded.token_prompt, encoded.pooled
 
     def encoding(self) -> PromptEncoding:
-        """The cached encoding (frozen text encoder), or a fresh one with gradients (trainable text encoder)."""
-        if self.text_encoder.frozen:
+        """The cached encoding (frozen text encoder), or a fresh one with gradients (trainable encoder or adapters)."""
+        if not self.text_encoder.trainable:
             return PromptEncoding(self.tokens, self.token_prompt, self.pooled)
         return self._encode()
 

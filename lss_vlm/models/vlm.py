@@ -118,17 +118,24 @@ class VisionLanguageModel(MultiViewModel):
         indication: str | None = None,
         freeze_text: bool = True,
         dropout: float = 0.1,
+        freeze_encoder: bool = False,
+        text_lora_rank: int = 0,
+        report_lora_rank: int = 0,
+        lora_alpha: float = 16.0,
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__(config)
         check_image_size(image_size, image_size)
-        self.text = TextEncoder(text_encoder, frozen=freeze_text)
+        self.text = TextEncoder(text_encoder, frozen=freeze_text, lora_rank=text_lora_rank, lora_alpha=lora_alpha)
         self.tokenizer = self.text.tokenizer
         unknown = sorted(set(prompts or {}) - set(default_prompts(indication)) - {"indication"})
         if unknown:
             raise ConfigError(f"model.prompts has unknown name(s) {', '.join(unknown)}")
         self.prompts = PromptBank(self.text, {**default_prompts(indication), **(prompts or {})})
         self.encoder = build_image_encoder(encoder, encoder_weights)
+        self.freeze_encoder = bool(freeze_encoder)
+        if self.freeze_encoder:  # parameter-efficient transfer: the image features stay as loaded
+            self.encoder.requires_grad_(False)
         self.fusion = self.build_fusion(
             encoder_channels=tuple(self.encoder.out_channels),
             embed_dim=embed_dim,
@@ -146,9 +153,16 @@ class VisionLanguageModel(MultiViewModel):
         self.report_warmup_steps, self.report_warmup_lr = int(report_warmup_steps), float(report_warmup_lr)
         self.report_decoder = ReportDecoder(
             vocab, embed_dim, report_width, report_layers, report_heads, report_max_length, dropout,
-            report_no_repeat_ngram,
+            report_no_repeat_ngram, report_lora_rank, lora_alpha,
         )  # fmt: skip
         self.report_max_length = self.report_decoder.max_length
+
+    def train(self, mode: bool = True) -> VisionLanguageModel:
+        """``nn.Module.train``; a frozen image encoder stays in eval mode (its BatchNorm statistics do not move)."""
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
 
     def build_fusion(
         self,

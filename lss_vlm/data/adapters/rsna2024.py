@@ -22,6 +22,10 @@ Per study (= patient) the adapter writes:
 * reference reports from the grades (areas unknown); no masks (segmentation is not scored on RSNA).
 * ``meta_loc_<level>_{x,y,z}``: the level's spinal-canal point in RAS mm, and ``meta_loc_<level>_{row,col}``: the same
   point in pixels of the written ``sag_t2`` view, for :mod:`lss_vlm.metrics.localisation`.
+* several spinal-canal rows for one level (several raters, or one rater on two instances) are merged
+  (:func:`lss_vlm.data.multirater.consensus_point`): points within ``merge_radius_mm`` (default 10 mm) of each other
+  become their mean; when they form several groups, the group with the most raters is kept and the other rows are
+  listed as skipped. ``meta_loc_<level>_n`` is the number of rows merged into the point.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pydicom.dataset import Dataset
 from ...constants import AXIAL_VIEW_OF_LEVEL, LEVELS, MISSING_GRADE, level_key
 from ...errors import ConfigError, DataError
 from ..manifest import GRADE_COLUMNS
+from ..multirater import consensus_point
 from ..readers.dicom import (
     instance_number,
     read_dicom_slice,
@@ -64,6 +69,8 @@ CANAL_CONDITION = "spinal canal stenosis"
 AXIAL_CONDITIONS = ("left subarticular stenosis", "right subarticular stenosis")
 #: An axial plane farther than this (mm, or the slice thickness if larger) from a level's point does not show it.
 AXIAL_MATCH_MM = 5.0
+#: Spinal-canal points of one level closer than this (mm) are the same annotation by several raters (merged).
+MERGE_RADIUS_MM = 10.0
 TRAIN_CSV, COORDS_CSV, SERIES_CSV, IMAGES_DIR = (
     "train.csv",
     "train_label_coordinates.csv",
@@ -104,10 +111,13 @@ class _Series:
 class Rsna2024Adapter:
     """RSNA 2024 Lumbar Spine Degenerative Classification (see the module docstring)."""
 
-    def __init__(self, seed: int = 0, normal_mild_grade: int = 0) -> None:
+    def __init__(self, seed: int = 0, normal_mild_grade: int = 0, merge_radius_mm: float = MERGE_RADIUS_MM) -> None:
         if normal_mild_grade not in (0, 1):
             raise ConfigError(f"normal_mild_grade must be 0 (normal) or 1 (mild), got {normal_mild_grade!r}")
+        if not (isinstance(merge_radius_mm, (int, float)) and 0 <= merge_radius_mm < float("inf")):
+            raise ConfigError(f"merge_radius_mm must be a finite number of mm >= 0, got {merge_radius_mm!r}")
         self.seed = seed
+        self.merge_radius_mm = float(merge_radius_mm)
         self.severity = dict(SEVERITY_GRADES, **{"normal/mild": normal_mild_grade})
 
     def collect(self, root: Path, writer: CaseWriter, summary: PrepareSummary, progress: bool) -> list[dict[str, Any]]:
@@ -238,19 +248,28 @@ class Rsna2024Adapter:
         view, found = self._sagittal_t2(sid, series, coord_rows, summary)
         row.update(writer.write(sid, "sag_t2", view))
         row["meta_series_sag_t2"] = series.series_id
-        points.update(found)
-        for level, p in found.items():
+        for level, rows in found.items():
+            merged = consensus_point(np.stack(rows), self.merge_radius_mm)
+            if merged.n_dropped:
+                summary.skip(
+                    f"study {sid} {level} spinal canal point",
+                    f"{COORDS_CSV}: {len(rows)} rows disagree (more than {self.merge_radius_mm:g} mm apart); kept the "
+                    f"mean of the {merged.n_raters} that agree, dropped {merged.n_dropped}",
+                )
+            summary.found["level_points_merged"] += len(rows) - 1 - merged.n_dropped
+            p = points[level] = merged.point
             rc = view.world_to_pixel(p)
             key = level_key(level)
             row.update({f"meta_loc_{key}_x": p[0], f"meta_loc_{key}_y": p[1], f"meta_loc_{key}_z": p[2]})
-            row.update({f"meta_loc_{key}_row": rc[0], f"meta_loc_{key}_col": rc[1]})
+            row.update({f"meta_loc_{key}_row": rc[0], f"meta_loc_{key}_col": rc[1], f"meta_loc_{key}_n": len(rows)})
 
     def _sagittal_t2(
         self, sid: str, series: _Series, coord_rows: pd.DataFrame, summary: PrepareSummary
-    ) -> tuple[Slice2D, dict[str, np.ndarray]]:
+    ) -> tuple[Slice2D, dict[str, list[np.ndarray]]]:
+        """The chosen ``sag_t2`` slice and, per level, the RAS points of every usable canal row."""
         ordered, _ = sort_series(series.headers, require_uniform=False)
         canal = _rows_of(coord_rows, series.series_id, (CANAL_CONDITION,))
-        points: dict[str, np.ndarray] = {}
+        points: dict[str, list[np.ndarray]] = {}
         instances: list[int] = []
         for _, c in canal.iterrows():
             where = f"{COORDS_CSV}: study {sid} series {series.series_id} instance {c['instance_number']}"
@@ -258,7 +277,7 @@ class Rsna2024Adapter:
             level = _level_name(c["level"])
             if ds is None or level is None:
                 continue
-            points[level] = point
+            points.setdefault(level, []).append(point)
             instances.append(instance_number(ds))
         if instances:
             chosen = Counter(instances).most_common()

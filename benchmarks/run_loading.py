@@ -1,0 +1,122 @@
+"""Loading a run directory back: its config, its trained model and the data loader of one split.
+
+These helpers sit below both :mod:`benchmarks.runner` (which trains and writes runs) and
+:mod:`benchmarks.evaluation` (which scores them), so neither has to import the other to read a run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lss_vlm.errors import ConfigError, DataError
+
+from .config import ExperimentConfig, config_from_dict, read_yaml_mapping
+from .data import resolve_manifest
+
+if TYPE_CHECKING:
+    import torch
+
+#: The overlay figure of a run directory (JPEG: the leaderboard page embeds one per loss and must stay small).
+OVERLAY_FILE = "overlay.jpg"
+#: What runs written before the JPEG overlay hold instead of :data:`OVERLAY_FILE`.
+LEGACY_OVERLAY_FILE = "overlay.png"
+#: Reliability-diagram bins of the grade head on the evaluated split (see ``benchmarks.evaluation``).
+CALIBRATION_FILE = "calibration.csv"
+
+
+def read_json_mapping(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (``metrics.json``); :class:`DataError` naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: damaged JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_run_config(run_dir: str | Path) -> ExperimentConfig:
+    """The resolved config of a run directory (``config.yaml``)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
+    return config_from_dict(read_yaml_mapping(path, "config", "config sections"), source=str(path))
+
+
+def build_model_from_config(cfg: ExperimentConfig, report_vocab: dict | None = None) -> torch.nn.Module:
+    """``lss_vlm.models.build_model(cfg.model.name, **cfg.model.params)``, plus ``report_vocab`` for a model with a
+    learned report decoder (one that takes a ``report_vocab`` argument)."""
+    from lss_vlm.models import build_model
+
+    extra = {"report_vocab": report_vocab} if report_vocab is not None and takes_report_vocab(cfg) else {}
+    return build_model(cfg.model.name, **{**cfg.model.params, **extra})
+
+
+def takes_report_vocab(cfg: ExperimentConfig) -> bool:
+    import inspect
+
+    from lss_vlm.models.registry import MODELS
+
+    return "report_vocab" in inspect.signature(MODELS.get(cfg.model.name)).parameters
+
+
+def build_split_loader(cfg: ExperimentConfig, split: str, train: bool = False) -> torch.utils.data.DataLoader:
+    """The data loader of one split as the config describes it (augmented and shuffled only for training)."""
+    from lss_vlm.data.dataset import build_dataloader
+
+    data = cfg.data
+    return build_dataloader(
+        resolve_manifest(data),
+        split,
+        spatial_size=data.spatial_size,
+        batch_size=data.batch_size,
+        augment=train and data.augment,
+        shuffle=train,
+        seed=cfg.train.seed,
+        num_workers=data.num_workers,
+        target_spacing=view_spacing(data),
+        augment_profile=data.augment_profile,
+        views=data.views,
+    )
+
+
+def view_spacing(data: Any) -> dict[str, float]:
+    """mm per pixel per view type of a data config: ``target_spacing`` or ``fov_mm / spatial_size``."""
+    return {
+        kind: getattr(data.target_spacing, kind) or getattr(data.fov_mm, kind) / data.spatial_size
+        for kind in ("sagittal", "axial")
+    }
+
+
+def load_trained_model(run_dir: Path, cfg: ExperimentConfig) -> tuple[torch.nn.Module, torch.device]:
+    """The run's final ``model.safetensors`` in a freshly built model, on the config's device."""
+    from lss_vlm.engine.checkpoints import load_weights
+    from lss_vlm.engine.trainer import resolve_device
+
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"{run_dir}: no model.safetensors (the run has not completed training)")
+    device = resolve_device(cfg.train.device)
+    vocab_file = run_dir / "report_vocab.json"
+    vocab = json.loads(vocab_file.read_text()) if vocab_file.is_file() else None
+    model = build_model_from_config(cfg, vocab).to(device)
+    load_weights(model, weights)
+    return model, device
+
+
+__all__ = [
+    "CALIBRATION_FILE",
+    "LEGACY_OVERLAY_FILE",
+    "OVERLAY_FILE",
+    "build_model_from_config",
+    "build_split_loader",
+    "load_run_config",
+    "load_trained_model",
+    "read_json_mapping",
+    "takes_report_vocab",
+    "view_spacing",
+]
