@@ -48,6 +48,7 @@ from .run_loading import (
 )
 from .tensorboard_log import ScalarLog
 from .versions import git_sha, package_version
+from .warmup_cache import cached_warm_up
 
 STATUS_FILE = "status.json"
 TIMING_FILE = "timing.json"
@@ -264,7 +265,9 @@ def _train_and_evaluate(
         if not Path(cfg.train.init_weights).is_file():
             raise ConfigError(f"train.init_weights: {cfg.train.init_weights} not found")
         load_weights(model, cfg.train.init_weights)
-    warmup = _warm_up_report_decoder(model, cfg) if not (resume and (out_dir / "checkpoints").is_dir()) else {}
+    warmup = {}
+    if not (resume and (out_dir / "checkpoints").is_dir()):  # the same for every loss: cached per model, data, seed
+        warmup = cached_warm_up(model, cfg, lambda: _warm_up_report_decoder(model, cfg))
     loss = losses.build_loss(cfg.loss.name, **cfg.loss.params)
     history_path = out_dir / "history.csv"
     tensorboard = ScalarLog(out_dir) if main else None  # rank 0 alone writes tb/

@@ -22,16 +22,33 @@ _spec.loader.exec_module(run_profile)
 STAGES = ("startup", "setup", "train_steps", "data", "validation", "checkpoints", "eval_inference", "generation")
 
 
+def _tiny(manifest: Path, cache: Path, *extra: str):
+    return load_config(None, [
+        f"data.manifest={manifest}", "data.spatial_size=64", "model.preset=spca_tiny", "train.epochs=1",
+        "train.device=cpu", "train.quiet=true", "eval.max_report_tokens=16", "eval.text_metrics=false",
+        f"data.cache_dir={cache}", *extra,
+    ])  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def timed_run(tiny_phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = load_config(None, [
-        f"data.manifest={tiny_phantom}", "data.spatial_size=64", "model.preset=spca_tiny", "train.epochs=1",
-        "train.device=cpu", "train.quiet=true", "eval.max_report_tokens=16", "eval.text_metrics=false",
-        "train.amp=true", "train.compile=true",  # both accepted and no-ops on a CPU
-    ])  # fmt: skip
+    cache = tmp_path_factory.mktemp("cache")
+    cfg = _tiny(tiny_phantom, cache, "train.amp=true", "train.compile=true")  # both accepted, no-ops on a CPU
     run_dir = tmp_path_factory.mktemp("timed") / "run"
     run_experiment(cfg, run_dir)
     return run_dir
+
+
+def test_report_warm_up_is_cached_across_losses_and_exact(timed_run: Path, tiny_phantom: Path, tmp_path: Path) -> None:
+    """A run of another loss with the same model, data and seed reuses the warmed-up decoder of ``timed_run`` and
+    ends exactly where a run that warms up itself (empty cache) ends."""
+    shared = Path(load_config(timed_run / "config.yaml").data.cache_dir)
+    assert len(list((shared / "report_warmup").glob("*.safetensors"))) == 1
+    cached = run_experiment(_tiny(tiny_phantom, shared, "loss.name=ce"), tmp_path / "cached")
+    fresh = run_experiment(_tiny(tiny_phantom, tmp_path / "empty", "loss.name=ce"), tmp_path / "fresh")
+    assert json.loads((tmp_path / "cached" / "report_warmup.json").read_text())["report_warmup/cached"] == 1.0
+    assert "report_warmup/cached" not in json.loads((tmp_path / "fresh" / "report_warmup.json").read_text())
+    assert cached == pytest.approx(fresh, nan_ok=True)
 
 
 def test_timing_json_splits_the_run_into_stages(timed_run: Path) -> None:
