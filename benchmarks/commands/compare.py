@@ -19,8 +19,8 @@ A run whose resolved config changed (e.g. another train.epochs in the suite's 's
 anything trains, with one line naming each such run and the differing keys; --retrain-changed retrains them instead
 (each old run folder is replaced once its new run has finished).
 
-SUITE is a YAML path or the name of a shipped suite: quick, standard, minority (configs/suites/). A suite may name
-your own loss: a loss registered by a module given to --import, or 'package.module:factory' (docs/losses.md).
+SUITE is a YAML path or the name of a shipped suite: quick, standard, minority, paper (configs/suites/). A suite may
+name your own loss: a loss registered by a module given to --import, or 'package.module:factory' (docs/losses.md).
 
 --backend ray runs every (loss x seed) as a Ray task (pip install 'lss-vlm[ray]'), on a local Ray cluster or the one
 at --address; each task asks for --num-cpus/--num-gpus (default: from the config: 1 CPU + data.num_workers, 1 GPU
@@ -39,7 +39,9 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", metavar="SUITE", help="suite YAML or shipped suite name (quick, standard, minority)")
+    parser.add_argument(
+        "suite", metavar="SUITE", help="suite YAML or shipped suite name (quick, standard, minority, paper)"
+    )
     parser.add_argument("--seeds", type=int, default=None, metavar="N", help="run seeds 0..N-1 (default: the suite's)")
     parser.add_argument("--out", default=None, metavar="DIR", help="suite directory (default: lss_runs/<suite name>)")
     parser.add_argument("--no-resume", action="store_true", help="delete the runs and leaderboard in DIR, start over")
