@@ -72,6 +72,20 @@ METRIC_FAMILIES: dict[str, tuple[str, str]] = {
     "best_epoch": ("epoch of the best validation score", "benchmarks.runner"),
     "epochs_run": ("epochs trained", "benchmarks.runner"),
     "early_stopped": ("1 when early stopping ended the run", "benchmarks.runner"),
+    "loc_mean_mm": ("mean distance of the predicted level centre to the reference, mm", "lss_vlm.metrics.localisation"),
+    "loc_median_mm": (
+        "median distance of the predicted level centre to the reference, mm",
+        "lss_vlm.metrics.localisation",
+    ),
+    "loc_hit": ("share of levels whose predicted centre lies within the distance", "lss_vlm.metrics.localisation"),
+    "n_loc": ("levels with a reference point (localisation)", "lss_vlm.metrics.localisation"),
+    "loc_detected": ("share of reference levels the predicted masks located", "lss_vlm.metrics.localisation"),
+    "rsna_log_loss": ("RSNA 2024 weighted log loss (1/2/4) of the canal grades", "lss_vlm.metrics.classification"),
+    "rsna_any_severe_log_loss": ("RSNA 2024 any-severe log loss per case", "lss_vlm.metrics.classification"),
+    "rsna_score": ("mean of the two RSNA 2024 canal terms", "lss_vlm.metrics.classification"),
+    "params_total": ("model parameters", "lss_vlm.models.lora"),
+    "params_trainable": ("trainable model parameters", "lss_vlm.models.lora"),
+    "params_trainable_fraction": ("trainable / total parameters", "lss_vlm.models.lora"),
 }
 
 
@@ -80,6 +94,8 @@ def describe_metric(name: str) -> tuple[str, str]:
     composed = name.startswith("composed/")
     key = name.removeprefix("composed/")
     family, _, part = key.partition("/")
+    if family.startswith("loc_hit@"):
+        family, part = "loc_hit", family.removeprefix("loc_hit@")
     if family.endswith("_macro") and not part:
         family, part = family.removesuffix("_macro"), "mean over classes"
     text, source = METRIC_FAMILIES.get(family, ("", "benchmarks.metric_names"))
@@ -95,7 +111,7 @@ def describe_metric(name: str) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------------ display
-_LOWER_IS_BETTER = ("hd95", "msd", "ece", "mae", "loss", "brier")
+_LOWER_IS_BETTER = ("hd95", "msd", "ece", "mae", "loss", "brier", "loc_mean_mm", "loc_median_mm", "rsna_score")
 
 
 @dataclass(frozen=True)
