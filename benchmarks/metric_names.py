@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 from dataclasses import dataclass
 
 from lss_vlm.errors import ConfigError
@@ -174,3 +175,26 @@ def metric_info(key: str) -> MetricInfo:
     else:
         label, short, digits = key, key, 3
     return MetricInfo(key=key, label=label, short=short, higher_is_better=higher, digits=digits)
+
+
+#: Metric families whose values are fractions in [0, 1] (Dice, IoU, accuracies, F1, AUROC, ECE, text overlaps).
+_UNIT_INTERVAL = (
+    "dice", "iou", "accuracy", "balanced_accuracy", "macro_f1", "auroc", "ece", "bleu_1", "bleu_2", "bleu_3",
+    "bleu_4", "meteor", "rouge_l", "bertscore_f1", "grade_f1_from_text", "loc_hit", "loc_detected",
+)  # fmt: skip
+
+
+def metric_bounds(key: str) -> tuple[float, float]:
+    """The range a metric's values can take: [0, 1] for fractions, [-1, 1] for QWK, [0, inf) for distances, areas,
+    CIDEr and losses, else unbounded. A confidence interval is clipped to it (a t-interval over 3 spread seeds of a
+    Dice can reach below 0, which no Dice can)."""
+    family = key.removeprefix("composed/").removeprefix("reference/").partition("/")[0].removesuffix("_macro")
+    family = "loc_hit" if family.startswith("loc_hit@") else family
+    if family in _UNIT_INTERVAL:
+        return 0.0, 1.0
+    if family == "qwk":
+        return -1.0, 1.0
+    if family in ("hd95", "msd", "area_mae", "area_mae_mm2", "area_ratio", "cider", "cider_x100", "loc_mean_mm",
+                  "loc_median_mm", "rsna_score") or "loss" in family:  # fmt: skip
+        return 0.0, math.inf
+    return -math.inf, math.inf
