@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 from dataclasses import dataclass
 
 from lss_vlm.errors import ConfigError
@@ -72,6 +73,20 @@ METRIC_FAMILIES: dict[str, tuple[str, str]] = {
     "best_epoch": ("epoch of the best validation score", "benchmarks.runner"),
     "epochs_run": ("epochs trained", "benchmarks.runner"),
     "early_stopped": ("1 when early stopping ended the run", "benchmarks.runner"),
+    "loc_mean_mm": ("mean distance of the predicted level centre to the reference, mm", "lss_vlm.metrics.localisation"),
+    "loc_median_mm": (
+        "median distance of the predicted level centre to the reference, mm",
+        "lss_vlm.metrics.localisation",
+    ),
+    "loc_hit": ("share of levels whose predicted centre lies within the distance", "lss_vlm.metrics.localisation"),
+    "n_loc": ("levels with a reference point (localisation)", "lss_vlm.metrics.localisation"),
+    "loc_detected": ("share of reference levels the predicted masks located", "lss_vlm.metrics.localisation"),
+    "rsna_log_loss": ("RSNA 2024 weighted log loss (1/2/4) of the canal grades", "lss_vlm.metrics.classification"),
+    "rsna_any_severe_log_loss": ("RSNA 2024 any-severe log loss per case", "lss_vlm.metrics.classification"),
+    "rsna_score": ("mean of the two RSNA 2024 canal terms", "lss_vlm.metrics.classification"),
+    "params_total": ("model parameters", "lss_vlm.models.lora"),
+    "params_trainable": ("trainable model parameters", "lss_vlm.models.lora"),
+    "params_trainable_fraction": ("trainable / total parameters", "lss_vlm.models.lora"),
 }
 
 
@@ -80,6 +95,8 @@ def describe_metric(name: str) -> tuple[str, str]:
     composed = name.startswith("composed/")
     key = name.removeprefix("composed/")
     family, _, part = key.partition("/")
+    if family.startswith("loc_hit@"):
+        family, part = "loc_hit", family.removeprefix("loc_hit@")
     if family.endswith("_macro") and not part:
         family, part = family.removesuffix("_macro"), "mean over classes"
     text, source = METRIC_FAMILIES.get(family, ("", "benchmarks.metric_names"))
@@ -95,7 +112,7 @@ def describe_metric(name: str) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------------ display
-_LOWER_IS_BETTER = ("hd95", "msd", "ece", "mae", "loss", "brier")
+_LOWER_IS_BETTER = ("hd95", "msd", "ece", "mae", "loss", "brier", "loc_mean_mm", "loc_median_mm", "rsna_score")
 
 
 @dataclass(frozen=True)
@@ -158,3 +175,26 @@ def metric_info(key: str) -> MetricInfo:
     else:
         label, short, digits = key, key, 3
     return MetricInfo(key=key, label=label, short=short, higher_is_better=higher, digits=digits)
+
+
+#: Metric families whose values are fractions in [0, 1] (Dice, IoU, accuracies, F1, AUROC, ECE, text overlaps).
+_UNIT_INTERVAL = (
+    "dice", "iou", "accuracy", "balanced_accuracy", "macro_f1", "auroc", "ece", "bleu_1", "bleu_2", "bleu_3",
+    "bleu_4", "meteor", "rouge_l", "bertscore_f1", "grade_f1_from_text", "loc_hit", "loc_detected",
+)  # fmt: skip
+
+
+def metric_bounds(key: str) -> tuple[float, float]:
+    """The range a metric's values can take: [0, 1] for fractions, [-1, 1] for QWK, [0, inf) for distances, areas,
+    CIDEr and losses, else unbounded. A confidence interval is clipped to it (a t-interval over 3 spread seeds of a
+    Dice can reach below 0, which no Dice can)."""
+    family = key.removeprefix("composed/").removeprefix("reference/").partition("/")[0].removesuffix("_macro")
+    family = "loc_hit" if family.startswith("loc_hit@") else family
+    if family in _UNIT_INTERVAL:
+        return 0.0, 1.0
+    if family == "qwk":
+        return -1.0, 1.0
+    if family in ("hd95", "msd", "area_mae", "area_mae_mm2", "area_ratio", "cider", "cider_x100", "loc_mean_mm",
+                  "loc_median_mm", "rsna_score") or "loss" in family:  # fmt: skip
+        return 0.0, math.inf
+    return -math.inf, math.inf

@@ -18,7 +18,7 @@ import pandas as pd
 
 from benchmarks import stats
 from benchmarks.comparability import check_comparable
-from benchmarks.metric_names import metric_info
+from benchmarks.metric_names import metric_bounds, metric_info
 from benchmarks.run_records import RunRecord, collect_runs, pooled_case_values, read_suite_yaml
 from lss_vlm.errors import ConfigError
 
@@ -189,7 +189,8 @@ def build_leaderboard(
         for m in chosen:
             cases = case_values[m][name]
             s = stats.summarize([r.metrics.get(m, math.nan) for r in done], cases.to_numpy(), confidence, seed)
-            row.update({f"{m}_mean": s.mean, f"{m}_std": s.std, f"{m}_ci_low": s.ci_low, f"{m}_ci_high": s.ci_high})
+            low, high = np.clip([s.ci_low, s.ci_high], *metric_bounds(m))  # NaN stays NaN
+            row.update({f"{m}_mean": s.mean, f"{m}_std": s.std, f"{m}_ci_low": low, f"{m}_ci_high": high})
         if baseline is not None:
             for m in per_case_metrics:
                 diffs = stats.paired_differences(case_values[m][name], case_values[m][baseline])

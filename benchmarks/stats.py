@@ -8,7 +8,8 @@ Conventions (also in docs/leaderboard.md):
   it is taken over the seed values; with 1 seed over the per-case values of the test split (when the metric exists
   per case, e.g. Dice), so the interval then reflects case-to-case variation, not training variation. Not the
   percentile bootstrap: over 3 seeds that is just [min, max] of the seeds and covers the true mean ~76 % of the time;
-  the t-interval keeps its ~95 % coverage at 3–5 seeds (tests/test_stats_hardening.py simulates it).
+  the t-interval keeps its ~95 % coverage at 3–5 seeds (tests/test_stats_hardening.py simulates it). The leaderboard
+  clips it to the metric's range (``benchmarks.metric_names.metric_bounds``: a Dice CI never reaches below 0).
 - **Paired test vs the baseline.** Over test cases: each case's value is its mean over views and seeds
   (:func:`case_level_values`), paired by ``case_id`` with the baseline's. Wilcoxon signed-rank (two-sided,
   ``scipy.stats.wilcoxon``) by default, or a paired bootstrap of the mean difference. Differences are rounded to

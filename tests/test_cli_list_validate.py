@@ -193,3 +193,15 @@ def test_one_output_root_for_every_command(tmp_path, capsys) -> None:
     assert out[0].endswith(f"-> {OUTPUT_ROOT / 'mine'}")
     _, out, _ = _run(capsys, "tune", str(STUDY), "--n-trials", "1", "--dry-run")
     assert f"-> {OUTPUT_ROOT / 'tune' / 'pid_gains'}/trials" in out[0]
+
+
+@pytest.mark.parametrize(
+    ("key", "higher"),
+    [("dice_macro", True), ("hd95_macro", False), ("loc_mean_mm", False), ("loc_median_mm", False),
+     ("loc_hit@5mm", True), ("rsna_score", False), ("rsna_log_loss", False), ("ece", False), ("qwk", True)],
+)  # fmt: skip
+def test_metric_direction_decides_best_first(key: str, higher: bool) -> None:
+    """The ↑/↓ direction that bold cells, best-first sorting and the CD diagram use."""
+    from benchmarks.metric_names import metric_info
+
+    assert metric_info(key).higher_is_better is higher

@@ -42,6 +42,17 @@ class MyPlainCE(nn.Module):
 
     def forward(self, logits, target):
         return torch.nn.functional.cross_entropy(logits, target[:, 0].long(), label_smoothing=self.smoothing)
+
+
+@losses.register_loss("my_soft_dice")
+class MySoftDice(nn.Module):
+    \"\"\"1 - soft Dice over all classes, background included (a second user loss, added to a finished suite).\"\"\"
+
+    def forward(self, logits, target):
+        probs = logits.softmax(1)
+        onehot = torch.zeros_like(probs).scatter_(1, target.long(), 1.0)
+        overlap = (probs * onehot).sum((0, 2, 3))
+        return 1 - (2 * overlap / (probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1e-5)).mean()
 """
 
 
@@ -75,6 +86,8 @@ def _dist_info(root: Path, name: str, entry_points: str) -> None:
 
 # ------------------------------------------------------------------------------------------- compare --import (real)
 def test_compare_with_imported_plain_module_loss(tmp_path: Path, tiny_phantom: Path) -> None:
+    """A user loss from a module given to --import trains through compare; a second one is then added to the same
+    folder with --losses, and only its run is trained (issue 16's target)."""
     module = _write(tmp_path / "my_loss.py", MY_LOSS)
     suite = {
         "name": "mine",
@@ -103,6 +116,25 @@ def test_compare_with_imported_plain_module_loss(tmp_path: Path, tiny_phantom: P
     assert "my_plain_ce" in board.index
     assert board.loc["my_plain_ce", "n_seeds"] == 1
     assert 0.0 <= board.loc["my_plain_ce", "dice_macro_mean"] <= 1.0
+
+    # the folder grows by a second user loss: only its run is trained, the first is reused untouched
+    first = out / "runs/my_plain_ce/seed0/metrics.json"
+    stamp = first.stat().st_mtime_ns
+    result = subprocess.run(
+        [*cmd, "--losses", "my_soft_dice", "--out", str(out), "--no-progress"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.relative_to(out / "runs").as_posix() for p in (out / "runs").glob("*/seed*")) == [
+        "my_plain_ce/seed0",
+        "my_soft_dice/seed0",
+    ]
+    assert first.stat().st_mtime_ns == stamp
+    board = pd.read_csv(out / "leaderboard.csv").set_index("loss")
+    assert set(board.index) >= {"my_plain_ce", "my_soft_dice"} and (board["n_seeds"] == 1).all()
 
 
 # ------------------------------------------------------------------------------------------------- --import errors

@@ -149,3 +149,18 @@ def test_cli_leaderboard_on_a_damaged_run_writes_the_table(tmp_path, capsys) -> 
     (suite / "runs" / "dice" / "seed0" / "metrics.json").write_text(json.dumps([1, 2]))
     assert main(["leaderboard", str(suite), "--format", "md"]) == 0
     assert "damaged" in (suite / "leaderboard.md").read_text()
+
+
+def test_leaderboard_ci_of_a_bounded_metric_stays_in_its_range(tmp_path) -> None:
+    """3 spread seeds (one near 0, as dice_ce's flavum on the minority suite): the t-interval of their Dice reaches
+    below 0, and the leaderboard clips it to [0, 1]."""
+    from synthetic_runs import write_run
+
+    spread = [write_run(tmp_path / "runs" / "spread" / f"seed{k}", q, k) for k, q in enumerate([0.50, 0.46, 0.03])]
+    for k, q in enumerate([0.70, 0.71, 0.69]):
+        write_run(tmp_path / "runs" / "dice" / f"seed{k}", q, k)
+    seeds = [json.loads((run / "metrics.json").read_text())["dice_macro"] for run in spread]
+    assert stats.t_interval(seeds)[0] < 0  # what the interval would be unclipped
+    row = build_leaderboard(tmp_path, rank_by="dice_macro", baseline="dice").table.set_index("loss").loc["spread"]
+    assert row["dice_macro_ci_low"] == 0.0
+    assert row["dice_macro_mean"] < row["dice_macro_ci_high"] <= 1.0

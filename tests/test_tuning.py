@@ -199,7 +199,9 @@ def test_sqlite_two_worker_processes_share_an_exact_budget(tmp_path: Path) -> No
 
 
 def test_killed_worker_trial_is_failed_retried_and_budget_reached(tmp_path: Path) -> None:
-    study = write_synthetic_study(tmp_path, epochs=4, sleep_s=0.5)
+    # 8 epochs of 0.5 s: 3.5 s of work left after the first report, so the kill lands mid-trial even when a loaded
+    # machine delays the poll (with 1.5 s left, a trial finished before SIGKILL arrived at load ~9)
+    study = write_synthetic_study(tmp_path, epochs=8, sleep_s=0.5)
     out = tmp_path / "out"
     storage = f"sqlite:///{out / 'study.db'}"
     process = subprocess.Popen(
@@ -227,7 +229,7 @@ def test_killed_worker_trial_is_failed_retried_and_budget_reached(tmp_path: Path
 
 
 def _first_trial_mid_run(storage: str, process: subprocess.Popen) -> optuna.trial.FrozenTrial:
-    """Poll until a trial has reported its first epoch and is still running (1.5 s of work left)."""
+    """Poll until a trial has reported its first epoch and is still running (the rest of its epochs left)."""
     for _ in range(600):
         assert process.poll() is None, process.communicate()[1][-2000:]
         try:
