@@ -1,45 +1,18 @@
-"""Helpers of tests/test_ddp.py: a gloo worker for the controller all-reduce, and a plug-in loss that kills its
-process after the first epoch (``--import tests/ddp_helpers.py``; the interrupted-run case of exact resume)."""
+"""Helpers of tests/test_ddp.py: a gloo worker for the controller all-reduce (the plug-in loss that kills its process
+is in tests/ddp_plugin.py, imported only by the trained processes so the test session's registry stays as it is)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-import losses
 from losses.pid_tversky import PIDTverskyLoss
 
-#: Set to a number of epochs: a process training with the ``ddp_test_pid`` loss exits (code 9) at the first step
-#: after that many epochs, as if killed; the last checkpoint is then that of the epoch before.
-KILL_ENV = "LSS_TEST_KILL_AFTER_EPOCHS"
 #: Soft sensor and small gains: the counts differ between ranks and α/β move without reaching a clamp.
 PID_PARAMS = {"sensor": "soft", "kp": 0.05, "ki": 0.02, "cadence": "step"}
-
-
-class KillableLoss(PIDTverskyLoss):
-    """PID-Tversky (:data:`PID_PARAMS`) that exits its process where :data:`KILL_ENV` says (test only)."""
-
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**{**PID_PARAMS, **kwargs})
-        self.epochs_seen = 0
-
-    def on_epoch_end(self) -> None:
-        super().on_epoch_end()
-        self.epochs_seen += 1
-
-    def on_step_end(self) -> None:
-        limit = os.environ.get(KILL_ENV)
-        if limit is not None and self.epochs_seen >= int(limit):
-            os._exit(9)
-        super().on_step_end()
-
-
-if "ddp_test_pid" not in losses.available_losses():
-    losses.register_loss("ddp_test_pid")(KillableLoss)
 
 
 def controller_worker(rank: int, world: int, init: str, counts: list, out: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from ddp_helpers import KILL_ENV, PID_PARAMS, controller_worker
+from ddp_helpers import PID_PARAMS, controller_worker
 from torch.utils.data import DataLoader, RandomSampler
 
 from benchmarks.cli import main as cli
@@ -21,7 +21,8 @@ from losses.pid_tversky import PIDTverskyLoss
 from lss_vlm.engine.distributed import SeededDistributedSampler
 
 REPO = Path(__file__).resolve().parent.parent
-HELPERS = str(Path(__file__).resolve().parent / "ddp_helpers.py")
+PLUGIN = str(Path(__file__).resolve().parent / "ddp_plugin.py")
+KILL_ENV = "LSS_TEST_KILL_AFTER_EPOCHS"  # read by ddp_plugin.py
 
 
 def test_ranks_share_the_single_process_permutation() -> None:
@@ -95,7 +96,7 @@ def _sets(manifest: Path, batch: int) -> list[str]:
 
 def _train(manifest: Path, out: Path, batch: int, ddp: int, env: dict | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "benchmarks.cli", "train", str(REPO / "configs/experiments/phantom_quick.yaml")]
-    command += [*_sets(manifest, batch), "--out", str(out), "--quiet", "--import", HELPERS]
+    command += [*_sets(manifest, batch), "--out", str(out), "--quiet", "--import", PLUGIN]
     command += ["--ddp", str(ddp)] if ddp else []
     environ = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(command, cwd=REPO, env=environ, capture_output=True, text=True, timeout=900)
