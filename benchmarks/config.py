@@ -196,7 +196,10 @@ class TrainConfig(_Section):
         description="model.safetensors to start from (fine-tuning, e.g. a phantom-trained run's); null = random init",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = Field(True, description="mixed precision; only ever used on CUDA")
+    amp: bool = Field(
+        True, description="mixed precision (bfloat16, float16 on GPUs without it); only ever used on CUDA"
+    )
+    compile: bool = Field(False, description="torch.compile the training forward; only used on CUDA (no-op on CPU)")
     deterministic: bool = True
     quiet: bool = Field(False, description="no progress bars")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -35,7 +36,10 @@ def phantom_key(phantom: PhantomConfig) -> str:
 
 
 def cached_phantom(phantom: PhantomConfig, cache_dir: str | Path) -> Path:
-    """Synthesise the phantom into ``cache_dir/phantom-<key>/`` once (process-safe) and return its manifest path."""
+    """Synthesise the phantom into ``cache_dir/phantom-<key>/`` once (process-safe) and return its manifest path.
+
+    A large phantom (>= 200 cases, e.g. the GPU 'paper' budget's 400) is drawn by up to 8 processes; the cases do not
+    depend on the number of processes."""
     from lss_vlm.data.phantom import synthesize
 
     cache_dir = Path(cache_dir).expanduser()
@@ -54,6 +58,7 @@ def cached_phantom(phantom: PhantomConfig, cache_dir: str | Path) -> Path:
                 size=phantom.size,
                 seed=phantom.seed,
                 shift=phantom.shift,
+                workers=min(8, os.cpu_count() or 1) if phantom.n_cases >= 200 else 1,
                 **phantom.options,
             )
         )

@@ -110,15 +110,22 @@ def evaluate_model(
     cfg: ExperimentConfig,
     out_dir: str | Path,
     device: torch.device,
+    timing: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Score ``model`` on ``loader`` and write the result files into ``out_dir``; returns the metrics."""
+    """Score ``model`` on ``loader`` and write the result files into ``out_dir``; returns the metrics.
+
+    ``timing``: when given, wall seconds per stage are added to it (``eval_inference``, ``generation``, ``composer``,
+    ``text_metrics`` (JVM scorers), ``bertscore``, ``eval_outputs``); they never enter ``metrics.json``.
+    """
     out_dir = Path(out_dir)
+    timing = {} if timing is None else timing
+    started_eval = time.perf_counter()
     seg = SegmentationMetrics()
     grades = GradeMetrics()
     localisation = LevelLocalisation.from_manifest(resolve_manifest(cfg.data))
     cases: list[CaseResult] = []
     overlay_case: CaseView | None = None
-    generation_s = generation_cpu_s = 0.0
+    generation_s = generation_cpu_s = composer_s = 0.0
     for batch, out in predict(model, loader, device, amp=cfg.train.amp):
         pred = update_metrics(seg, grades, batch, out)
         localisation.update(batch, pred)
@@ -131,12 +138,18 @@ def evaluate_model(
         )
         generation_s += time.perf_counter() - started
         generation_cpu_s += time.process_time() - started_cpu
+        started = time.perf_counter()
         for i, case_id in enumerate(batch["case_id"]):
             cases.append(_case_result(batch, pred, generated, i))
             if overlay_case is None or case_id < overlay_case.case_id:
                 overlay_case = case_view(model, batch, out, i, cfg.eval.overlay_prompt)
+        composer_s += time.perf_counter() - started
     metrics = {**seg.aggregate(), **grades.aggregate(), **localisation.aggregate(), **parameter_report(model)}
-    metrics.update(_report_metrics(cases, cfg.eval.text_metrics))
+    _add_time(timing, "eval_inference", time.perf_counter() - started_eval - generation_s - composer_s)
+    _add_time(timing, "generation", generation_s)
+    _add_time(timing, "composer", composer_s)
+    metrics.update(_report_metrics(cases, cfg.eval.text_metrics, timing))
+    started = time.perf_counter()
     metrics = {k: float(v) for k, v in metrics.items()}
     _write_results(out_dir, metrics, seg.per_case(), grades.confusion_matrix(), cases)
     with atomic_path(out_dir / CALIBRATION_FILE) as tmp:
@@ -148,7 +161,12 @@ def evaluate_model(
         out_dir / "report_generation.json",
         {"seconds": generation_s, "cpu_seconds": generation_cpu_s, "n_cases": len(cases)},
     )
+    _add_time(timing, "eval_outputs", time.perf_counter() - started)
     return metrics
+
+
+def _add_time(timing: dict[str, float], stage: str, seconds: float) -> None:
+    timing[stage] = timing.get(stage, 0.0) + seconds
 
 
 def _case_result(batch: dict[str, Any], pred: torch.Tensor, generated: list[str], i: int) -> CaseResult:
@@ -182,8 +200,12 @@ def _compose(batch: dict[str, Any], pred: torch.Tensor, i: int) -> Any:
     return compose_report(masks, spacing, grades=None)
 
 
-def _report_metrics(cases: list[CaseResult], text_metrics: bool) -> dict[str, float]:
-    """Text metrics of generated and composed reports, grade F1 read back from the text, composer area error."""
+def _report_metrics(
+    cases: list[CaseResult], text_metrics: bool, timing: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Text metrics of generated and composed reports, grade F1 read back from the text, composer area error.
+
+    ``timing``: seconds of the JVM scorers (``text_metrics``) and of ``bertscore`` are added to it."""
     from lss_vlm.metrics.text import BERTSCORE_KEYS, bertscore, grade_f1_from_text, reference_ceiling, score_reports
 
     with_refs = [c for c in cases if c.references]
@@ -194,18 +216,25 @@ def _report_metrics(cases: list[CaseResult], text_metrics: bool) -> dict[str, fl
     if any(c.composed for c in cases):
         sources["composed/"] = {c.case_id: c.composed for c in cases}
     java = shutil.which("java") is not None
+    timing = {} if timing is None else timing
     for prefix, hypotheses in sources.items():
         metrics[f"{prefix}grade_f1_from_text"] = grade_f1_from_text(hypotheses, true_grades)
         scores: dict[str, float] = {k: math.nan for k in TEXT_METRIC_KEYS}
+        started = time.perf_counter()
         if text_metrics and java and references:
             scores.update(score_reports(references, {cid: hypotheses[cid] for cid in references}))
+        _add_time(timing, "text_metrics", time.perf_counter() - started)
         scores.update(dict.fromkeys(BERTSCORE_KEYS, math.nan))
+        started = time.perf_counter()
         if text_metrics and references:  # BERTScore needs no Java: the offline MiniLM
             scores.update(bertscore(references, {cid: hypotheses[cid] for cid in references}))
+        _add_time(timing, "bertscore", time.perf_counter() - started)
         metrics.update({f"{prefix}{k}": v for k, v in scores.items()})
     metrics["reference/cider_x100"] = math.nan  # the leave-one-out ceiling needs >= 2 cases with >= 2 references
+    started = time.perf_counter()
     if text_metrics and java and sum(len(r) >= 2 for r in references.values()) >= 2:
-        metrics["reference/cider_x100"] = reference_ceiling(references)["cider_x100"]
+        metrics["reference/cider_x100"] = _reference_ceiling_x100(references, reference_ceiling)
+    _add_time(timing, "text_metrics", time.perf_counter() - started)
     errors = [
         abs(pred - true)
         for c in cases
@@ -216,6 +245,21 @@ def _report_metrics(cases: list[CaseResult], text_metrics: bool) -> dict[str, fl
         metrics["area_mae_mm2"] = float(np.mean(errors)) if errors else math.nan
     metrics["n_cases"] = float(len(cases))
     return metrics
+
+
+#: Reference ceilings already computed in this process, by a hash of the references: every run of a suite scores the
+#: same split, so the ceiling (one JVM start and a CIDEr pass) is computed once per process, not once per run.
+_CEILINGS: dict[str, float] = {}
+
+
+def _reference_ceiling_x100(references: dict[str, list[str]], compute: Any) -> float:
+    """``compute(references)["cider_x100"]``, cached per distinct ``references`` in this process."""
+    import hashlib
+
+    key = hashlib.sha256(json.dumps(references, sort_keys=True).encode()).hexdigest()
+    if key not in _CEILINGS:
+        _CEILINGS[key] = float(compute(references)["cider_x100"])
+    return _CEILINGS[key]
 
 
 def _write_results(

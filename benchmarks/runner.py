@@ -10,6 +10,11 @@ Contract for callers (suite runner, Optuna tuner, ``lss-bench train``):
 * ``KeyboardInterrupt`` writes no status; the last checkpoint stays and the next call resumes from it.
 * ``status.json`` is always the last file written. A completed run directory is not retrained: calling again with
   ``resume=True`` returns its ``metrics.json``.
+* ``timing.json`` holds the wall seconds per stage (``time/<stage>_s``: start-up, setup, optimizer steps, data,
+  validation, checkpoints, final inference, generation, composer, JVM text metrics, BERTScore, outputs) and the
+  fraction of the process's wall time spent in optimizer steps. Timings never enter ``metrics.json`` (reproducible).
+* Under ``torchrun`` (:mod:`lss_vlm.engine.distributed`) every rank trains; only rank 0 writes into ``out_dir`` and
+  runs the final evaluation. The other ranks return an empty dict.
 """
 
 from __future__ import annotations
@@ -43,8 +48,10 @@ from .run_loading import (
 )
 from .tensorboard_log import ScalarLog
 from .versions import git_sha, package_version
+from .warmup_cache import cached_warm_up
 
 STATUS_FILE = "status.json"
+TIMING_FILE = "timing.json"
 #: Keys of metrics.json that describe the training, not the evaluation (kept when a run is re-evaluated).
 TRAINING_SUMMARY_KEYS: tuple[str, ...] = ("best_epoch", "epochs_run", "early_stopped")
 PACKAGES: tuple[str, ...] = (
@@ -105,20 +112,28 @@ def run_experiment(
     ``val/`` prefix, e.g. ``dice_macro``). ``resume=False`` deletes what ``out_dir`` holds and starts over.
     See the module docstring for the failure contract.
     """
+    from lss_vlm.engine import distributed
+
     out_dir = Path(out_dir)
-    started = time.time()
+    started, timing = time.time(), {"startup": _startup_s()}
     status = read_status(out_dir)
     if resume and status is not None and status.get("status") == "completed":
         return read_json_mapping(out_dir / "metrics.json")
     check_inputs(cfg)
-    if not resume and out_dir.exists():
-        _clear_folder(out_dir)
-    _check_same_config(cfg, out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / STATUS_FILE).unlink(missing_ok=True)
-    dump_config(cfg, out_dir / "config.yaml")
+    main = distributed.is_main_process()
+    if main:
+        if not resume and out_dir.exists():
+            _clear_folder(out_dir)
+        _check_same_config(cfg, out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / STATUS_FILE).unlink(missing_ok=True)
+        dump_config(cfg, out_dir / "config.yaml")
+    distributed.barrier()  # the other ranks read checkpoints only once rank 0 has prepared the folder
+    if not main:
+        _train_and_evaluate(cfg, out_dir, None, resume, timing)
+        return {}
     try:
-        metrics = _train_and_evaluate(cfg, out_dir, on_epoch, resume)
+        metrics = _train_and_evaluate(cfg, out_dir, on_epoch, resume, timing)
     except _OnEpochRaised as stop:
         _write_status(out_dir, "pruned", str(stop.original) or type(stop.original).__name__, started)
         raise stop.original from None
@@ -127,8 +142,43 @@ def run_experiment(
         _write_status(out_dir, "failed", reason, started)
         raise RunFailed(out_dir, reason) from exc
     write_provenance(out_dir, cfg, time.time() - started)
+    write_timing(out_dir, timing, time.time() - started)
     _write_status(out_dir, "completed", None, started)
     return metrics
+
+
+_RUNS_STARTED: list[float] = []  # run_experiment calls of this process (start-up is counted for the first only)
+
+
+def _startup_s() -> float:
+    """Process age at the first run of this process (interpreter, imports, config); 0 for later runs of a suite."""
+    _RUNS_STARTED.append(time.time())
+    return process_age_s() if len(_RUNS_STARTED) == 1 else 0.0
+
+
+def process_age_s() -> float:
+    """Wall seconds since this process started (interpreter start-up and imports included); NaN if unknown."""
+    try:
+        import psutil
+
+        return max(0.0, time.time() - psutil.Process().create_time())
+    except Exception:  # noqa: BLE001 - psutil missing or the platform refuses: the figure is only informative
+        return float("nan")
+
+
+def write_timing(out_dir: Path, timing: dict[str, float], wall_s: float) -> dict[str, float]:
+    """``timing.json``: ``time/<stage>_s`` per stage, ``time/run_wall_s`` (this call of :func:`run_experiment`),
+    ``time/total_s`` (start-up + run wall: what the run cost) and ``time/steps_fraction`` = optimizer steps /
+    total. The start-up is counted for the first run of a process only (a suite imports once)."""
+    record = {f"time/{stage}_s": round(float(seconds), 3) for stage, seconds in timing.items()}
+    record["time/run_wall_s"] = round(wall_s, 3)
+    startup = float(timing.get("startup", 0.0))
+    total = wall_s + (startup if startup == startup else 0.0)  # NaN start-up (unknown): the run's wall alone
+    record["time/total_s"] = round(total, 3)
+    steps = float(timing.get("train_steps", 0.0))
+    record["time/steps_fraction"] = round(steps / total, 4) if total > 0 else float("nan")
+    atomic_write_json(out_dir / TIMING_FILE, record)
+    return record
 
 
 def evaluate_run(
@@ -170,9 +220,10 @@ def evaluate_run(
     return metrics
 
 
-def build_report_vocab(cfg: ExperimentConfig, out_dir: Path) -> dict | None:
+def build_report_vocab(cfg: ExperimentConfig, out_dir: Path, save: bool = True) -> dict | None:
     """The word-level report vocabulary of the training split's references, saved as ``out_dir/report_vocab.json``
-    (issue 13; None for a model without a learned report decoder or a training split without reports)."""
+    when ``save`` (issue 13; None for a model without a learned report decoder or a training split without
+    reports)."""
     from lss_vlm.data.manifest import parse_reports, read_manifest
     from lss_vlm.reports.vocabulary import DEFAULT_MIN_FREQ, VOCAB_FILE, ReportVocabulary
 
@@ -184,7 +235,8 @@ def build_report_vocab(cfg: ExperimentConfig, out_dir: Path) -> dict | None:
     if not any(r and r.strip() for r in reports):
         return None
     vocab = ReportVocabulary.build(reports, min_freq=DEFAULT_MIN_FREQ)
-    vocab.save(out_dir / VOCAB_FILE)
+    if save:
+        vocab.save(out_dir / VOCAB_FILE)
     return vocab.to_dict()
 
 
@@ -194,25 +246,35 @@ def _train_and_evaluate(
     out_dir: Path,
     on_epoch: Callable[[int, dict[str, float]], None] | None,
     resume: bool,
+    timing: dict[str, float],
 ) -> dict[str, float]:
+    """Build, train and (on rank 0) evaluate; ``timing`` gets the seconds per stage. Non-zero ranks write nothing
+    and return an empty dict after training."""
     import losses
+    from lss_vlm.engine import distributed
     from lss_vlm.engine.checkpoints import load_weights, save_weights
     from lss_vlm.engine.seeding import seed_everything
     from lss_vlm.engine.trainer import Trainer, TrainerSettings
 
+    setup_started = time.perf_counter()
+    main = distributed.is_main_process()
     seed_everything(cfg.train.seed, cfg.train.deterministic)
 
-    model = build_model_from_config(cfg, build_report_vocab(cfg, out_dir))
+    model = build_model_from_config(cfg, build_report_vocab(cfg, out_dir, save=main))
     if cfg.train.init_weights is not None:  # fine-tuning: same architecture, weights of another run
         if not Path(cfg.train.init_weights).is_file():
             raise ConfigError(f"train.init_weights: {cfg.train.init_weights} not found")
         load_weights(model, cfg.train.init_weights)
-    warmup = _warm_up_report_decoder(model, cfg) if not (resume and (out_dir / "checkpoints").is_dir()) else {}
+    warmup = {}
+    if not (resume and (out_dir / "checkpoints").is_dir()):  # the same for every loss: cached per model, data, seed
+        warmup = cached_warm_up(model, cfg, lambda: _warm_up_report_decoder(model, cfg))
     loss = losses.build_loss(cfg.loss.name, **cfg.loss.params)
     history_path = out_dir / "history.csv"
-    tensorboard = ScalarLog(out_dir)
+    tensorboard = ScalarLog(out_dir) if main else None  # rank 0 alone writes tb/
 
     def epoch_done(epoch: int, val: dict[str, float]) -> None:
+        if not main:
+            return
         write_history(history_path, trainer.state.history)
         tensorboard.add_row(trainer.state.history[-1])
         write_history(out_dir / "controller.csv", trainer.state.controller_log)
@@ -236,6 +298,7 @@ def _train_and_evaluate(
         deterministic=t.deterministic,
         device=t.device,
         amp=t.amp,
+        compile=t.compile,
         monitor=t.early_stopping.metric,
         monitor_mode=t.early_stopping.mode,
         patience=t.early_stopping.patience,
@@ -250,16 +313,22 @@ def _train_and_evaluate(
         out_dir / "checkpoints",
         epoch_done,
     )
+    timing["setup"] = time.perf_counter() - setup_started
     try:
         result = trainer.fit(resume=resume)
     finally:
-        write_history(history_path, trainer.state.history)
-        write_history(out_dir / "controller.csv", trainer.state.controller_log)
-        tensorboard.close()
+        if main:
+            write_history(history_path, trainer.state.history)
+            write_history(out_dir / "controller.csv", trainer.state.controller_log)
+            tensorboard.close()
+    timing.update(trainer.state.timing)
+    if not main:
+        return {}
     chosen = trainer.best_checkpoint if cfg.eval.checkpoint == "best" else trainer.last_checkpoint
     load_weights(trainer.model, chosen / "model.safetensors")
     save_weights(trainer.model, out_dir / "model.safetensors")
-    metrics = evaluate_model(trainer.model, build_split_loader(cfg, cfg.eval.split), cfg, out_dir, trainer.device)
+    loader = build_split_loader(cfg, cfg.eval.split)
+    metrics = evaluate_model(trainer.model, loader, cfg, out_dir, trainer.device, timing)
     summary = (float(result.best_epoch), float(len(result.history)), float(result.stop_reason == "early_stopping"))
     metrics.update(zip(TRAINING_SUMMARY_KEYS, summary))
     if warmup:  # not in metrics.json: its seconds vary and a re-evaluation could not reproduce it

@@ -429,6 +429,7 @@ def run_suite(
     runner: Runner | None = None,
     progress: SuiteProgress | None = None,
     retrain_changed: bool = False,
+    executor: Any = None,
 ) -> list[RunOutcome]:
     """Run every planned (loss × seed) of ``suite`` into ``out_dir`` (a suite directory); see the module docstring.
 
@@ -437,7 +438,10 @@ def run_suite(
     partial run whose stored resolved config differs from the planned one raises :class:`ConfigError` (nothing is
     trained), or with ``retrain_changed`` is trained again from scratch (the old folder is replaced once the new run
     has finished). Runs of ``out_dir`` outside the plan (other losses, other seeds) are kept as they are.
+    ``executor``: how the pending runs are run (:mod:`benchmarks.backends`; default: one after the other here).
     """
+    from benchmarks.backends import LocalExecutor
+
     out_dir = Path(out_dir)
     plans = plan_runs(suite, seeds)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -461,6 +465,7 @@ def run_suite(
             runner = _default_runner()
             prepare_data(plans, progress)
         progress.start(len(plans))
+        pending = []
         for plan in plans:
             done = _read_status(plan.final_dir(out_dir)) if plan.final_dir(out_dir).is_dir() else None
             again = (plan.label, plan.seed) in retrain
@@ -472,10 +477,15 @@ def run_suite(
                 progress.message(
                     f"{plan.label} seed{plan.seed}: resolved config changed, retraining (--retrain-changed)"
                 )
-            progress.begin(plan, resuming=plan.partial_dir(out_dir).is_dir())
-            outcome = execute_run(plan, out_dir, runner, on_epoch=progress.on_epoch)
-            outcomes.append(outcome)
-            progress.finished(outcome, suite.rank_by)
+            pending.append(plan)
+        outcomes += (executor or LocalExecutor()).run(
+            pending,
+            out_dir,
+            runner,
+            begin=lambda plan: progress.begin(plan, resuming=plan.partial_dir(out_dir).is_dir()),
+            finished=lambda outcome: progress.finished(outcome, suite.rank_by),
+            on_epoch=progress.on_epoch,
+        )
     return outcomes
 
 

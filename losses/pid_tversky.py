@@ -370,10 +370,15 @@ class PIDTverskyLoss(SegLoss):
 
     @torch.no_grad()
     def update(self) -> dict[str, dict[int, float]]:
-        """Run one controller update from the counts observed since the last update, reset them, return the state."""
+        """Run one controller update from the counts observed since the last update, reset them, return the state.
+
+        Under data-parallel training (an initialised ``torch.distributed`` process group) the counts are first summed
+        over the ranks (``all_reduce``), so every rank reads the same error and holds the same α/β: the controller of
+        N processes with batch b sees what one process with batch N·b sees. Every rank must call it (a collective).
+        """
         if self.num_classes is None:
             return {}
-        observed = self.counts.clone()
+        observed = _sum_over_ranks(self.counts.clone())
         self.counts.zero_()
         has_truth = (observed[0] + observed[2]) > 0
         if self.cadence == "step":
@@ -466,6 +471,14 @@ register_loss(
     search_space={**GAIN_SPACE, "beta": {"type": "float", "low": 0.3, "high": 0.7}},
     source="losses.pid_tversky.PIDTverskyLoss (v1 configuration: soft sensor, β actuator, no background)",
 )(PIDTverskyLoss)
+
+
+def _sum_over_ranks(counts: torch.Tensor) -> torch.Tensor:
+    """``counts`` summed over the ranks of an initialised ``torch.distributed`` group (unchanged without one)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+    return counts
 
 
 def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:

@@ -19,8 +19,13 @@ A run whose resolved config changed (e.g. another train.epochs in the suite's 's
 anything trains, with one line naming each such run and the differing keys; --retrain-changed retrains them instead
 (each old run folder is replaced once its new run has finished).
 
-SUITE is a YAML path or the name of a shipped suite: quick, standard, minority (configs/suites/). A suite may name
-your own loss: a loss registered by a module given to --import, or 'package.module:factory' (docs/losses.md)."""
+SUITE is a YAML path or the name of a shipped suite: quick, standard, minority, paper (configs/suites/). A suite may
+name your own loss: a loss registered by a module given to --import, or 'package.module:factory' (docs/losses.md).
+
+--backend ray runs every (loss x seed) as a Ray task (pip install 'lss-vlm[ray]'), on a local Ray cluster or the one
+at --address; each task asks for --num-cpus/--num-gpus (default: from the config: 1 CPU + data.num_workers, 1 GPU
+when train.device is cuda). OUT must be a folder every Ray node sees. Resume and lock rules are those of the local
+backend; a run whose worker dies is retried from its last checkpoint (docs/cluster.md)."""
 EXAMPLES = """\
 examples:
   lss-bench compare quick --out lss_runs/quick
@@ -28,16 +33,24 @@ examples:
   lss-bench compare standard --seeds 5 --out lss_runs/standard           # add seeds 3 and 4
   lss-bench compare standard --seeds 5 --dry-run          # the 60 runs it would train, checked in seconds
   lss-bench compare my_suite.yaml --import my_loss.py     # a suite that names a loss registered in my_loss.py
+  lss-bench compare quick --backend ray --num-cpus 1      # a local Ray cluster, one CPU per run
+  lss-bench compare paper --backend ray --address auto --out /shared/lss_runs/paper   # an existing cluster
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", metavar="SUITE", help="suite YAML or shipped suite name (quick, standard, minority)")
+    parser.add_argument(
+        "suite", metavar="SUITE", help="suite YAML or shipped suite name (quick, standard, minority, paper)"
+    )
     parser.add_argument("--seeds", type=int, default=None, metavar="N", help="run seeds 0..N-1 (default: the suite's)")
     parser.add_argument("--out", default=None, metavar="DIR", help="suite directory (default: lss_runs/<suite name>)")
     parser.add_argument("--no-resume", action="store_true", help="delete the runs and leaderboard in DIR, start over")
     parser.add_argument("--retry-failed", action="store_true", help="run the failed runs again when resuming")
     parser.add_argument("--no-progress", action="store_true", help="no live progress view (one line per run only)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local", help="where the runs are executed")
+    parser.add_argument("--address", default=None, help="Ray cluster address (auto, HOST:6379, ray://HOST:10001)")
+    parser.add_argument("--num-cpus", type=float, default=None, help="CPUs per Ray task (default: from the config)")
+    parser.add_argument("--num-gpus", type=float, default=None, help="GPUs per Ray task (default: from the config)")
     add_dry_run_argument(parser)
     add_incremental_arguments(parser)
 
@@ -61,6 +74,7 @@ def add_incremental_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from benchmarks.backends import make_executor
     from benchmarks.leaderboard import build_leaderboard, print_terminal
     from benchmarks.leaderboard_files import write_leaderboard
     from benchmarks.outputs import OUTPUT_ROOT, locked_folder
@@ -79,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
         print(suite_plan(suite, out, seeds))
         return 0
+    executor = make_executor(args.backend, args.address, args.num_cpus, args.num_gpus)
     retrain = args.retrain_changed
     check_suite_folder(suite, out, seeds, resume=not args.no_resume, retrain_changed=retrain)  # before the lock
     with locked_folder(out, "compare"):
@@ -90,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             retry_failed=args.retry_failed,
             progress=SuiteProgress(live=not args.no_progress),
             retrain_changed=retrain,
+            executor=executor,
         )
         board = build_leaderboard(out, mismatch=args.mismatch)  # rank_by, baseline, columns: OUT/suite.yaml
         written = write_leaderboard(board, out)

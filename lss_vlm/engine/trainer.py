@@ -11,6 +11,15 @@ Objective per batch::
 The trainer receives the model, the loss object and the loaders; it never looks anything up by name.
 Every epoch starts from generators re-seeded with ``derive_seed(seed, epoch)`` (global RNGs, the loader's shuffle
 generator and the MONAI transforms), so resuming from the last checkpoint reproduces an uninterrupted run exactly.
+
+Data-parallel (``torchrun``, :mod:`lss_vlm.engine.distributed`): when a process group is initialised, the training
+loader is sharded (one :class:`~lss_vlm.engine.distributed.SeededDistributedSampler` per rank, same permutation), the
+forward of the training step goes through :class:`~torch.nn.parallel.DistributedDataParallel`, every rank validates
+the whole validation split (same metrics, same early-stopping decision) and only rank 0 writes checkpoints. After each
+epoch the ranks check that their loss state (e.g. the PID controller) agrees, and stop with an error if not.
+
+``state.timing`` accumulates wall seconds per stage (``train_steps``, ``data``, ``validation``, ``checkpoints``),
+saved in the checkpoint so a resumed run reports its whole training.
 """
 
 from __future__ import annotations
@@ -31,10 +40,11 @@ from tqdm.auto import tqdm
 
 from ..constants import IGNORE_LABEL, LABELS, MISSING_GRADE, NUM_GRADES
 from ..errors import ConfigError
+from . import distributed
 from .batches import move_batch, pick_references, valid_view_labelled, valid_view_pairs
 from .checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
 from .seeding import derive_seed, seed_everything
-from .validation import autocast_context, validate
+from .validation import amp_dtype, autocast_context, validate
 
 SCHEDULES: tuple[str, ...] = ("cosine", "onecycle", "constant")
 
@@ -59,6 +69,7 @@ class TrainerSettings:
     monitor_mode: str
     patience: int
     quiet: bool = False
+    compile: bool = False  # torch.compile the training forward on CUDA (a no-op on CPU)
 
 
 @dataclass
@@ -84,6 +95,7 @@ class _State:
     bad_epochs: int = 0
     stop_reason: str | None = None
     controller_log: list[dict[str, float]] = field(default_factory=list)  # one row per controller update
+    timing: dict[str, float] = field(default_factory=dict)  # wall seconds per stage, summed over epochs
 
 
 def resolve_device(name: str) -> torch.device:
@@ -121,8 +133,11 @@ class Trainer:
         from losses.marginal import MarginalLoss
 
         self.marginal_loss = MarginalLoss(self.loss, ignore_index=IGNORE_LABEL)
-        self.train_loader = train_loader
+        self.train_loader = distributed.shard_loader(train_loader, settings.seed)
         self.val_loader = val_loader
+        self.forward_model = self._data_parallel(self.model)
+        if settings.compile and self.device.type == "cuda":  # on CPU the compile time outweighs the gain here
+            self.forward_model = torch.compile(self.forward_model)
         self.checkpoint_dir = Path(checkpoint_dir)
         self.on_epoch = on_epoch
         self.use_amp = settings.amp and self.device.type == "cuda"
@@ -132,9 +147,10 @@ class Trainer:
 
             tqdm.write(describe_parameters(model))  # e.g. "parameters: 6,493,572 total, 5,495,556 trainable (84.6 %)"
         self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-        self.steps_per_epoch = max(1, len(train_loader))
+        self.steps_per_epoch = max(1, len(self.train_loader))
         self.scheduler = self._build_scheduler()
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # loss scaling only for float16; bfloat16 has float32's exponent range
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and amp_dtype(self.device) == torch.float16)
         self.state = _State()
 
     # ------------------------------------------------------------------------------------------------------ public
@@ -155,7 +171,12 @@ class Trainer:
             self._restore(self.last_checkpoint)
         s = self.settings
         with tqdm(
-            total=s.epochs, initial=self.state.epoch, desc="epochs", unit="ep", disable=s.quiet, dynamic_ncols=True
+            total=s.epochs,
+            initial=self.state.epoch,
+            desc="epochs",
+            unit="ep",
+            disable=s.quiet or not distributed.is_main_process(),
+            dynamic_ncols=True,
         ) as bar:
             while self.state.stop_reason is None and self.state.epoch < s.epochs:
                 row = self._run_epoch(self.state.epoch + 1)
@@ -171,6 +192,30 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------------------------------------------ epochs
+    def _data_parallel(self, model: nn.Module) -> nn.Module:
+        """``model`` itself in one process; a :class:`DistributedDataParallel` wrapper of it under ``torchrun``
+        (BatchNorm synchronised across ranks on CUDA; on CPU each rank normalises with its own batch statistics)."""
+        if distributed.world_size() == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.device.type == "cuda":
+            model = self.model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            return DistributedDataParallel(model, device_ids=[torch.cuda.current_device()], find_unused_parameters=True)
+        return DistributedDataParallel(model, find_unused_parameters=True)
+
+    def _timed(self, stage: str, started: float) -> None:
+        """Add the seconds since ``started`` (``time.perf_counter()``) to ``state.timing[stage]``."""
+        self.state.timing[stage] = self.state.timing.get(stage, 0.0) + time.perf_counter() - started
+
+    def _check_ranks_in_sync(self, epoch: int) -> None:
+        """Under ``torchrun``: stop when the ranks' loss states (controller α/β, counts) differ after an epoch."""
+        if distributed.world_size() == 1:
+            return
+        buffers = [t for t in self.loss.state_dict().values() if isinstance(t, torch.Tensor)]
+        if not distributed.ranks_agree(distributed.tensor_checksum(buffers)):
+            raise RuntimeError(f"epoch {epoch}: the loss state (e.g. the PID controller) differs between ranks")
+
     def _run_epoch(self, epoch: int) -> dict[str, float]:
         start = time.perf_counter()
         self._reseed(epoch)
@@ -179,8 +224,11 @@ class Trainer:
             self.model.set_training_progress((epoch - 1) / max(self.settings.epochs, 1))
         row.update(self._train_one_epoch(epoch))
         self._call_hook("on_epoch_end")
+        started = time.perf_counter()
         val = validate(self.model, self.val_loader, self.device, self.use_amp)
+        self._timed("validation", started)
         self._call_hook("on_validation", self._per_class(val, "area_ratio"))  # controllers reading held-out masks
+        self._check_ranks_in_sync(epoch)
         self._log_controller(epoch, step=0)
         row.update(self._controller_row())
         row.update({f"val/{k}": v for k, v in val.items()})
@@ -199,13 +247,19 @@ class Trainer:
         self.loss.train()
         totals = {"train/loss": 0.0, "train/seg_loss": 0.0, "train/cls_loss": 0.0, "train/txt_loss": 0.0}
         n = 0
-        steps = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=s.quiet, dynamic_ncols=True)
+        quiet = s.quiet or not distributed.is_main_process()
+        steps = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=quiet, dynamic_ncols=True)
+        fetched = time.perf_counter()
         for step, batch in enumerate(steps, start=1):
+            self._timed("data", fetched)
+            started = time.perf_counter()
             terms = self._train_step(move_batch(batch, self.device), epoch, step)
+            self._timed("train_steps", started)
             for key, value in terms.items():
                 totals[key] += value
             n += 1
             steps.set_postfix(loss=f"{terms['train/loss']:.4f}")
+            fetched = time.perf_counter()
         return {k: v / max(n, 1) for k, v in totals.items()}
 
     def _train_step(self, batch: dict[str, Any], epoch: int, step: int) -> dict[str, float]:
@@ -245,7 +299,7 @@ class Trainer:
         extra = {}
         if report_ids is not None and hasattr(self.model, "set_training_progress"):
             extra["report_grades"] = batch["grades"]  # true grades for the decoder's scheduled sampling
-        out = self.model(
+        out = self.forward_model(
             batch["views"], report_ids=report_ids, report_mask=report_mask, view_valid=batch.get("view_valid"), **extra
         )
         seg = zero
@@ -319,11 +373,13 @@ class Trainer:
     def _reseed(self, epoch: int) -> None:
         """Re-seed every generator the epoch uses from ``(seed, epoch)``: resume-exact by construction."""
         seed = derive_seed(self.settings.seed, epoch)
-        seed_everything(seed, self.settings.deterministic)
         sampler_generator = getattr(getattr(self.train_loader, "sampler", None), "generator", None)
         if isinstance(sampler_generator, torch.Generator):
-            sampler_generator.manual_seed(seed)
-        set_rnd(self.train_loader.dataset, seed)
+            sampler_generator.manual_seed(seed)  # the same permutation on every rank
+        rank = distributed.rank()
+        own = seed if rank == 0 else derive_seed(self.settings.seed, epoch, rank)  # dropout, augmentation per rank
+        seed_everything(own, self.settings.deterministic)
+        set_rnd(self.train_loader.dataset, own)
 
     def _build_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         total = self.settings.epochs * self.steps_per_epoch
@@ -335,9 +391,14 @@ class Trainer:
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, _constant)
 
     def _save(self, folder: Path) -> None:
+        """Write a checkpoint (rank 0 only under ``torchrun``: every rank holds the same weights and state)."""
+        if not distributed.is_main_process():
+            return
+        started = time.perf_counter()
         state = self.state.__dict__.copy()
         save_checkpoint(folder, self.model, self.optimizer, self.scheduler, self.loss, state, self.scaler)
+        self._timed("checkpoints", started)
 
     def _restore(self, folder: Path) -> None:
         saved = load_checkpoint(folder, self.model, self.optimizer, self.scheduler, self.loss, self.scaler)
-        self.state = _State(**saved)
+        self.state = _State(**{"timing": {}, **saved})  # checkpoints written before stage timers have none

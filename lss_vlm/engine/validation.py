@@ -15,10 +15,18 @@ from ..metrics.segmentation import SegmentationMetrics
 from .batches import move_batch, valid_view_ids, valid_view_labelled
 
 
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype on ``device``: bfloat16 where the GPU supports it (Ampere and later: no loss scaling
+    needed), float16 on older GPUs (with a :class:`torch.amp.GradScaler`)."""
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
 def autocast_context(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """fp16 autocast on CUDA when ``amp`` is on; a no-op everywhere else (AMP is never used on CPU)."""
+    """Autocast (:func:`amp_dtype`) on CUDA when ``amp`` is on; a no-op everywhere else (AMP is never used on CPU)."""
     if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return torch.autocast(device_type="cuda", dtype=amp_dtype(device))
     return contextlib.nullcontext()
 
 
