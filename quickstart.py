@@ -25,7 +25,7 @@ VENV = Path(os.environ.get("LSS_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".lss-vlm-installed"
 CONSTRAINTS = ROOT / "constraints.txt"
-EXTRAS = "test"
+EXTRAS = "test,ray"
 
 
 def _spec_hash() -> str:
