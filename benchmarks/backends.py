@@ -13,6 +13,7 @@ Ray: Moritz et al., "Ray: A Distributed Framework for Emerging AI Applications",
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -143,19 +144,29 @@ def _ray_run(
         return execute_run(plan, folder, runner)
 
 
-def make_executor(
+def check_backend_options(
     backend: str, address: str | None = None, num_cpus: float | None = None, num_gpus: float | None = None
-) -> Executor:
-    """The executor of ``--backend``; :class:`ConfigError` for an unknown name or options the backend ignores."""
+) -> None:
+    """:class:`ConfigError` for an unknown backend, options the backend ignores, or a resource that is negative or not
+    finite (checked before a dry run too; imports nothing)."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "local":
         given = [name for name, v in (("--address", address), ("--num-cpus", num_cpus), ("--num-gpus", num_gpus)) if v]
         if given:
             raise ConfigError(f"{', '.join(given)}: only used with --backend ray")
-        return LocalExecutor()
+        return
     for name, value in (("--num-cpus", num_cpus), ("--num-gpus", num_gpus)):
-        if value is not None and value < 0:
-            raise ConfigError(f"{name} must be >= 0, got {value}")
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+
+
+def make_executor(
+    backend: str, address: str | None = None, num_cpus: float | None = None, num_gpus: float | None = None
+) -> Executor:
+    """The executor of ``--backend``; :class:`ConfigError` for an unknown name or options the backend ignores."""
+    check_backend_options(backend, address, num_cpus, num_gpus)
+    if backend == "local":
+        return LocalExecutor()
     import_ray()
     return RayExecutor(address, num_cpus, num_gpus)

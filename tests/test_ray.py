@@ -45,6 +45,11 @@ def test_backend_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None
     assert capsys.readouterr().err.strip().splitlines() == [
         "lss-bench compare: error: --num-gpus: only used with --backend ray"
     ]
+    for value in ("-1", "nan", "inf"):  # checked before a dry run too, without importing Ray
+        assert cli(["compare", "quick", "--backend", "ray", "--num-cpus", value, "--dry-run"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"lss-bench compare: error: --num-cpus must be a finite number >= 0, got {float(value)}"
+        ]
     cfg = plan_runs(load_suite("quick"))[0].config
     assert run_resources(cfg, None, None) == (1.0 + cfg.data.num_workers, 0.0)
     gpu = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": "cuda"})})

@@ -74,7 +74,7 @@ def add_incremental_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmarks.backends import make_executor
+    from benchmarks.backends import check_backend_options, make_executor
     from benchmarks.leaderboard import build_leaderboard, print_terminal
     from benchmarks.leaderboard_files import write_leaderboard
     from benchmarks.outputs import OUTPUT_ROOT, locked_folder
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else OUTPUT_ROOT / suite.name
     if args.losses is not None:
         suite = select_losses(suite, [n.strip() for n in args.losses.split(",") if n.strip()], out)
+    check_backend_options(args.backend, args.address, args.num_cpus, args.num_gpus)
     if args.dry_run:
         from benchmarks.planning import suite_plan
 
