@@ -302,10 +302,6 @@ def deterministic_transforms(spatial_size: int, spacing: Mapping[str, tuple[floa
 
 #: Train-time augmentation profiles (``data.augment_profile``).
 AUGMENT_PROFILES: tuple[str, ...] = ("standard", "domain_randomisation")
-#: Random affine per profile: (largest rotation in degrees, largest relative scale change per axis). Domain
-#: randomisation widens both: real spines tilt by up to ~20 degrees in the slice, and patient size, lordosis and an
-#: unknown or wrong pixel spacing change the apparent scale and aspect by well over 10 %.
-AFFINE_RANGES: dict[str, tuple[float, float]] = {"standard": (10.0, 0.1), "domain_randomisation": (20.0, 0.25)}
 
 
 def domain_randomisation_transforms() -> list:
@@ -339,13 +335,11 @@ def domain_randomisation_transforms() -> list:
 
 
 def augmentation_transforms(spatial_size: int, profile: str = "standard") -> list:
-    """Train-time augmentation: per view a random affine (same for image and mask, nearest for the mask; rotation
-    and per-axis scale ranges from :data:`AFFINE_RANGES`), left-right flips of axial views only (the sagittal plane
-    has no valid flip), then intensity jitter; profile ``domain_randomisation`` adds
-    :func:`domain_randomisation_transforms` after the affine."""
+    """Train-time augmentation: per view a random affine (same for image and mask, nearest for the mask),
+    left-right flips of axial views only (the sagittal plane has no valid flip), then intensity jitter; profile
+    ``domain_randomisation`` adds :func:`domain_randomisation_transforms` after the affine."""
     if profile not in AUGMENT_PROFILES:
         raise DataError(f"augment profile {profile!r} is unknown; choose one of {', '.join(AUGMENT_PROFILES)}")
-    degrees, scale = AFFINE_RANGES[profile]
     steps: list = []
     for view in VIEWS:
         pair = [image_key(view), mask_key(view)]
@@ -353,8 +347,8 @@ def augmentation_transforms(spatial_size: int, profile: str = "standard") -> lis
             RandAffined(
                 keys=pair,
                 prob=0.7,
-                rotate_range=(np.deg2rad(degrees),),
-                scale_range=(scale, scale),
+                rotate_range=(np.deg2rad(10.0),),
+                scale_range=(0.1, 0.1),
                 translate_range=(0.05 * spatial_size, 0.05 * spatial_size),
                 mode=("bilinear", "nearest"),
                 padding_mode="zeros",

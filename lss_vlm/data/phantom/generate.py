@@ -150,7 +150,7 @@ def _write_sagittal(case_dir: Path, spine, midline, rng, gain, noise: float, cfg
         tissue, labels = elastic_deform((tissue, labels), rng, 3.0 / min(spacing))
     for view, weighting in (("sag_t1", "t1"), ("sag_t2", "t2")):
         if cfg.domain_randomisation:
-            image = randomised_acquire(tissue, rng, labels=labels)
+            image = randomised_acquire(tissue, rng)
         else:
             image = acquire(tissue, weighting, rng, gain, noise, cfg.bias_field, (blur, blur))
         _save(case_dir / f"{view}.nii.gz", image, affine, cfg.size)
@@ -194,7 +194,7 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
         x, y = _grid(size, ax_spacing, rotation, centre)
         labels, tissue = render_axial(x, y, geom, anatomy, pixels, degenerated)
         if cfg.domain_randomisation:  # no deformation: it would change the sac area that sets the grade
-            image = randomised_acquire(tissue, rng, labels=labels)
+            image = randomised_acquire(tissue, rng)
         else:
             image = acquire(tissue, cfg.axial_weighting, rng, gain, noise, cfg.bias_field, (blur, blur))
         # rows run posterior, columns to the patient's left, slices superior (radiological display)

@@ -17,15 +17,6 @@ the views that share a mask); per view the intensities are drawn anew (:func:`ra
 5. **Gamma**: ``I ← I^γ`` on [0, 1] with ``log γ ~ N(0, gamma_log_sd)``.
 6. **Noise**: Gaussian, ``σ ~ U(0, noise_max)`` relative to the [0, 1] range.
 
-With the label map given, two more steps come between 2 and 3 (:func:`add_clutter`), because a real slice is not
-a clean phantom: the abdomen in front of the spine (vessels, bowel, psoas) and the back muscles hold structures of
-every intensity, some as bright or dark as a vertebral body, and every tissue has texture.
-
-7. **Background clutter**: ``K ~ U{0, clutter_max}`` random ellipses (semi-axes 3-25 % of the image side, random
-   angle), each a new tissue class with its own Gaussian intensity, painted only on unlabelled, non-air pixels, so
-   that a network cannot call "anything of body-like intensity" a body.
-8. **Texture**: a multiplicative smooth random field ``1 + t · s(x, y)`` (8-24 knots, ``t ~ U(0, texture_max)``).
-
 Output in the phantom's int16 scanner units (0-1000 for the brightest tissue), like :func:`.acquisition.acquire`.
 """
 
@@ -51,30 +42,6 @@ class RandomisationRanges:
     bias_max: float = 0.5
     gamma_log_sd: float = 0.35
     noise_max: float = 0.06
-    clutter_max: int = 12
-    texture_max: float = 0.15
-
-
-def add_clutter(
-    image: np.ndarray, labels: np.ndarray, tissue: np.ndarray, rng: np.random.Generator, ranges: RandomisationRanges
-) -> np.ndarray:
-    """Steps 7-8 of the module docstring on an intensity image ``[H, W]`` (values ~[0, 1]) drawn from ``tissue``:
-    random-intensity ellipses on the unlabelled (``labels == 0``), non-air pixels, then a texture field. Labels are
-    untouched."""
-    size = np.asarray(image.shape, float)
-    rows, cols = np.meshgrid(np.arange(image.shape[0]), np.arange(image.shape[1]), indexing="ij")
-    free = (labels == 0) & (tissue != Tissue.AIR)
-    out = image.copy()
-    for _ in range(int(rng.integers(0, ranges.clutter_max + 1))):
-        centre = rng.uniform(0.0, 1.0, 2) * size
-        axes = rng.uniform(0.03, 0.25, 2) * size.min()
-        angle = rng.uniform(0.0, np.pi)
-        c, s = np.cos(angle), np.sin(angle)
-        u, w = (rows - centre[0]) * c + (cols - centre[1]) * s, -(rows - centre[0]) * s + (cols - centre[1]) * c
-        blob = free & ((u / axes[0]) ** 2 + (w / axes[1]) ** 2 <= 1.0)
-        out[blob] = rng.uniform(0.0, 1.0) + rng.uniform(0.0, ranges.sigma_max) * rng.standard_normal(int(blob.sum()))
-    texture = smooth_field(rng, image.shape, cells=int(rng.integers(8, 25)))
-    return out * (1.0 + rng.uniform(0.0, ranges.texture_max) * texture)
 
 
 def elastic_deform(
@@ -93,14 +60,10 @@ def elastic_deform(
 
 
 def randomised_acquire(
-    tissue: np.ndarray,
-    rng: np.random.Generator,
-    ranges: RandomisationRanges = RandomisationRanges(),
-    labels: np.ndarray | None = None,
+    tissue: np.ndarray, rng: np.random.Generator, ranges: RandomisationRanges = RandomisationRanges()
 ) -> np.ndarray:
     """A domain-randomised image (int16 ``[H, W]``) of the tissue map ``tissue [H, W]`` (steps 2-6 of the module
-    docstring, and 7-8 when the label map ``labels [H, W]`` is given; deform the maps first with
-    :func:`elastic_deform`)."""
+    docstring; deform the maps first with :func:`elastic_deform`)."""
     n = len(Tissue)
     if rng.random() < ranges.realistic_share:
         means = SIGNAL[str(rng.choice(["t1", "t2"]))] * (1.0 + rng.normal(0.0, 0.15, n))
@@ -109,8 +72,6 @@ def randomised_acquire(
     means[0] = rng.uniform(0.0, 0.1)  # air outside the body stays dark, as on every real scan
     sigmas = rng.uniform(0.0, ranges.sigma_max, n)
     image = means[tissue] + sigmas[tissue] * rng.standard_normal(tissue.shape)
-    if labels is not None:
-        image = add_clutter(image, labels, tissue, rng, ranges)
     sigma = rng.uniform(0.0, ranges.blur_px_max, 2)
     sigma[rng.integers(2)] *= 0.3  # thick-slice blur mostly along one in-plane axis
     image = ndimage.gaussian_filter(image, sigma=sigma, mode="nearest", truncate=3.0)
