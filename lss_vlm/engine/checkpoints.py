@@ -50,7 +50,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
             f"{path}: the weights do not fit the model its config.yaml describes ({first.rstrip(':.')} ...); "
-            "was config.yaml edited after training?"
+            "was config.yaml edited after training, or was the run trained by another lss-vlm version "
+            "(its provenance.json says which)?"
         ) from None
 
 
