@@ -163,17 +163,13 @@ def test_cider_of_a_single_case_is_nan_with_a_warning_not_a_silent_zero():
 
 @requires_java()
 def test_meteor_survives_a_looping_hypothesis_by_capping_it_with_a_warning():
-    import time
-
     from lss_vlm.metrics.text import METEOR_MAX_HYPOTHESIS_TOKENS
 
     references, _ = _corpus(n_refs=3)
     ids = ["case0", "case2"]
     looping = " ".join(["L4-L5 moderate stenosis."] * 2500)  # what a decoder stuck in a loop writes
-    start = time.monotonic()
-    with pytest.warns(RuntimeWarning, match=f"first {METEOR_MAX_HYPOTHESIS_TOKENS}"):
+    with pytest.warns(RuntimeWarning, match=f"first {METEOR_MAX_HYPOTHESIS_TOKENS}"):  # returns: no hang
         out = score_reports({k: references[k] for k in ids}, {"case0": looping, "case2": references["case2"][1]})
-    assert time.monotonic() - start < 120
     assert 0.0 < out["meteor"] < 1.0 and math.isfinite(out["cider"])
     # the process goes on: a second call works (pycocoevalcap's Meteor would hold its lock forever here)
     again = score_reports({k: references[k] for k in ids}, {k: references[k][0] for k in ids})
@@ -182,14 +178,12 @@ def test_meteor_survives_a_looping_hypothesis_by_capping_it_with_a_warning():
 
 @requires_java()
 def test_meteor_timeout_gives_nan_with_a_warning_and_kills_the_jvm():
-    import time
-
     from lss_vlm.metrics.text import meteor_score
 
-    start = time.monotonic()
+    # the warning is written only on the timeout path (no timed assertion: the machine's load must not decide)
     with pytest.warns(RuntimeWarning, match="no answer within 0.2 s"):
         score = meteor_score({"a": ["mild stenosis"], "b": ["severe stenosis"]}, {"a": ["mild"], "b": ["x"]}, 0.2)
-    assert math.isnan(score) and time.monotonic() - start < 15
+    assert math.isnan(score)
 
 
 @requires_java()
