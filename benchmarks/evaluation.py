@@ -27,6 +27,7 @@ from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
 from lss_vlm.metrics.classification import GradeMetrics
 from lss_vlm.metrics.localisation import LevelLocalisation
 from lss_vlm.metrics.segmentation import SegmentationMetrics
+from lss_vlm.metrics.text import TEXT_METRICS
 from lss_vlm.models.lora import parameter_report
 from lss_vlm.reports.vocabulary import fill_slots
 
@@ -36,16 +37,7 @@ from .overlay import CaseView, save_case_overlay
 from .run_loading import CALIBRATION_FILE, OVERLAY_FILE, build_split_loader, load_run_config, load_trained_model
 
 #: Text-metric keys written as NaN when text metrics are off or Java is missing (keys stay stable for leaderboards).
-TEXT_METRIC_KEYS: tuple[str, ...] = (
-    "bleu_1",
-    "bleu_2",
-    "bleu_3",
-    "bleu_4",
-    "meteor",
-    "rouge_l",
-    "cider",
-    "cider_x100",
-)
+TEXT_METRIC_KEYS: tuple[str, ...] = TEXT_METRICS  # lss_vlm.metrics.text.score_reports keys
 
 #: Prompt of the attention map drawn when none is chosen: the dural sac, whose narrowing is the stenosis.
 DEFAULT_OVERLAY_PROMPT = "label/thecal_sac"
