@@ -27,6 +27,7 @@ from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
 from lss_vlm.metrics.classification import GradeMetrics
 from lss_vlm.metrics.localisation import LevelLocalisation
 from lss_vlm.metrics.segmentation import SegmentationMetrics
+from lss_vlm.metrics.text import TEXT_METRICS
 from lss_vlm.models.lora import parameter_report
 from lss_vlm.reports.vocabulary import fill_slots
 
@@ -36,16 +37,7 @@ from .overlay import CaseView, save_case_overlay
 from .run_loading import CALIBRATION_FILE, OVERLAY_FILE, build_split_loader, load_run_config, load_trained_model
 
 #: Text-metric keys written as NaN when text metrics are off or Java is missing (keys stay stable for leaderboards).
-TEXT_METRIC_KEYS: tuple[str, ...] = (
-    "bleu_1",
-    "bleu_2",
-    "bleu_3",
-    "bleu_4",
-    "meteor",
-    "rouge_l",
-    "cider",
-    "cider_x100",
-)
+TEXT_METRIC_KEYS: tuple[str, ...] = TEXT_METRICS  # lss_vlm.metrics.text.score_reports keys
 
 #: Prompt of the attention map drawn when none is chosen: the dural sac, whose narrowing is the stenosis.
 DEFAULT_OVERLAY_PROMPT = "label/thecal_sac"
@@ -206,7 +198,7 @@ def _report_metrics(
     """Text metrics of generated and composed reports, grade F1 read back from the text, composer area error.
 
     ``timing``: seconds of the JVM scorers (``text_metrics``) and of ``bertscore`` are added to it."""
-    from lss_vlm.metrics.text import BERTSCORE_KEYS, bertscore, grade_f1_from_text, reference_ceiling, score_reports
+    from lss_vlm.metrics.text import BERTSCORE_KEYS, bertscore, grade_f1_from_text
 
     with_refs = [c for c in cases if c.references]
     references = {c.case_id: c.references for c in with_refs}
@@ -217,24 +209,22 @@ def _report_metrics(
         sources["composed/"] = {c.case_id: c.composed for c in cases}
     java = shutil.which("java") is not None
     timing = {} if timing is None else timing
+    started = time.perf_counter()
+    ceiling = text_metrics and java and sum(len(r) >= 2 for r in references.values()) >= 2
+    java_scores = _java_text_metrics(references, sources, ceiling) if text_metrics and java and references else {}
+    _add_time(timing, "text_metrics", time.perf_counter() - started)
     for prefix, hypotheses in sources.items():
         metrics[f"{prefix}grade_f1_from_text"] = grade_f1_from_text(hypotheses, true_grades)
         scores: dict[str, float] = {k: math.nan for k in TEXT_METRIC_KEYS}
-        started = time.perf_counter()
-        if text_metrics and java and references:
-            scores.update(score_reports(references, {cid: hypotheses[cid] for cid in references}))
-        _add_time(timing, "text_metrics", time.perf_counter() - started)
+        scores.update(java_scores.get(prefix, {}))
         scores.update(dict.fromkeys(BERTSCORE_KEYS, math.nan))
         started = time.perf_counter()
         if text_metrics and references:  # BERTScore needs no Java: the offline MiniLM
             scores.update(bertscore(references, {cid: hypotheses[cid] for cid in references}))
         _add_time(timing, "bertscore", time.perf_counter() - started)
         metrics.update({f"{prefix}{k}": v for k, v in scores.items()})
-    metrics["reference/cider_x100"] = math.nan  # the leave-one-out ceiling needs >= 2 cases with >= 2 references
-    started = time.perf_counter()
-    if text_metrics and java and sum(len(r) >= 2 for r in references.values()) >= 2:
-        metrics["reference/cider_x100"] = _reference_ceiling_x100(references, reference_ceiling)
-    _add_time(timing, "text_metrics", time.perf_counter() - started)
+    # the leave-one-out ceiling needs >= 2 cases with >= 2 references
+    metrics["reference/cider_x100"] = _CEILINGS.get(_references_key(references), math.nan) if ceiling else math.nan
     errors = [
         abs(pred - true)
         for c in cases
@@ -248,18 +238,30 @@ def _report_metrics(
 
 
 #: Reference ceilings already computed in this process, by a hash of the references: every run of a suite scores the
-#: same split, so the ceiling (one JVM start and a CIDEr pass) is computed once per process, not once per run.
+#: same split, so the ceiling (its references' tokens and a CIDEr pass) is computed once per process, not once per run.
 _CEILINGS: dict[str, float] = {}
 
 
-def _reference_ceiling_x100(references: dict[str, list[str]], compute: Any) -> float:
-    """``compute(references)["cider_x100"]``, cached per distinct ``references`` in this process."""
+def _references_key(references: dict[str, list[str]]) -> str:
     import hashlib
 
-    key = hashlib.sha256(json.dumps(references, sort_keys=True).encode()).hexdigest()
-    if key not in _CEILINGS:
-        _CEILINGS[key] = float(compute(references)["cider_x100"])
-    return _CEILINGS[key]
+    return hashlib.sha256(json.dumps(references, sort_keys=True).encode()).hexdigest()
+
+
+def _java_text_metrics(
+    references: dict[str, list[str]], sources: dict[str, dict[str, str]], ceiling: bool
+) -> dict[str, dict[str, float]]:
+    """BLEU/METEOR/ROUGE-L/CIDEr of every report set (``{prefix: {case: text}}``) in one tokenizer and one METEOR JVM
+    (:func:`lss_vlm.metrics.text.score_report_sets`); with ``ceiling``, the reference ceiling too, once per process
+    per distinct ``references`` (stored in :data:`_CEILINGS`)."""
+    from lss_vlm.metrics.text import score_report_sets
+
+    key = _references_key(references)
+    sets = {prefix: {cid: hypotheses[cid] for cid in references} for prefix, hypotheses in sources.items()}
+    scores, reference = score_report_sets(references, sets, ceiling=ceiling and key not in _CEILINGS)
+    if reference is not None:
+        _CEILINGS[key] = float(reference["cider_x100"])
+    return scores
 
 
 def _write_results(

@@ -21,11 +21,11 @@ def metric_names() -> frozenset[str]:
     from lss_vlm.metrics.classification import GradeMetrics
     from lss_vlm.metrics.localisation import LevelLocalisation
     from lss_vlm.metrics.segmentation import SegmentationMetrics
+    from lss_vlm.metrics.text import TEXT_METRICS
 
-    from .evaluation import TEXT_METRIC_KEYS
-    from .runner import TRAINING_SUMMARY_KEYS
+    from .run_status import TRAINING_SUMMARY_KEYS
 
-    report = (*TEXT_METRIC_KEYS, "grade_f1_from_text")
+    report = (*TEXT_METRICS, "grade_f1_from_text")
     names = {*SegmentationMetrics().aggregate(), *GradeMetrics().aggregate(), *TRAINING_SUMMARY_KEYS}
     names |= {*LevelLocalisation().aggregate(), "params_total", "params_trainable", "params_trainable_fraction"}
     names |= {*report, *(f"composed/{k}" for k in report), "area_mae_mm2", "n_cases"}

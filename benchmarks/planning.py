@@ -66,7 +66,7 @@ def validate_target(target: str, overrides: Sequence[str] = (), out: str | Path 
 def check_config(cfg: Any) -> None:
     """What loading a config does not check by itself: the inputs it names and its early-stopping metric."""
     from benchmarks.metric_names import check_metric_name
-    from benchmarks.runner import check_inputs
+    from benchmarks.run_status import check_inputs
 
     check_inputs(cfg)
     check_metric_name(cfg.train.early_stopping.metric, "train.early_stopping.metric")
@@ -89,7 +89,7 @@ def check_study(spec: Any, overrides: Sequence[str] = ()) -> dict[str, Any]:
 def suite_plan(suite: Any, out: Path, seeds: Sequence[int] | None = None) -> str:
     """Check every run of ``suite`` (``benchmarks.suite.check_suite_folder``) and describe them: loss x seed, the
     state of each in ``out`` (new, partial = resumes, done = skipped), the shared data, model and budget."""
-    from benchmarks.runner import read_status
+    from benchmarks.run_status import read_status
     from benchmarks.suite import check_suite_folder, plan_runs
 
     check_suite_folder(suite, out, seeds)

@@ -20,7 +20,6 @@ Contract for callers (suite runner, Optuna tuner, ``lss-bench train``):
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import shutil
 import time
@@ -31,7 +30,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lss_vlm.errors import ConfigError, DataError, LssError
+from lss_vlm.errors import ConfigError, LssError
 from lss_vlm.io import atomic_path, atomic_write_json
 
 from .config import ExperimentConfig, config_hash, dump_config
@@ -46,14 +45,12 @@ from .run_loading import (
     takes_report_vocab,
     view_spacing,
 )
+from .run_status import STATUS_FILE, TRAINING_SUMMARY_KEYS, check_inputs, read_status
 from .tensorboard_log import ScalarLog
 from .versions import git_sha, package_version
 from .warmup_cache import cached_warm_up
 
-STATUS_FILE = "status.json"
 TIMING_FILE = "timing.json"
-#: Keys of metrics.json that describe the training, not the evaluation (kept when a run is re-evaluated).
-TRAINING_SUMMARY_KEYS: tuple[str, ...] = ("best_epoch", "epochs_run", "early_stopped")
 PACKAGES: tuple[str, ...] = (
     "lss-vlm",  # with git_sha null (code outside a git checkout) the version is what identifies it
     "torch",
@@ -84,20 +81,6 @@ class _OnEpochRaised(Exception):
     def __init__(self, original: BaseException) -> None:
         super().__init__(str(original))
         self.original = original
-
-
-def read_status(run_dir: str | Path) -> dict[str, Any] | None:
-    """The parsed ``status.json`` of a run directory, or None when the run has not ended."""
-    path = Path(run_dir) / STATUS_FILE
-    if not path.is_file():
-        return None
-    try:
-        status = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: damaged ({exc}); delete it to resume the run, or start over with --restart") from None
-    if not isinstance(status, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(status).__name__}; start over with --restart")
-    return status
 
 
 def run_experiment(
@@ -361,19 +344,6 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
     if history:
         with atomic_path(path) as tmp:
             pd.DataFrame(history).to_csv(tmp, index=False)
-
-
-def check_inputs(cfg: ExperimentConfig) -> None:
-    """Inputs a config names, checked before a run starts: a ``data.manifest`` that exists (:class:`ConfigError`) and
-    reads as a valid manifest (:class:`DataError` naming the file and the problem)."""
-    from lss_vlm.data.manifest import read_manifest
-
-    manifest = cfg.data.manifest
-    if manifest is None:
-        return
-    if not Path(manifest).is_file():
-        raise ConfigError(f"data.manifest: {manifest} not found (a manifest.csv from 'lss-bench prepare' or 'synth')")
-    read_manifest(manifest)
 
 
 def check_run_folder(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = True) -> None:

@@ -299,7 +299,7 @@ def check_suite_folder(
     """What :func:`run_suite` checks before it writes: every run's config, and (resuming) that no finished run of the
     plan was trained with another resolved config (unless ``retrain_changed``). Lets a command refuse bad input
     before it locks or touches the suite folder."""
-    from benchmarks.runner import check_inputs
+    from benchmarks.run_status import check_inputs
 
     plans = plan_runs(suite, seeds)
     for plan in plans:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from monai.losses import DiceCELoss
-
 from .base import LabelMapAdapter
 from .registry import register_loss
 
@@ -24,6 +22,8 @@ def dice_ce(
     label_smoothing: float = 0.0,
 ) -> LabelMapAdapter:
     """L = λ_dice·Dice + λ_ce·CE; ``include_background`` affects the Dice term only (CE always uses every class)."""
+    from monai.losses import DiceCELoss  # on first build: listing or checking losses stays light
+
     loss = DiceCELoss(
         include_background=include_background,
         to_onehot_y=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from monai.losses import DiceLoss, FocalLoss
 
 from .base import SegLoss, check_label_target
 from .registry import register_loss
@@ -20,6 +19,8 @@ class DiceFocalLoss(SegLoss):
     def __init__(
         self, include_background: bool, batch: bool, gamma: float, lambda_dice: float, lambda_focal: float
     ) -> None:
+        from monai.losses import DiceLoss, FocalLoss  # on first build: listing or checking losses stays light
+
         super().__init__()
         self.dice = DiceLoss(include_background=include_background, to_onehot_y=True, softmax=True, batch=batch)
         self.focal = FocalLoss(to_onehot_y=True, use_softmax=True, gamma=gamma)

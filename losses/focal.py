@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from monai.losses import FocalLoss
-
 from .base import LabelMapAdapter
 from .registry import register_loss
 
@@ -15,4 +13,6 @@ from .registry import register_loss
 )
 def focal(gamma: float = 2.0) -> LabelMapAdapter:
     """Focal loss, L = −mean_{pixels,classes} g_c·(1 − p_c)^γ·log p_c on softmax probabilities over all classes."""
+    from monai.losses import FocalLoss  # on first build: listing or checking losses stays light
+
     return LabelMapAdapter(FocalLoss(to_onehot_y=True, use_softmax=True, gamma=gamma), "channel")

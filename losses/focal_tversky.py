@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from segmentation_models_pytorch.losses import TverskyLoss
-
 from .base import LabelMapAdapter
 from .registry import register_loss
 
@@ -29,6 +27,8 @@ def focal_tversky(
     Classes absent from the batch contribute 0 (smp masks them); ``classes`` restricts the mean (default: all,
     background included). The default γ = 0.75 is Abraham & Khan's 1/γ with their γ = 4/3.
     """
+    from segmentation_models_pytorch.losses import TverskyLoss  # on first build: listing or checking losses stays light
+
     loss = TverskyLoss(
         mode="multiclass", classes=classes, from_logits=True, alpha=alpha, beta=beta, gamma=gamma, smooth=smooth
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from segmentation_models_pytorch.losses import JaccardLoss
-
 from .base import LabelMapAdapter
 from .registry import register_loss
 
@@ -15,5 +13,7 @@ from .registry import register_loss
 )
 def jaccard(classes: list[int] | None = None, log_loss: bool = False, smooth: float = 0.0) -> LabelMapAdapter:
     """Soft Jaccard, L = mean_c 1 − Σpg / (Σp + Σg − Σpg) over the batch (−log IoU if ``log_loss``)."""
+    from segmentation_models_pytorch.losses import JaccardLoss  # on first build: listing or checking losses stays light
+
     loss = JaccardLoss(mode="multiclass", classes=classes, log_loss=log_loss, from_logits=True, smooth=smooth)
     return LabelMapAdapter(loss, "index")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from segmentation_models_pytorch.losses import LovaszLoss
-
 from .base import LabelMapAdapter
 from .registry import register_loss
 
@@ -15,4 +13,6 @@ from .registry import register_loss
 )
 def lovasz(per_image: bool = False) -> LabelMapAdapter:
     """Lovász-softmax: the convex Lovász extension of the Jaccard loss, averaged over the classes present."""
+    from segmentation_models_pytorch.losses import LovaszLoss  # on first build: listing or checking losses stays light
+
     return LabelMapAdapter(LovaszLoss(mode="multiclass", per_image=per_image, from_logits=True), "index")

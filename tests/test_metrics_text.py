@@ -268,3 +268,42 @@ def test_bertscore_with_the_offline_minilm_ranks_matching_reports_first():
     assert set(same) == set(BERTSCORE_KEYS) and same["bertscore_f1"] == pytest.approx(1.0, abs=1e-4)
     assert 0.0 < shuffled["bertscore_f1"] < others["bertscore_f1"] < same["bertscore_f1"]  # raw, not rescaled
     assert math.isnan(bertscore({"a": [""]}, {"a": "text"})["bertscore_f1"])
+
+
+# ------------------------------------------------------------------------------------------------ several report sets
+
+
+@requires_java()
+def test_report_sets_in_two_jvms_score_exactly_as_separate_calls(monkeypatch):
+    import subprocess
+
+    from lss_vlm.metrics.text import reference_ceiling, score_report_sets
+
+    references, _ = _corpus(n_refs=3)
+    generated = {k: v[1] for k, v in references.items()} | {"case1": "", "case3": '"unclosed quote at L1-L2 (left)'}
+    shuffled = dict(zip(references, [v[0] for v in list(references.values())[::-1]]))
+    separate = {"": score_reports(references, generated), "composed/": score_reports(references, shuffled)}
+    separate_ceiling = reference_ceiling(references)
+    started = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda cmd, **kw: started.append(cmd) or popen(cmd, **kw))
+    together, ceiling = score_report_sets(references, {"": generated, "composed/": shuffled}, ceiling=True)
+    assert len(started) == 2  # one PTB tokenizer and one METEOR JVM for both sets and the ceiling
+    assert together == separate and ceiling == separate_ceiling  # bit-identical, not approximately equal
+    assert together[""]["cider"] != together["composed/"]["cider"]
+
+
+@requires_java()
+def test_one_meteor_jvm_scores_several_corpora_and_restarts_after_a_failure():
+    from lss_vlm.metrics.text import MeteorScorer, meteor_score
+
+    gts = {"a": ["mild stenosis at l4 l5"], "b": ["severe stenosis at l3 l4"]}
+    res = {"a": ["mild stenosis"], "b": ["no stenosis"]}
+    with MeteorScorer(0.2) as scorer:
+        with pytest.warns(RuntimeWarning, match="no answer within 0.2 s"):
+            assert math.isnan(scorer.score(gts, res))
+        scorer.timeout = 300.0
+        first = scorer.score(gts, res)
+        second = scorer.score(gts, {"a": ["mild stenosis at l4 l5"], "b": ["severe stenosis at l3 l4"]})
+    assert scorer.starts == 2  # the timed-out JVM was replaced once, then reused
+    assert first == meteor_score(gts, res) and 0.0 < first < second

@@ -10,7 +10,7 @@ from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 #: Modules that must not sit on an import cycle.
-ACYCLIC = ("runner", "evaluation", "overlay", "run_loading", "tensorboard_log", "versions", "cd_diagram")
+ACYCLIC = ("runner", "evaluation", "overlay", "run_loading", "run_status", "tensorboard_log", "versions", "cd_diagram")
 
 
 def _imports(path: Path) -> set[str]:
@@ -67,5 +67,5 @@ def test_runner_evaluation_overlay_and_run_loading_are_on_no_import_cycle():
 
 
 def test_the_graph_sees_function_level_imports():
-    # a lazy import is still an edge: metric_names imports runner and evaluation inside a function
-    assert {"runner", "evaluation"} <= _graph()["metric_names"]
+    # a lazy import is still an edge: metric_names imports run_status inside a function
+    assert "run_status" in _graph()["metric_names"]

@@ -250,7 +250,7 @@ def validate_study(spec: StudySpec, overrides: Sequence[str] = ()) -> dict[str, 
     cfg = base_config(spec, [*overrides, *spec.trial_overrides]) if needs_config else None
     space = resolve_search_space(spec, cfg.loss.name if cfg is not None else None)
     if cfg is not None and spec.runner.name == "experiment":
-        from benchmarks.runner import check_inputs
+        from benchmarks.run_status import check_inputs
 
         check_inputs(apply_params(cfg, {key: _probe_value(p) for key, p in space.items()}))
     return space

@@ -30,14 +30,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import (
-    balanced_accuracy_score,
-    cohen_kappa_score,
-    f1_score,
-    log_loss,
-    roc_auc_score,
-)
-from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from ..constants import LEVELS, MISSING_GRADE, NUM_GRADES
 
@@ -82,6 +74,8 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
 
 def one_vs_rest_auroc(probs: np.ndarray, target: np.ndarray, num_classes: int = NUM_GRADES) -> float:
     """Mean one-vs-rest ROC AUC over the classes that have both positive and negative examples (NaN if none)."""
+    from sklearn.metrics import roc_auc_score
+
     aucs = [
         roc_auc_score(target == g, probs[:, g]) for g in range(num_classes) if 0 < (target == g).sum() < len(target)
     ]
@@ -90,6 +84,8 @@ def one_vs_rest_auroc(probs: np.ndarray, target: np.ndarray, num_classes: int = 
 
 def quadratic_weighted_kappa(target: np.ndarray, pred: np.ndarray, num_classes: int = NUM_GRADES) -> float:
     """Cohen's kappa with quadratic weights over ``num_classes`` ordinal labels (NaN when undefined)."""
+    from sklearn.metrics import cohen_kappa_score
+
     if len(target) == 0:
         return math.nan
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
@@ -104,6 +100,8 @@ def present_macro_f1(target: Sequence[int] | np.ndarray, pred: Sequence[int] | n
     ``F1_g = 2·TP_g / (2·TP_g + FP_g + FN_g)`` averaged over ``g ∈ set(target) ∪ set(pred)``; a ``pred`` of ``-1``
     (no grade stated) is a miss of its true grade. NaN when there is no sample.
     """
+    from sklearn.metrics import f1_score
+
     target, pred = np.asarray(target, dtype=int), np.asarray(pred, dtype=int)
     present = sorted({int(g) for g in np.concatenate([target, pred]) if g >= 0})
     if target.size == 0 or not present:
@@ -118,6 +116,8 @@ def grade_scores(probs: np.ndarray, target: np.ndarray, pred: np.ndarray | None 
     """
     if len(target) == 0:
         return {name: math.nan for name in GRADE_METRICS}
+    from sklearn.metrics import balanced_accuracy_score  # here: an empty aggregate (metric_names) needs no sklearn
+
     pred = probs.argmax(axis=1) if pred is None else pred
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -179,6 +179,8 @@ def rsna2024_log_loss(probs: np.ndarray, target: np.ndarray) -> dict[str, float]
     known = target != MISSING_GRADE
     if not known.any():
         return dict.fromkeys(RSNA_METRICS, math.nan)
+    from sklearn.metrics import log_loss
+
     folded = np.stack([probs[..., 0] + probs[..., 1], probs[..., 2], probs[..., 3]], axis=-1)
     folded = folded / folded.sum(axis=-1, keepdims=True)
     classes = np.where(known, np.asarray(RSNA_CLASS_OF_GRADE)[target.clip(min=0)], -1)
@@ -266,6 +268,8 @@ class GradeMetrics:
 
     def confusion_matrix(self) -> np.ndarray:
         """Pooled confusion matrix ``[G, G]`` (rows true grade, columns predicted grade) over graded pairs."""
+        from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
         probs, target = self._stacked()
         known = target != MISSING_GRADE
         pred = probs.argmax(axis=2)

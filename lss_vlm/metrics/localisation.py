@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from ..constants import LABEL_INDEX, LEVELS, NUM_LEVELS, VIEWS, level_key
 
@@ -90,6 +89,8 @@ def disc_level_centres(
     on (counting from the sacrum, as radiologists number lumbar levels): a T12-L1 disc at the top of the field of
     view is left out, and when fewer than ``num_levels`` discs are found the cranial levels stay NaN.
     """
+    from scipy import ndimage
+
     labels, count = ndimage.label(np.asarray(mask) == disc_label, structure=np.ones((3, 3), dtype=int))
     centres = np.full((num_levels, 2), np.nan)
     if count == 0:

@@ -150,18 +150,21 @@ def ptb_tokenize(texts: Sequence[str], timeout_s: float | None = None) -> list[s
     return [" ".join(w for w in line.rstrip().split(" ") if w not in punctuation) for line in lines[: len(texts)]]
 
 
-def tokenize_corpus(
-    references: Mapping[str, Sequence[str]], hypotheses: Mapping[str, str], timeout_s: float | None = None
-) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """PTB-tokenize references and hypotheses in one JVM call (:func:`ptb_tokenize`).
-
-    Returns ``(gts, res)`` in the format of pycocoevalcap scorers: ``{case: [tokenized refs]}``, ``{case: [hyp]}``.
-    """
-    keys = [(case_id, None) for case_id in hypotheses]
+def _corpus_texts(
+    references: Mapping[str, Sequence[str]], hypotheses: Mapping[str, str]
+) -> tuple[list[tuple[str, int | None]], list[str]]:
+    """The texts of one corpus in the tokenizer's order (hypotheses, then references) and their ``(case, j)`` keys
+    (``j`` None for the hypothesis, else the reference's index)."""
+    keys: list[tuple[str, int | None]] = [(case_id, None) for case_id in hypotheses]
     keys += [(case_id, j) for case_id in hypotheses for j in range(len(references[case_id]))]
-    texts = [hypotheses[c] if j is None else references[c][j] for c, j in keys]
-    tokenized = ptb_tokenize(texts, timeout_s)
-    gts: dict[str, list[str]] = {c: [] for c in hypotheses}
+    return keys, [hypotheses[c] if j is None else references[c][j] for c, j in keys]
+
+
+def _corpus_from_tokens(
+    keys: Sequence[tuple[str, int | None]], tokenized: Sequence[str]
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """``(gts, res)`` of pycocoevalcap's scorers from the tokenized texts of :func:`_corpus_texts`."""
+    gts: dict[str, list[str]] = {c: [] for c, j in keys if j is None}
     res: dict[str, list[str]] = {}
     for (case_id, j), text in zip(keys, tokenized):
         if j is None:
@@ -171,10 +174,166 @@ def tokenize_corpus(
     return gts, res
 
 
+def tokenize_corpus(
+    references: Mapping[str, Sequence[str]], hypotheses: Mapping[str, str], timeout_s: float | None = None
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """PTB-tokenize references and hypotheses in one JVM call (:func:`ptb_tokenize`).
+
+    Returns ``(gts, res)`` in the format of pycocoevalcap scorers: ``{case: [tokenized refs]}``, ``{case: [hyp]}``.
+    """
+    keys, texts = _corpus_texts(references, hypotheses)
+    return _corpus_from_tokens(keys, ptb_tokenize(texts, timeout_s))
+
+
 def cap_tokens(text: str, max_tokens: int) -> str:
     """The first ``max_tokens`` whitespace tokens of ``text``."""
     words = text.split()
     return text if len(words) <= max_tokens else " ".join(words[:max_tokens])
+
+
+def _meteor_hypotheses(res: Mapping[str, Sequence[str]], max_tokens: int) -> dict[str, str]:
+    """The hypotheses as METEOR gets them: cut to ``max_tokens`` tokens (with a warning), ``|||`` removed."""
+    hyps = {}
+    for case_id in res:
+        hyp = res[case_id][0]
+        capped = cap_tokens(hyp, max_tokens)
+        if capped != hyp:
+            warnings.warn(
+                f"METEOR: hypothesis of case {case_id!r} has {len(hyp.split())} tokens; scored on its first "
+                f"{max_tokens} (a looping decoder? METEOR's aligner runs out of memory on such text)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        hyps[case_id] = capped.replace("|||", "").replace("  ", " ")
+    return hyps
+
+
+class MeteorScorer:
+    """One METEOR 1.5 JVM (``-l en -norm``, pycocoevalcap's jar and stdio protocol) that scores several corpora.
+
+    ``score(gts, res)`` is pycocoevalcap's ``Meteor.compute_score``: one ``SCORE`` line per case, then one ``EVAL``
+    line of all statistics, whose answer is the corpus score. pycocoevalcap's ``Meteor`` class also keeps one JVM for
+    several calls, but holds a lock that a failed call leaves taken (its ``__del__`` then deadlocks the process), so it
+    is not used. The JVM runs in its own process group; each ``score`` call has a deadline of ``timeout_s`` seconds
+    (:func:`jvm_timeout_s`) on its whole exchange; the JVM is killed on a failure and by :meth:`close` (use the scorer
+    as a context manager). After a failure the next call starts a fresh JVM, so one bad corpus costs only its score.
+
+    Hypotheses longer than ``max_hypothesis_tokens`` tokens are cut, with a warning (a looping decoder's output
+    exhausts METEOR's heap). Heap: ``LSS_METEOR_XMX`` (default ``2G``).
+    """
+
+    def __init__(self, timeout_s: float | None = None, max_hypothesis_tokens: int = METEOR_MAX_HYPOTHESIS_TOKENS):
+        self.timeout = jvm_timeout_s() if timeout_s is None else timeout_s
+        self.max_tokens = max_hypothesis_tokens
+        self.xmx = os.environ.get("LSS_METEOR_XMX", "2G")
+        self.starts = 0  # JVMs started so far (tests and profiles read it)
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> MeteorScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill the JVM, if one runs."""
+        if self._proc is not None:
+            _kill(self._proc)
+            self._proc = None
+
+    def _start(self) -> None:
+        from pycocoevalcap.meteor import meteor as pycoco_meteor
+
+        cmd = [_java(), "-jar", f"-Xmx{self.xmx}", pycoco_meteor.METEOR_JAR, "-", "-", "-stdio", "-l", "en", "-norm"]
+        self._proc = proc = subprocess.Popen(
+            cmd, cwd=Path(pycoco_meteor.__file__).resolve().parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        self.starts += 1
+        self._answered = False  # has this JVM answered anything yet (else a failure means it could not start)
+        self._answers: queue.Queue[bytes] = queue.Queue()
+        self._errors: list[bytes] = []
+
+        def read_stdout() -> None:
+            for line in iter(proc.stdout.readline, b""):
+                self._answers.put(line)
+            self._answers.put(b"")  # EOF
+
+        def read_stderr() -> None:
+            self._errors.append(proc.stderr.read())
+
+        self._threads = [threading.Thread(target=f, daemon=True) for f in (read_stdout, read_stderr)]
+        for t in self._threads:
+            t.start()
+
+    def _write(self, lines: Sequence[str]) -> None:
+        proc = self._proc
+
+        def write() -> None:
+            try:
+                for line in lines:
+                    proc.stdin.write(line.encode())
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass  # the JVM died: the reader sees EOF
+
+        threading.Thread(target=write, daemon=True).start()
+
+    def score(self, gts: Mapping[str, Sequence[str]], res: Mapping[str, Sequence[str]]) -> float:
+        """Corpus METEOR of PTB-tokenized ``gts`` (``{case: [refs]}``) and ``res`` (``{case: [hyp]}``), in [0, 1].
+
+        NaN with a warning when METEOR dies or times out on the data (the JVM is then killed; the next call starts
+        another). Raises :class:`JavaError` when the JVM cannot start (e.g. its ``-Xmx`` cannot be reserved)."""
+        hyps = _meteor_hypotheses(res, self.max_tokens)
+        score_lines = [" ||| ".join(("SCORE", " ||| ".join(gts[c]), hyps[c])) + "\n" for c in res]
+        if self._proc is None:
+            self._start()
+        deadline = time.monotonic() + self.timeout
+        seen: list[bytes] = []
+
+        def answer() -> bytes:
+            line = self._answers.get(timeout=max(deadline - time.monotonic(), 0.0))
+            seen.append(line)
+            if not line or b"initialization of VM" in line:
+                raise EOFError
+            self._answered = True
+            return line.strip()
+
+        try:
+            self._write(score_lines)
+            stats = [answer().decode() for _ in score_lines]
+            self._write(["EVAL ||| " + " ||| ".join(stats) + "\n"])
+            for _ in score_lines:
+                answer()
+            return float(answer())
+        except (queue.Empty, EOFError, ValueError) as exc:
+            return self._failed(exc, seen)
+
+    def _failed(self, exc: Exception, seen: list[bytes]) -> float:
+        """Kill the JVM after a failed exchange; raise :class:`JavaError` if it never started, else warn, NaN."""
+        proc, timed_out = self._proc, isinstance(exc, queue.Empty)
+        if not timed_out:  # the JVM closed its output: let it exit and collect its last words before the kill
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            self._threads[1].join(timeout=5)
+        self.close()
+        if not timed_out:  # a JVM that cannot start says why on stdout
+            while not self._answers.empty():
+                seen.append(self._answers.get_nowait())
+        said = b"".join(seen + self._errors).decode(errors="replace")
+        if timed_out:
+            reason = f"no answer within {self.timeout:g} s (LSS_JVM_TIMEOUT_S)"
+        else:
+            reason = _last_line(said) or f"unexpected output ({exc})"
+        never_started = not self._answered and not timed_out and "Exception" not in said
+        if "initialization of VM" in said or never_started:
+            raise JavaError(
+                f"METEOR: the Java VM could not start (java -Xmx{self.xmx}, LSS_METEOR_XMX): {reason}"
+            ) from None
+        warnings.warn(f"METEOR failed on this split, scored NaN: {reason}", RuntimeWarning, stacklevel=3)
+        return math.nan
 
 
 def meteor_score(
@@ -183,107 +342,15 @@ def meteor_score(
     timeout_s: float | None = None,
     max_hypothesis_tokens: int = METEOR_MAX_HYPOTHESIS_TOKENS,
 ) -> float:
-    """Corpus METEOR 1.5 (``-l en -norm``) of PTB-tokenized texts, as pycocoevalcap's ``Meteor.compute_score``.
+    """Corpus METEOR 1.5 (``-l en -norm``) of PTB-tokenized texts, as pycocoevalcap's ``Meteor.compute_score``, in a
+    JVM of its own (:class:`MeteorScorer`, which see for the timeout, the hypothesis cap and the errors).
 
-    The same jar and stdio protocol (one ``SCORE`` line per case, then one ``EVAL`` line of all statistics), but in a
-    JVM this function owns: its own process group, a deadline of ``timeout_s`` seconds (:func:`jvm_timeout_s`) on the
-    whole exchange, and a kill on every exit path. pycocoevalcap's ``Meteor`` keeps a lock that a failed call leaves
-    held, so its ``__del__`` deadlocks the process; it is not used.
-
-    Hypotheses longer than ``max_hypothesis_tokens`` tokens are cut, with a warning (a looping decoder's output
-    exhausts METEOR's heap). Returns the corpus score in [0, 1]; NaN with a warning when METEOR dies or times out on
-    the data. Raises :class:`JavaError` when the JVM cannot start (e.g. its ``-Xmx``, ``LSS_METEOR_XMX``, default
-    ``2G``, cannot be reserved).
+    Returns the corpus score in [0, 1]; NaN with a warning when METEOR dies or times out on the data. Raises
+    :class:`JavaError` when the JVM cannot start (e.g. its ``-Xmx``, ``LSS_METEOR_XMX``, default ``2G``, cannot be
+    reserved).
     """
-    from pycocoevalcap.meteor import meteor as pycoco_meteor
-
-    timeout = jvm_timeout_s() if timeout_s is None else timeout_s
-    xmx = os.environ.get("LSS_METEOR_XMX", "2G")
-    hyps = {}
-    for case_id in res:
-        hyp = res[case_id][0]
-        capped = cap_tokens(hyp, max_hypothesis_tokens)
-        if capped != hyp:
-            warnings.warn(
-                f"METEOR: hypothesis of case {case_id!r} has {len(hyp.split())} tokens; scored on its first "
-                f"{max_hypothesis_tokens} (a looping decoder? METEOR's aligner runs out of memory on such text)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        hyps[case_id] = capped.replace("|||", "").replace("  ", " ")
-    score_lines = [" ||| ".join(("SCORE", " ||| ".join(gts[c]), hyps[c])) + "\n" for c in res]
-    cmd = [_java(), "-jar", f"-Xmx{xmx}", pycoco_meteor.METEOR_JAR, "-", "-", "-stdio", "-l", "en", "-norm"]
-    proc = subprocess.Popen(
-        cmd, cwd=Path(pycoco_meteor.__file__).resolve().parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    answers: queue.Queue[bytes] = queue.Queue()
-    errors: list[bytes] = []
-
-    def read_stdout() -> None:
-        for line in iter(proc.stdout.readline, b""):
-            answers.put(line)
-        answers.put(b"")  # EOF
-
-    def read_stderr() -> None:
-        errors.append(proc.stderr.read())
-
-    def write(lines: Sequence[str]) -> None:
-        try:
-            for line in lines:
-                proc.stdin.write(line.encode())
-            proc.stdin.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            pass  # the JVM died: the reader sees EOF
-
-    deadline = time.monotonic() + timeout
-    threads = [threading.Thread(target=f, daemon=True) for f in (read_stdout, read_stderr)]
-    for t in threads:
-        t.start()
-
-    seen: list[bytes] = []
-
-    def answer() -> bytes:
-        line = answers.get(timeout=max(deadline - time.monotonic(), 0.0))
-        seen.append(line)
-        if not line or b"initialization of VM" in line:
-            raise EOFError
-        return line.strip()
-
-    stage = "start"
-    try:
-        threading.Thread(target=write, args=(score_lines,), daemon=True).start()
-        stats = []
-        for _ in score_lines:
-            stats.append(answer().decode())
-            stage = "score"
-        threading.Thread(target=write, args=(["EVAL ||| " + " ||| ".join(stats) + "\n"],), daemon=True).start()
-        for _ in score_lines:
-            answer()
-        score = float(answer())
-    except (queue.Empty, EOFError, ValueError) as exc:
-        timed_out = isinstance(exc, queue.Empty)
-        if not timed_out:  # the JVM closed its output: let it exit and collect its last words before the kill
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            threads[1].join(timeout=5)
-        _kill(proc)
-        if not timed_out:  # a JVM that cannot start says why on stdout
-            while not answers.empty():
-                seen.append(answers.get_nowait())
-        said = b"".join(seen + errors).decode(errors="replace")
-        if timed_out:
-            reason = f"no answer within {timeout:g} s (LSS_JVM_TIMEOUT_S)"
-        else:
-            reason = _last_line(said) or f"unexpected output ({exc})"
-        if "initialization of VM" in said or (stage == "start" and not timed_out and "Exception" not in said):
-            raise JavaError(f"METEOR: the Java VM could not start (java -Xmx{xmx}, LSS_METEOR_XMX): {reason}") from None
-        warnings.warn(f"METEOR failed on this split, scored NaN: {reason}", RuntimeWarning, stacklevel=2)
-        return math.nan
-    _kill(proc)
-    return score
+    with MeteorScorer(timeout_s, max_hypothesis_tokens) as scorer:
+        return scorer.score(gts, res)
 
 
 def cider_d(gts: Mapping[str, Sequence[str]], res: Mapping[str, Sequence[str]]) -> tuple[float, np.ndarray]:
@@ -307,12 +374,15 @@ def cider_d(gts: Mapping[str, Sequence[str]], res: Mapping[str, Sequence[str]]) 
 
 
 def score_tokenized(
-    gts: dict[str, list[str]], res: dict[str, list[str]], timeout_s: float | None = None
+    gts: dict[str, list[str]],
+    res: dict[str, list[str]],
+    timeout_s: float | None = None,
+    meteor: MeteorScorer | None = None,
 ) -> dict[str, float]:
     """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of already PTB-tokenized texts (pycocoevalcap scorers).
 
-    METEOR runs in a JVM under a timeout (:func:`meteor_score`); CIDEr-D is NaN for fewer than 2 cases
-    (:func:`cider_d`).
+    METEOR runs in a JVM under a timeout: ``meteor``'s (shared by several corpora), else one of its own
+    (:func:`meteor_score`). CIDEr-D is NaN for fewer than 2 cases (:func:`cider_d`).
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.rouge.rouge import Rouge
@@ -320,10 +390,72 @@ def score_tokenized(
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     cider, _ = cider_d(gts, res)
     rouge, _ = Rouge().compute_score(gts, res)
-    meteor = meteor_score(gts, res, timeout_s)
+    meteor_value = meteor.score(gts, res) if meteor is not None else meteor_score(gts, res, timeout_s)
     out = {f"bleu_{n + 1}": float(b) for n, b in enumerate(bleu)}
-    out.update(meteor=float(meteor), rouge_l=float(rouge), cider=float(cider), cider_x100=100.0 * float(cider))
+    out.update(meteor=float(meteor_value), rouge_l=float(rouge), cider=float(cider), cider_x100=100.0 * float(cider))
     return out
+
+
+def _scorable(references: Mapping[str, Sequence[str]], hypotheses: Mapping[str, str]) -> tuple[dict, dict]:
+    """``(refs, hyps)`` of the cases that have a non-empty reference, white space collapsed (:func:`score_reports`)."""
+    _check_keys(references, hypotheses)
+    refs = {k: [r for r in references[k] if r and r.strip()] for k in hypotheses}
+    scored = {k: " ".join(str(h).split()) for k, h in hypotheses.items() if refs[k]}
+    return {k: [" ".join(r.split()) for r in refs[k]] for k in scored}, scored
+
+
+def score_report_sets(
+    references: Mapping[str, Sequence[str]],
+    hypothesis_sets: Mapping[str, Mapping[str, str]],
+    timeout_s: float | None = None,
+    ceiling: bool = False,
+) -> tuple[dict[str, dict[str, float]], dict[str, float] | None]:
+    """:func:`score_reports` for several sets of hypotheses against the same references, with two JVMs in all.
+
+    The texts of every set (and, with ``ceiling``, the references of :func:`reference_ceiling`) go through one PTB
+    tokenizer call, each set's block in the order :func:`score_reports` uses (the tokenizer reads line by line, so a
+    text's tokens do not depend on its neighbours), and one :class:`MeteorScorer` JVM scores every set in turn. The
+    scores are those of separate calls (a test checks equality), at the cost of two JVM starts instead of two per set
+    (generated and composed reports, plus one for the ceiling: 5 before).
+
+    Args:
+        references: ``{case_id: [reference report, ...]}``.
+        hypothesis_sets: ``{set name: {case_id: report}}``, each with the case ids of ``references``.
+        timeout_s: limit of each JVM exchange in seconds (default :func:`jvm_timeout_s`): the tokenizer call, and each
+            set's METEOR exchange.
+        ceiling: also compute :func:`reference_ceiling` of ``references``.
+
+    Returns:
+        ``({set name: the scores of score_reports}, the reference ceiling or None)``.
+
+    Raises:
+        DataError: a set's case ids differ from those of ``references``.
+        JavaError: ``java`` is missing, a JVM cannot start, or the PTB tokenizer fails or times out.
+    """
+    prepared = {name: _scorable(references, hyps) for name, hyps in hypothesis_sets.items()}
+    blocks = {name: _corpus_texts(refs, hyps) for name, (refs, hyps) in prepared.items() if hyps}
+    ceiling_refs = _ceiling_references(references) if ceiling else None
+    ceiling_keys = [(k, j) for k in sorted(ceiling_refs) for j in range(len(ceiling_refs[k]))] if ceiling_refs else []
+    texts = [t for _, block in blocks.values() for t in block]
+    texts += [ceiling_refs[k][j] for k, j in ceiling_keys]
+    tokenized = ptb_tokenize(texts, timeout_s) if texts else []
+    out: dict[str, dict[str, float]] = {}
+    start = 0
+    with MeteorScorer(timeout_s) as meteor:
+        for name, (_, hyps) in prepared.items():
+            out[name] = {"n_reports": float(len(hyps))}
+            if not hyps:
+                out[name].update({metric: math.nan for metric in TEXT_METRICS})
+                continue
+            keys = blocks[name][0]
+            corpus = _corpus_from_tokens(keys, tokenized[start : start + len(keys)])
+            start += len(keys)
+            out[name].update(score_tokenized(*corpus, timeout_s, meteor=meteor))
+    if not ceiling:
+        return out, None
+    if ceiling_refs is None:
+        return out, _ceiling_nan(references)
+    return out, _ceiling_scores(ceiling_refs, dict(zip(ceiling_keys, tokenized[start:])))
 
 
 def score_reports(
@@ -349,15 +481,7 @@ def score_reports(
     Raises:
         JavaError: ``java`` is missing, a JVM cannot start, or the PTB tokenizer fails or times out.
     """
-    _check_keys(references, hypotheses)
-    refs = {k: [r for r in references[k] if r and r.strip()] for k in hypotheses}
-    scored = {k: " ".join(str(h).split()) for k, h in hypotheses.items() if refs[k]}
-    refs = {k: [" ".join(r.split()) for r in refs[k]] for k in scored}
-    out: dict[str, float] = {"n_reports": float(len(scored))}
-    if scored:
-        out.update(score_tokenized(*tokenize_corpus(refs, scored, timeout_s), timeout_s))
-    else:
-        out.update({name: math.nan for name in TEXT_METRICS})
+    out = score_report_sets(references, {"": hypotheses}, timeout_s)[0][""]
     if true_grades is not None:
         out["grade_f1_from_text"] = grade_f1_from_text(hypotheses, true_grades)
     return out
@@ -552,20 +676,39 @@ def reference_ceiling(references: Mapping[str, Sequence[str]], timeout_s: float 
         ``{"cider": mean raw CIDEr-D, "cider_x100": 100 × cider, "cider_x100_min", "cider_x100_max": over the
         slots, "n_reports": cases used}``; NaN scores (with a warning) when fewer than 2 cases qualify.
     """
-    refs = {k: [" ".join(r.split()) for r in v if r and r.strip()] for k, v in references.items()}
-    refs = {k: v for k, v in refs.items() if len(v) >= 2}
-    if len(refs) < 2:
-        warnings.warn(
-            f"reference ceiling needs at least 2 cases with 2 or more references, got {len(refs)}; returned NaN",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        nan = math.nan
-        return {"cider": nan, "cider_x100": nan, "cider_x100_min": nan, "cider_x100_max": nan, "n_reports": len(refs)}
-    slots = min(len(v) for v in refs.values())
+    refs = _ceiling_references(references)
+    if refs is None:
+        return _ceiling_nan(references)
     ids = sorted(refs)
     keys = [(k, j) for k in ids for j in range(len(refs[k]))]
-    tokenized = dict(zip(keys, ptb_tokenize([refs[k][j] for k, j in keys], timeout_s)))
+    return _ceiling_scores(refs, dict(zip(keys, ptb_tokenize([refs[k][j] for k, j in keys], timeout_s))))
+
+
+def _ceiling_references(references: Mapping[str, Sequence[str]]) -> dict[str, list[str]] | None:
+    """The cases of :func:`reference_ceiling` (2 or more non-empty references, white space collapsed); None when
+    fewer than 2 cases qualify."""
+    refs = {k: [" ".join(r.split()) for r in v if r and r.strip()] for k, v in references.items()}
+    refs = {k: v for k, v in refs.items() if len(v) >= 2}
+    return refs if len(refs) >= 2 else None
+
+
+def _ceiling_nan(references: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """NaN ceiling, with the warning that says why (fewer than 2 cases with 2 or more references)."""
+    refs = {k: [r for r in v if r and r.strip()] for k, v in references.items()}
+    n = sum(len(v) >= 2 for v in refs.values())
+    warnings.warn(
+        f"reference ceiling needs at least 2 cases with 2 or more references, got {n}; returned NaN",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    nan = math.nan
+    return {"cider": nan, "cider_x100": nan, "cider_x100_min": nan, "cider_x100_max": nan, "n_reports": n}
+
+
+def _ceiling_scores(refs: dict[str, list[str]], tokenized: Mapping[tuple[str, int], str]) -> dict[str, float]:
+    """Leave-one-out CIDEr-D of :func:`reference_ceiling` from the PTB tokens of every ``(case, j)`` reference."""
+    slots = min(len(v) for v in refs.values())
+    ids = sorted(refs)
     scores = []
     for j in range(slots):
         gts = {k: [tokenized[(k, i)] for i in range(len(refs[k])) if i != j] for k in ids}

@@ -1,0 +1,78 @@
+"""The light commands do not import the heavy libraries: ``--help``, ``list`` and ``validate`` stay fast (issue 16).
+
+Each command runs in a fresh interpreter that then prints the modules it imported (``sys.modules``). No timing is
+asserted; ``benchmarks/perf/cli_startup.py`` prints the seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Libraries that only training, evaluation, tuning or figures need.
+HEAVY = (
+    "monai",
+    "segmentation_models_pytorch",
+    "timm",
+    "transformers",
+    "peft",
+    "sklearn",
+    "matplotlib",
+    "optuna",
+    "nibabel",
+    "benchmarks.evaluation",
+    "benchmarks.runner",
+)
+PROBE = """\
+import contextlib, io, json, runpy, sys
+watched = json.loads(sys.argv[2])
+sys.argv = ["lss-bench", *json.loads(sys.argv[1])]
+code = 0
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        runpy.run_module("benchmarks.cli", run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code
+print(json.dumps({"code": code, "modules": sorted(m for m in watched if m in sys.modules)}))
+"""
+
+
+def _imported(*argv: str) -> list[str]:
+    """The modules of :data:`HEAVY` (and torch) that ``lss-bench ARGV`` imported; the command must succeed."""
+    watched = json.dumps([*HEAVY, "torch"])
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(argv), watched], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["code"] in (0, None), out.stderr
+    return result["modules"]
+
+
+def test_help_imports_not_even_torch():
+    assert _imported("--help") == []
+
+
+@pytest.mark.parametrize("kind", ["losses", "metrics", "suites"])
+def test_list_imports_no_heavy_library(kind):
+    assert [m for m in _imported("list", kind) if m != "torch"] == []
+
+
+def test_validate_a_config_imports_neither_monai_nor_the_evaluation_stack():
+    # the model check needs the model classes (smp, timm, transformers); an in-house loss needs no MONAI
+    imported = _imported("validate", "configs/experiments/phantom_quick.yaml", "--set", "loss.name=pid_tversky")
+    assert "torch" in imported and "segmentation_models_pytorch" in imported  # the probe does see imports
+    for name in ("monai", "peft", "sklearn", "matplotlib", "optuna", "nibabel", "benchmarks.evaluation"):
+        assert name not in imported
+
+
+def test_validate_a_suite_imports_no_evaluation_or_training_stack():
+    # building the suite's MONAI losses imports monai, which imports most of its optional dependencies itself
+    imported = _imported("validate", "quick")
+    assert "monai" in imported
+    for name in ("peft", "benchmarks.evaluation", "benchmarks.runner"):
+        assert name not in imported
