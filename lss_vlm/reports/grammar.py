@@ -160,7 +160,8 @@ class ReportGrammar:
             return Constraint(allowed=frozenset({self.comma_id}))
         if len(remaining) == 1 and self.and_id is not None:
             return Constraint(allowed=frozenset({self.and_id}))
-        return Constraint(banned=frozenset(banned | cause_words | {self.comma_id}))
+        ended = sentence[-1] in {ids[-1] for ids in self.causes.values()}  # right after the list's last cause
+        return Constraint(banned=frozenset(banned | cause_words | ({self.comma_id} if ended else set())))
 
     def _parse(self, tokens: list[int]) -> tuple[list[str], int | None]:
         """Causes completed in the cause list ``tokens`` and, inside an unfinished phrase, its next token."""
