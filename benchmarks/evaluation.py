@@ -129,22 +129,18 @@ def evaluate_model(
     for batch, out in predict(model, loader, device, amp=cfg.train.amp):
         pred = update_metrics(seg, grades, batch, out)
         localisation.update(batch, pred)
-        started = time.perf_counter()
-        composed = [_compose(batch, pred, i) for i in range(len(batch["case_id"]))]
-        composer_s += time.perf_counter() - started
         started, started_cpu = time.perf_counter(), time.process_time()
         generated = model.generate_reports(
             batch["views"],
             num_beams=cfg.eval.num_beams,
             max_length=cfg.eval.max_report_tokens,
             view_valid=batch.get("view_valid"),
-            causes=_causes(composed),
         )
         generation_s += time.perf_counter() - started
         generation_cpu_s += time.process_time() - started_cpu
         started = time.perf_counter()
         for i, case_id in enumerate(batch["case_id"]):
-            cases.append(_case_result(batch, composed[i], generated, i))
+            cases.append(_case_result(batch, pred, generated, i))
             if overlay_case is None or case_id < overlay_case.case_id:
                 overlay_case = case_view(model, batch, out, i, cfg.eval.overlay_prompt)
         composer_s += time.perf_counter() - started
@@ -173,16 +169,7 @@ def _add_time(timing: dict[str, float], stage: str, seconds: float) -> None:
     timing[stage] = timing.get(stage, 0.0) + seconds
 
 
-def _causes(composed: list[Any]) -> list[dict[str, tuple[str, ...]] | None] | None:
-    """Per case, the causes measured on its predicted masks (None without a composer): the decoder states these."""
-    if all(c is None for c in composed):
-        return None
-    from lss_vlm.reports.composer import report_causes
-
-    return [report_causes(c.measurements) if c is not None else None for c in composed]
-
-
-def _case_result(batch: dict[str, Any], composed: Any, generated: list[str], i: int) -> CaseResult:
+def _case_result(batch: dict[str, Any], pred: torch.Tensor, generated: list[str], i: int) -> CaseResult:
     result = CaseResult(
         case_id=batch["case_id"][i],
         generated=generated[i],
@@ -190,6 +177,7 @@ def _case_result(batch: dict[str, Any], composed: Any, generated: list[str], i: 
         true_grades=[int(g) for g in batch["grades"][i].tolist()],
         true_areas=[float(a) for a in batch["areas"][i].tolist()],
     )
+    composed = _compose(batch, pred, i)
     if composed is not None:
         result.generated = fill_slots(result.generated, composed.measurements)  # numbers measured on predicted masks
         result.composed = composed.text
@@ -340,15 +328,14 @@ def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -
             continue
         i = batch["case_id"].index(case_id)
         one = {k: (v[i : i + 1] if isinstance(v, torch.Tensor) else v[i : i + 1]) for k, v in batch.items()}
-        pred = out["seg_logits"][i : i + 1].argmax(dim=2)
-        composed = _compose(one, pred, 0)
         generated = model.generate_reports(
             one["views"],
             num_beams=cfg.eval.num_beams,
             max_length=cfg.eval.max_report_tokens,
             view_valid=one.get("view_valid"),
-            causes=_causes([composed]),
         )
+        pred = out["seg_logits"][i : i + 1].argmax(dim=2)
+        composed = _compose(one, pred, 0)
         return InspectedCase(
             split=split,
             view=case_view(model, batch, out, i, prompt),

@@ -154,3 +154,8 @@ def test_the_measurement_phrase_after_a_cause_list_keeps_its_comma():
     assert VOCAB.index[","] not in banned and VOCAB.index["."] in banned  # the AP slot is still to come
     after_list = GRAMMAR.constraint(seq[:11], [1, 0, 0, 0, 0], {"L1-L2": ["disc_bulge"]}).ids(len(VOCAB))
     assert VOCAB.index[","] in after_list and VOCAB.index["and"] in after_list and VOCAB.index[";"] not in after_list
+    comma = [*seq, VOCAB.index[","]]  # the measurement phrase's comma does not reopen the cause list
+    for causes in (None, {"L1-L2": ["disc_bulge", "facet_hypertrophy"]}):
+        banned = GRAMMAR.constraint(comma, [1, 0, 0, 0, 0], causes).ids(len(VOCAB))
+        assert {VOCAB.index[w] for w in ("a", "facet", "ligamentum", "and")} <= banned
+        assert VOCAB.index["AP"] not in banned

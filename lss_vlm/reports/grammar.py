@@ -142,6 +142,8 @@ class ReportGrammar:
             return Constraint(banned=frozenset(banned | (cause_words - self.link_ids)))
         banned |= self.link_ids  # one link per sentence
         after = sentence[links[0] + 1 :]
+        if self.semi_id in after or self.stop_id in after:  # the cause list is closed: the measurements follow
+            return Constraint(banned=frozenset(banned | cause_words))
         if not after:
             return Constraint(allowed=frozenset({self.to_id})) if self.to_id is not None else Constraint()
         written, partial = self._parse(after[1:])
