@@ -14,7 +14,7 @@ that may come next (``allowed``, ``None`` = any) and those that may not (``banne
   the writer joins them (``X, Y and Z``); a level told normal, or given no cause, gets no cause link and no cause
   (the writer writes causes for stenotic levels only); with ``causes=None`` a level may take any cause, never twice;
 * a level sentence quotes only its own measurement slots (``<area_L4-L5>``, ``<ap_L4-L5>``), each once, each followed
-  by its unit, and does not end between ``;`` and its second slot.
+  by its unit (which slots a sentence quotes is the decoder's: the writer omits an unknown measurement).
 
 The impression line is constrained by :meth:`lss_vlm.models.decoders.ReportDecoder.summary_bans`. Constrained
 decoding (lexically / grammar-constrained beam search, Hokamp & Liu 2017; Post & Vilar 2018) changes only which
@@ -126,8 +126,6 @@ class ReportGrammar:
         banned |= {i for i in self.slots.values() if i not in own} | (own & set(sentence))
         if sentence[-1] in self.unit_of and self.unit_of[sentence[-1]] is not None:
             return Constraint(allowed=frozenset({self.unit_of[sentence[-1]]}))
-        if self.semi_id in sentence and self.stop_id is not None and not own <= set(sentence):
-            banned.add(self.stop_id)  # a measurement phrase quotes both of its level's slots
         return None
 
     # --------------------------------------------------------------------------------------------------- causes
