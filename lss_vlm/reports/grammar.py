@@ -3,8 +3,8 @@
 The reference writer (:mod:`lss_vlm.reports.writer`) fills one structured-reporting template: a sentence per level in
 the order of :data:`LEVELS`, ``<level>: <grade word> <finding>[ <link> <causes>][; <measurements>].``, then an
 impression line. A learned decoder picks the *wording* (finding, area and AP phrases, cause link, header), but the
-*facts* it writes must be the ones it was told. :func:`next_token_constraint` returns, for a decoded prefix, the tokens
-that may come next (``allowed``, ``None`` = any) and those that may not (``banned``), so that:
+*facts* it writes must be the ones it was told. :meth:`ReportGrammar.constraint` returns, for a decoded prefix, the
+tokens that may come next (``allowed``, ``None`` = any) and those that may not (``banned``), so that:
 
 * levels come in order, each once, and the impression header only after the last level; ``<eos>`` only after the
   impression's full stop;
@@ -181,10 +181,3 @@ class ReportGrammar:
             written.append(key)
             pos += done
         return written, None
-
-
-def constrain(
-    grammar: ReportGrammar, seq: Sequence[int], told: Sequence[int], causes: Mapping[str, Sequence[str]] | None
-) -> set[int]:
-    """Ids banned after ``seq`` by ``grammar`` (see :meth:`ReportGrammar.constraint`), for a vocabulary of its size."""
-    return grammar.constraint(seq, told, causes).ids(len(grammar.index))
