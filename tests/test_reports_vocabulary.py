@@ -136,7 +136,7 @@ def test_text_only_warm_up_teaches_the_decoder_to_state_the_grades_it_is_told():
     memory, mask = decoder.memory(None, None, probs)
     texts = decoder.generate(memory, mask, probs)
     body = [re.split(r"\b(?:Impression|Conclusion|Summary):", t)[0] for t in texts]
-    assert all(len(b) < len(t) and "<area_" in b for b, t in zip(body, texts))  # level sentences, then a summary
+    assert all(len(b) < len(t) and "<area_" in b for b, t in zip(body, texts)), texts  # level sentences, then a summary
     assert [extract_grades(b) for b in body] == told, texts  # the level sentences state the grades told
     # (the summary line, which must pick the worst levels, is learned more slowly: not asserted after 150 steps)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -60,20 +60,29 @@ class MultiViewModel(nn.Module, abc.ABC):
         num_beams: int = 1,
         max_length: int | None = None,
         view_valid: torch.Tensor | None = None,
+        causes: Sequence[Mapping[str, Sequence[str]] | None] | None = None,
     ) -> list[str]:
         """One report per case (``num_beams=1`` greedy, else beam search; ``max_length`` tokens at most).
 
-        Runs in eval mode without gradients and restores the previous mode afterwards.
+        ``causes``: per case, the contributing causes to state per level (``{level: [cause, ...]}``, keys of
+        :data:`lss_vlm.reports.writer.CAUSE_PHRASES`, e.g. from :func:`lss_vlm.reports.composer.level_causes` of the
+        predicted masks); ``None`` lets the model decide. Runs in eval mode without gradients and restores the
+        previous mode afterwards.
         """
         was_training = self.training
         self.eval()
         try:
-            return self._generate_reports(views, num_beams, max_length, view_valid)
+            return self._generate_reports(views, num_beams, max_length, view_valid, causes)
         finally:
             self.train(was_training)
 
     @abc.abstractmethod
     def _generate_reports(
-        self, views: torch.Tensor, num_beams: int, max_length: int | None, view_valid: torch.Tensor | None
+        self,
+        views: torch.Tensor,
+        num_beams: int,
+        max_length: int | None,
+        view_valid: torch.Tensor | None,
+        causes: Sequence[Mapping[str, Sequence[str]] | None] | None = None,
     ) -> list[str]:
         """The model's own report writer (a learned decoder, or templates from the predicted grades)."""

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import segmentation_models_pytorch as smp
 import torch
@@ -119,11 +119,18 @@ class UNetImageOnly(MultiViewModel):
         return {"seg_logits": seg, "grade_logits": grade_logits, "attention": {}}
 
     def _generate_reports(
-        self, views: torch.Tensor, num_beams: int, max_length: int | None, view_valid: torch.Tensor | None
+        self,
+        views: torch.Tensor,
+        num_beams: int,
+        max_length: int | None,
+        view_valid: torch.Tensor | None,
+        causes: Sequence[Mapping[str, Sequence[str]] | None] | None = None,
     ) -> list[str]:
-        """Template reports (:func:`write_reports`, structured style) from the predicted grades; beams unused."""
+        """Template reports (:func:`write_reports`, one wording) from the predicted grades and the given ``causes``;
+        beams unused."""
         grades = self(views, view_valid=view_valid)["grade_logits"].argmax(-1).tolist()
-        return [write_reports(case_grades, n=1)[0] for case_grades in grades]
+        causes = causes if causes is not None else [None] * len(grades)
+        return [write_reports(g, n=1, findings=c)[0] for g, c in zip(grades, causes)]
 
 
 MODELS.register("global_pool_fusion")(GlobalPoolFusionModel)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from segmentation_models_pytorch.base import SegmentationHead
@@ -13,6 +13,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from ..constants import LEVELS, NUM_GRADES, NUM_LABELS, NUM_LEVELS
+from ..reports.grammar import GRADE_WORDS, ReportGrammar
 from ..reports.vocabulary import ReportVocabulary
 
 IGNORE_INDEX = -100  # label value ignored by the token cross-entropy
@@ -55,8 +56,6 @@ SUMMARY_HEADERS: frozenset[str] = frozenset({"impression", "conclusion", "summar
 #: the same 16-token sentence for two levels with the same grade and causes, but any 20 tokens hold a level name or a
 #: measurement slot, which differ between levels; a looping decoder repeats 20-grams at once.
 NO_REPEAT_NGRAM = 20
-#: The word the reference writer uses for each grade in a level sentence ("L4-L5: no spinal canal stenosis").
-GRADE_WORDS: tuple[str, ...] = ("no", "mild", "moderate", "severe")
 NUM_STATES = NUM_LEVELS + 2  # 0 = before any level, 1..L = the level named last, L+1 = in the summary
 
 
@@ -163,6 +162,7 @@ class ReportDecoder(nn.Module):
         self._grade_word_ids = {g: vocab.index[w] for g, w in enumerate(GRADE_WORDS) if w in vocab.index}
         self._and_id = vocab.index.get("and")
         self._header_ids = {i for i, h in enumerate(is_header.tolist()) if h}
+        self.grammar: ReportGrammar | None = ReportGrammar(vocab.tokens, self.eos_id)
         self.register_buffer("level_of_token", level_of_token, persistent=False)
         self.register_buffer("is_header", is_header, persistent=False)
         if check_rank(lora_rank, "model.report_lora_rank"):
@@ -244,7 +244,12 @@ class ReportDecoder(nn.Module):
 
     # ------------------------------------------------------------------------------------------------- decoding
     def _next_log_probs(
-        self, ids: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor, grade_probs: torch.Tensor
+        self,
+        ids: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        grade_probs: torch.Tensor,
+        causes: Sequence[Mapping[str, Sequence[str]] | None] | None = None,
     ) -> torch.Tensor:
         out = self.lm(
             inputs_embeds=self.embed(ids, grade_probs),
@@ -257,6 +262,13 @@ class ReportDecoder(nn.Module):
         told = grade_probs.argmax(-1).tolist()
         for row, seq in enumerate(ids.tolist()):
             banned = banned_by_ngram(seq, self.no_repeat_ngram) | self.summary_bans(seq, told[row])
+            if self.grammar is not None:
+                template = self.grammar.constraint(seq[1:], told[row], causes[row] if causes else None)
+                grammar = template.ids(logp.shape[1])
+                if len(banned | grammar) < logp.shape[1]:  # never ban everything: the n-gram guard then yields
+                    banned |= grammar
+                elif len(grammar) < logp.shape[1]:
+                    banned = grammar
             if banned:
                 logp[row, list(banned)] = -math.inf
         return logp
@@ -287,14 +299,22 @@ class ReportDecoder(nn.Module):
         grade_probs: torch.Tensor,
         num_beams: int = 1,
         max_length: int | None = None,
+        causes: Sequence[Mapping[str, Sequence[str]] | None] | None = None,
     ) -> list[str]:
         """Greedy (``num_beams=1``) or beam-search decoding (scores length-normalised), ``max_length`` tokens at most
-        (``<bos>``/``<eos>`` included; default and upper bound: :attr:`max_length`). Texts keep their slot tokens."""
+        (``<bos>``/``<eos>`` included; default and upper bound: :attr:`max_length`). Texts keep their slot tokens.
+
+        Decoding follows the reference template (:class:`~lss_vlm.reports.grammar.ReportGrammar`, unless
+        :attr:`grammar` is None): the told grades, and per case the contributing causes ``causes[b]`` (``{level:
+        [cause, ...]}`` of :data:`~lss_vlm.reports.writer.CAUSE_PHRASES`; None = any cause, each once)."""
+        if causes is not None and len(causes) != memory.shape[0]:
+            raise ValueError(f"generate: {len(causes)} cause maps for {memory.shape[0]} cases")
         length = min(max_length or self.max_length, self.max_length)
         b, k = memory.shape[0], max(1, int(num_beams))
         memory = memory.repeat_interleave(k, 0)
         memory_mask = memory_mask.repeat_interleave(k, 0)
         grade_probs = grade_probs.repeat_interleave(k, 0)
+        causes = [c for c in causes for _ in range(k)] if causes is not None else None
         ids = torch.full((b * k, 1), self.bos_id, dtype=torch.long, device=memory.device)
         scores = torch.zeros(b, k, device=memory.device)
         scores[:, 1:] = -math.inf  # all beams start identical: expand only the first
@@ -302,7 +322,7 @@ class ReportDecoder(nn.Module):
         for _ in range(length - 1):
             if bool(done.all()):
                 break
-            logp = self._next_log_probs(ids, memory, memory_mask, grade_probs)
+            logp = self._next_log_probs(ids, memory, memory_mask, grade_probs, causes)
             logp[done] = -math.inf
             logp[done, self.pad_id] = 0.0  # finished beams only pad, at no cost
             total = (scores.reshape(-1, 1) + logp).reshape(b, -1)  # [B, K*V]

@@ -12,7 +12,7 @@ No global pooling on the main path.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -310,12 +310,17 @@ class VisionLanguageModel(MultiViewModel):
         return out
 
     def _generate_reports(
-        self, views: torch.Tensor, num_beams: int, max_length: int | None, view_valid: torch.Tensor | None
+        self,
+        views: torch.Tensor,
+        num_beams: int,
+        max_length: int | None,
+        view_valid: torch.Tensor | None,
+        causes: Sequence[Mapping[str, Sequence[str]] | None] | None = None,
     ) -> list[str]:
         out = self.encode(views, view_valid)
         probs = self.report_decoder.condition_grades(out["grade_logits"].softmax(-1))
         memory, memory_mask = self.report_memory(out["grid"], probs, view_valid)
-        return self.report_decoder.generate(memory, memory_mask, probs, num_beams, max_length)
+        return self.report_decoder.generate(memory, memory_mask, probs, num_beams, max_length, causes)
 
 
 MODELS.register("spca_vlm")(VisionLanguageModel)

@@ -168,6 +168,34 @@ def contributing_findings(measurement: LevelMeasurement) -> tuple[str, ...]:
     return tuple(sorted((k for k, r in ratios.items() if r > 1.0), key=lambda k: -ratios[k]))
 
 
+def stated_causes(measurement: Mapping[str, object]) -> tuple[str, ...]:
+    """The contributing causes a report states for a *stenotic* level, from its measurements.
+
+    :func:`contributing_findings` of the measurements (``disc_protrusion_mm``, ``lf_thickness_mm``, ``facet_size_mm``
+    of :meth:`LevelMeasurement.as_dict`; NaN = not measured), or, when none exceeds its threshold, the single most
+    pronounced one (largest measurement / threshold): a stenosis has a cause, and the reference writer names at
+    least one for every stenotic level. ``()`` when nothing was measured. Whether the level *is* stenotic is the
+    caller's (the told grade): the report decoder's grammar states no cause for a level it was told normal.
+    """
+    m = LevelMeasurement(
+        disc_protrusion_mm=float(measurement.get("disc_protrusion_mm", math.nan)),  # type: ignore[arg-type]
+        lf_thickness_mm=float(measurement.get("lf_thickness_mm", math.nan)),  # type: ignore[arg-type]
+        facet_size_mm=float(measurement.get("facet_size_mm", math.nan)),  # type: ignore[arg-type]
+    )
+    found = contributing_findings(m)
+    if found:
+        return found
+    values = {"disc_bulge": m.disc_protrusion_mm, "ligamentum_flavum_thickening": m.lf_thickness_mm}
+    values["facet_hypertrophy"] = m.facet_size_mm
+    ratios = {k: v / FINDING_THRESHOLDS_MM[k] for k, v in values.items() if np.isfinite(v)}
+    return (max(ratios, key=ratios.__getitem__),) if ratios else ()
+
+
+def report_causes(measurements: Mapping[str, Mapping[str, object]]) -> dict[str, tuple[str, ...]]:
+    """:func:`stated_causes` of every level of :attr:`ComposedReport.measurements` (``{level: causes}``)."""
+    return {level: stated_causes(m) for level, m in measurements.items()}
+
+
 def _level_sentence(level: str, m: LevelMeasurement) -> str:
     causes = _causes(level, {level: m.findings})
     return level_sentence(
