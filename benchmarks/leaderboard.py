@@ -24,6 +24,7 @@ from benchmarks.ranking import (
     build_leaderboard,
     choose_metrics,
     collapsed_classes,
+    missing_classes,
 )
 from benchmarks.run_records import DamagedRun, RunRecord, collect_runs, pooled_case_values, read_run, read_suite_yaml
 
@@ -41,6 +42,7 @@ __all__ = [
     "build_leaderboard",
     "choose_metrics",
     "collapsed_classes",
+    "missing_classes",
     "collect_runs",
     "metric_info",
     "notes",
@@ -80,6 +82,18 @@ def collapse_notes(board: Leaderboard) -> list[str]:
                 "background, not the loss; see docs/losses.md."
             )
     return lines
+
+
+def missing_notes(board: Leaderboard) -> list[str]:
+    """One footnote per loss with a class predicted at under 1/COLLAPSE_RATIO of its true area in some seed (see
+    :func:`missing_classes`)."""
+    return [
+        f"MISSING: {row['loss']} predicts {row['missing']} per seed, under {1 / COLLAPSE_RATIO:.2f} of the true area "
+        "in at least one seed: the class is lost into its neighbours, so its Dice and the macro mean measure that "
+        "failure; see docs/losses.md."
+        for _, row in board.table.iterrows()
+        if isinstance(row.get("missing"), str) and row["missing"]  # NaN for the reference-ceiling row
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------- formats
@@ -199,6 +213,7 @@ def notes(board: Leaderboard) -> list[str]:
         )
     lines += unscored_notes(board)
     lines += collapse_notes(board)
+    lines += missing_notes(board)
     lines += board.problems
     scored = scored_cases_note(board)
     if scored is not None:

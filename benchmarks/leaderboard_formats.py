@@ -128,6 +128,7 @@ def _row_entry(board: Leaderboard, row: pd.Series) -> dict[str, Any]:
             m["per_seed"] = {}
     else:
         entry["collapsed"] = row.get("collapsed") if isinstance(row.get("collapsed"), str) else ""
+        entry["missing"] = row.get("missing") if isinstance(row.get("missing"), str) else ""
         entry["wall_time_s_mean"] = _number(row.get("wall_time_s_mean"))
         entry["runs"] = [_run_entry(r, board) for r in runs]
     return entry

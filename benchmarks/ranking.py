@@ -117,6 +117,19 @@ def collapsed_classes(runs: Sequence[RunRecord], threshold: float = COLLAPSE_RAT
     return {name: ratio for name, ratio in sorted(means.items(), key=lambda kv: -kv[1]) if ratio > threshold}
 
 
+def missing_classes(runs: Sequence[RunRecord], threshold: float = 1.0 / COLLAPSE_RATIO) -> dict[str, list[float]]:
+    """{class: per-seed predicted/true area ratios} of the classes that at least one completed run predicts at under
+    ``threshold`` of their true area over the test set: the class is lost into its neighbours (the other side of a
+    collapse, e.g. the disc painted as vertebral body). Checked per seed: a mean over seeds hides one lost seed."""
+    ratios: dict[str, list[float]] = {}
+    for r in runs:
+        if r.completed:
+            for key, value in r.metrics.items():
+                if key.startswith("area_ratio/") and math.isfinite(value):
+                    ratios.setdefault(key.split("/", 1)[1], []).append(value)
+    return {name: values for name, values in sorted(ratios.items()) if min(values) < threshold}
+
+
 def _loss_order(runs: Sequence[RunRecord], suite: dict) -> list[str]:
     found = list(dict.fromkeys(r.loss for r in runs))
     declared = [entry["label"] for entry in suite.get("losses", []) if isinstance(entry, dict) and "label" in entry]
@@ -185,6 +198,10 @@ def build_leaderboard(
             "failed_reasons": "; ".join(f"seed{r.seed}: {r.reason}" for r in by_loss[name] if not r.completed),
             "wall_time_s_mean": stats.mean_std([r.wall_time_s for r in done])[0],
             "collapsed": ", ".join(f"{c} ({ratio:.1f}x)" for c, ratio in collapsed_classes(done).items()),
+            "missing": "; ".join(
+                f"{c} (area ratio {', '.join(f'{v:.2f}' for v in ratios)})"
+                for c, ratios in missing_classes(done).items()
+            ),
         }
         for m in chosen:
             cases = case_values[m][name]

@@ -184,6 +184,26 @@ def test_a_collapsed_class_is_flagged_in_the_table_and_a_footnote(tmp_path):
     assert len(collapse) == 1 and "dice_nobg" in collapse[0] and "ligamentum_flavum" in collapse[0]
 
 
+def test_a_class_lost_in_one_seed_is_flagged_missing(tmp_path):
+    """generalized_dice lost the disc in 2 of 3 standard-suite seeds (area ratio 0.00, 0.84, 0.00; mean 0.28): the
+    per-seed check flags it where a mean over seeds could not; a loss whose classes are all present gets nothing."""
+    import json
+
+    suite = write_suite(tmp_path / "suite", {"generalized_dice": 0.68, "dice": 0.81}, seeds=3)
+    for seed, lost in enumerate((0.0, 0.84, 0.0)):
+        for loss, ratio in (("generalized_dice", lost), ("dice", 0.9)):
+            path = suite / "runs" / loss / f"seed{seed}" / "metrics.json"
+            metrics = json.loads(path.read_text())
+            metrics.update({"area_ratio/disc": ratio, "area_ratio/thecal_sac": 1.1})
+            path.write_text(json.dumps(metrics))
+    board = build_leaderboard(suite)
+    missing = dict(zip(board.table["loss"], board.table["missing"]))
+    assert missing == {"dice": "", "generalized_dice": "disc (area ratio 0.00, 0.84, 0.00)"}
+    notes = [n for n in to_markdown(board).splitlines() if "MISSING" in n]
+    assert len(notes) == 1 and "generalized_dice predicts disc" in notes[0]
+    assert not any("COLLAPSE" in n for n in to_markdown(board).splitlines())
+
+
 def test_reference_ceiling_is_an_unranked_row_when_runs_report_it(tmp_path):
     """Issue 13: the leave-one-out CIDEr of the references sits in the table, so CIDEr×100 is read against it."""
     import json
