@@ -103,17 +103,22 @@ class Leaderboard:
         return [r for r in self.runs if not r.completed]
 
 
-def collapsed_classes(runs: Sequence[RunRecord], threshold: float = COLLAPSE_RATIO) -> dict[str, float]:
-    """{class: mean predicted/true area ratio} of the classes whose ``area_ratio/<class>`` (mean over the completed
-    runs) exceeds ``threshold``: the class is painted over other classes' pixels, as a background collapsed into
-    the smallest class is. Such a class's Dice measures that artifact, not the loss."""
+def area_ratios(runs: Sequence[RunRecord]) -> dict[str, list[float]]:
+    """{class: the finite ``area_ratio/<class>`` values of the completed runs, in run order}."""
     ratios: dict[str, list[float]] = {}
     for r in runs:
         if r.completed:
             for key, value in r.metrics.items():
                 if key.startswith("area_ratio/") and math.isfinite(value):
                     ratios.setdefault(key.split("/", 1)[1], []).append(value)
-    means = {name: float(np.mean(values)) for name, values in ratios.items()}
+    return ratios
+
+
+def collapsed_classes(runs: Sequence[RunRecord], threshold: float = COLLAPSE_RATIO) -> dict[str, float]:
+    """{class: mean predicted/true area ratio} of the classes whose ``area_ratio/<class>`` (mean over the completed
+    runs) exceeds ``threshold``: the class is painted over other classes' pixels, as a background collapsed into
+    the smallest class is. Such a class's Dice measures that artifact, not the loss."""
+    means = {name: float(np.mean(values)) for name, values in area_ratios(runs).items()}
     return {name: ratio for name, ratio in sorted(means.items(), key=lambda kv: -kv[1]) if ratio > threshold}
 
 
@@ -121,13 +126,7 @@ def missing_classes(runs: Sequence[RunRecord], threshold: float = 1.0 / COLLAPSE
     """{class: per-seed predicted/true area ratios} of the classes that at least one completed run predicts at under
     ``threshold`` of their true area over the test set: the class is lost into its neighbours (the other side of a
     collapse, e.g. the disc painted as vertebral body). Checked per seed: a mean over seeds hides one lost seed."""
-    ratios: dict[str, list[float]] = {}
-    for r in runs:
-        if r.completed:
-            for key, value in r.metrics.items():
-                if key.startswith("area_ratio/") and math.isfinite(value):
-                    ratios.setdefault(key.split("/", 1)[1], []).append(value)
-    return {name: values for name, values in sorted(ratios.items()) if min(values) < threshold}
+    return {name: values for name, values in sorted(area_ratios(runs).items()) if min(values) < threshold}
 
 
 def _loss_order(runs: Sequence[RunRecord], suite: dict) -> list[str]:
