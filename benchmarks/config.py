@@ -162,7 +162,7 @@ class ModelConfig(_Section):
 
 
 class LossConfig(_Section):
-    """Segmentation loss under test: ``losses.build_loss(name, **params)`` (validated by building it)."""
+    """Segmentation loss under test: ``losses.build_loss(name, **params)`` (checked at load: ``losses.check_loss``)."""
 
     name: str = Field(
         "dice", description="losses registry name (lss-bench list losses), or 'package.module:factory' (importlib)"
@@ -237,7 +237,8 @@ class ExperimentConfig(_Section):
     @field_validator("loss")
     @classmethod
     def _loss_builds(cls, loss: LossConfig) -> LossConfig:
-        """Fill in the loss's registered defaults, then build it once so bad params fail at load time."""
+        """Fill in the loss's registered defaults, then check it (``losses.check_loss``: built, or for a MONAI-backed
+        loss in a process without MONAI, its signature and value checks) so bad params fail at load time."""
         import losses
         from losses.errors import LossConfigError
 
@@ -247,7 +248,7 @@ class ExperimentConfig(_Section):
             raise ValueError(f"loss.name: {exc}") from None
         check_finite_tree(loss.params, "loss.params")
         try:
-            losses.build_loss(loss.name, **params)
+            losses.check_loss(loss.name, params)
         except (TypeError, ValueError, LssError) as exc:
             raise ValueError(f"loss.params: {exc}") from None
         return LossConfig(name=loss.name, params=params)

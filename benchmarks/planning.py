@@ -1,7 +1,8 @@
 """Resolve and check a suite, an experiment config or a study without training: ``lss-bench validate``, ``--dry-run``.
 
 Every check a real run would make before its first step, in seconds: the YAML keys (with did-you-mean suggestions),
-each loss name and its parameters (by building the loss), the model preset and its arguments, metric names
+each loss name and its parameters (``losses.check_loss``: built, or for a MONAI-backed loss its signature and value
+checks, so that ``import monai`` is not paid), the model preset and its arguments, metric names
 (``rank_by``, ``columns``, ``train.early_stopping.metric``, study objectives; :mod:`benchmarks.metric_names`), the
 data (a ``data.manifest`` that exists and reads as a manifest) and, for a suite folder that already holds runs, that
 no finished run was trained with another resolved config. A mistake raises :class:`~lss_vlm.errors.ConfigError` (or

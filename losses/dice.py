@@ -11,6 +11,7 @@ SEARCH_SPACE = {"squared_pred": {"type": "categorical", "choices": [False, True]
 @register_loss(
     "dice",
     source="monai.losses.DiceLoss",
+    requires=("monai",),
     search_space=SEARCH_SPACE,
 )
 def dice(

@@ -6,6 +6,13 @@ from .base import LabelMapAdapter
 from .registry import register_loss
 
 
+def check_weights(lambda_dice: float = 1.0, lambda_ce: float = 1.0, **_: object) -> None:
+    """``ValueError`` for a negative term weight (MONAI ``DiceCELoss`` refuses them); checked before importing MONAI."""
+    for key, value in (("lambda_dice", lambda_dice), ("lambda_ce", lambda_ce)):
+        if value < 0.0:
+            raise ValueError(f"{key} should be no less than 0.0, got {value}")
+
+
 @register_loss(
     "dice_ce",
     source="monai.losses.DiceCELoss",
@@ -13,6 +20,8 @@ from .registry import register_loss
         "lambda_dice": {"type": "float", "low": 0.1, "high": 2.0},
         "lambda_ce": {"type": "float", "low": 0.1, "high": 2.0},
     },
+    requires=("monai",),
+    check=check_weights,
 )
 def dice_ce(
     include_background: bool = False,
@@ -22,6 +31,7 @@ def dice_ce(
     label_smoothing: float = 0.0,
 ) -> LabelMapAdapter:
     """L = λ_dice·Dice + λ_ce·CE; ``include_background`` affects the Dice term only (CE always uses every class)."""
+    check_weights(lambda_dice, lambda_ce)
     from monai.losses import DiceCELoss  # on first build: listing or checking losses stays light
 
     loss = DiceCELoss(

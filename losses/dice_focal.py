@@ -34,6 +34,7 @@ class DiceFocalLoss(SegLoss):
 @register_loss(
     "dice_focal",
     source="monai.losses.DiceLoss + monai.losses.FocalLoss",
+    requires=("monai",),
     search_space={
         "gamma": {"type": "float", "low": 0.5, "high": 5.0},
         "lambda_focal": {"type": "float", "low": 0.1, "high": 2.0},

@@ -9,6 +9,7 @@ from .registry import register_loss
 @register_loss(
     "focal",
     source="monai.losses.FocalLoss",
+    requires=("monai",),
     search_space={"gamma": {"type": "float", "low": 0.5, "high": 5.0}},
 )
 def focal(gamma: float = 2.0) -> LabelMapAdapter:

@@ -29,6 +29,7 @@ import copy
 import difflib
 import importlib
 import inspect
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,8 @@ class _Entry:
     search_space: dict[str, dict[str, Any]]
     source: str
     summary: str = field(default="")
+    requires: tuple[str, ...] = ()
+    check: Callable[..., None] | None = None
 
 
 _LOSSES: dict[str, _Entry] = {}
@@ -80,6 +83,8 @@ def register_loss(
     defaults: Mapping[str, Any] | None = None,
     search_space: Mapping[str, Mapping[str, Any]] | None = None,
     source: str = "",
+    requires: tuple[str, ...] = (),
+    check: Callable[..., None] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a loss factory under ``name``.
 
@@ -89,6 +94,10 @@ def register_loss(
         search_space: tunable hyperparameters, ``{param: {"type": "float"|"int"|"categorical", "low", "high",
             "log", "choices"}}``; every key must be an argument of the factory.
         source: the library class the loss comes from (documentation only), e.g. ``"monai.losses.DiceLoss"``.
+        requires: top-level modules the factory imports when it builds (``("monai",)``), whose first import is slow:
+            :func:`check_loss` then checks the arguments without building (``check`` stands in for the build).
+        check: ``check(**arguments)`` raising ``ValueError`` for a value the factory or its library would refuse
+            (e.g. MONAI's ``lambda_dice >= 0``); the factory calls it too, so both give the same message.
     """
 
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -104,7 +113,8 @@ def register_loss(
         for spec in space.values():
             if spec["type"] != "categorical":
                 spec.setdefault("log", False)
-        _LOSSES[name] = _Entry(factory, {**signature_defaults, **(defaults or {})}, space, source, _summary(factory))
+        merged = {**signature_defaults, **(defaults or {})}
+        _LOSSES[name] = _Entry(factory, merged, space, source, _summary(factory), tuple(requires), check)
         return factory
 
     return decorator
@@ -125,6 +135,8 @@ def register_nobg_variant(name: str) -> None:
         defaults={**entry.defaults, "include_background": False},
         search_space=entry.search_space,
         source=f"{entry.source}(include_background=False): background unsupervised, collapse-prone",
+        requires=entry.requires,
+        check=entry.check,
     )(entry.factory)
 
 
@@ -238,11 +250,7 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
             factory that does not return a ``torch.nn.Module``.
     """
     entry = _entry(name)
-    params = inspect.signature(entry.factory).parameters
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-        valid = ", ".join(sorted(params)) or "(none)"
-        raise LossConfigError(f"loss {name!r} got unknown argument(s) {', '.join(unknown)}; valid: {valid}")
+    _check_names(name, entry, kwargs)
     loss = entry.factory(**{**entry.defaults, **kwargs})
     if not isinstance(loss, nn.Module):
         raise LossConfigError(
@@ -250,3 +258,38 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
             "loss(logits, target)"
         )
     return loss
+
+
+def _check_names(name: str, entry: _Entry, kwargs: Mapping[str, Any]) -> None:
+    params = inspect.signature(entry.factory).parameters
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        valid = ", ".join(sorted(params)) or "(none)"
+        raise LossConfigError(f"loss {name!r} got unknown argument(s) {', '.join(unknown)}; valid: {valid}")
+
+
+def check_loss(name: str, params: Mapping[str, Any], build: bool | None = None) -> None:
+    """Raise what ``build_loss(name, **params)`` would raise, building only when that is cheap.
+
+    ``build=None``: build the loss unless its factory ``requires`` a module this process has not imported yet (the
+    MONAI-backed losses: ``import monai`` imports every MONAI submodule and most of its optional dependencies, ~4 s
+    CPU, the bulk of ``lss-bench validate``). Without building, the same checks are made: the loss name, unknown
+    argument names (same message as :func:`build_loss`), missing required arguments (``inspect.Signature.bind``) and
+    the factory's registered ``check`` of the values (what the factory or its library's constructor refuses).
+    ``build=True`` / ``False`` force either way (tests compare the two).
+
+    Raises:
+        UnknownLossError, LossConfigError: as :func:`build_loss`. TypeError, ValueError: a missing argument or a
+            value the factory refuses.
+    """
+    entry = _entry(name)
+    if build is None:
+        build = all(module in sys.modules for module in entry.requires)
+    if build:
+        build_loss(name, **params)
+        return
+    _check_names(name, entry, params)
+    arguments = {**entry.defaults, **params}
+    inspect.signature(entry.factory).bind(**arguments)
+    if entry.check is not None:
+        entry.check(**arguments)

@@ -14,6 +14,7 @@ SEARCH_SPACE = {
 @register_loss(
     "tversky",
     source="monai.losses.TverskyLoss",
+    requires=("monai",),
     search_space=SEARCH_SPACE,
 )
 def tversky(

@@ -94,6 +94,14 @@ def test_validate_study_and_config(capsys) -> None:
             {"losses": [{"name": "tversky", "params": {"alhpa": 0.3}}], "baseline": None},
             "unknown argument(s) alhpa; valid: alpha",
         ),
+        (
+            {"losses": [{"name": "dice_ce", "params": {"lambda_ce": -1.0}}], "baseline": None},
+            "lambda_ce should be no less than 0.0, got -1.0",
+        ),
+        (
+            {"losses": [{"name": "generalized_dice", "params": {"w_type": "sqaure"}}], "baseline": None},
+            "w_type must be one of square, simple, uniform; got 'sqaure'",
+        ),
         ({"set": ["train.epoch=2"]}, "unknown config key 'train.epoch'.*(did you mean epochs?)"),
         ({"set": ["data.manifest=/no/such/manifest.csv"]}, "data.manifest: /no/such/manifest.csv not found"),
         ({"set": ["model.preset=spca_tinny"]}, "model.preset 'spca_tinny' not found; choose one of: .*spca_tiny"),

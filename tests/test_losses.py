@@ -277,3 +277,38 @@ def test_losses_package_never_imports_lss_vlm_or_benchmarks() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------------------------- checking without building
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("dice", {"smooth": 1.0}),  # misspelt smooth_nr
+        ("tversky_nobg", {"gama": 1.0}),
+        ("focal", {"alpha": 0.25}),  # a MONAI FocalLoss argument our factory does not expose
+        ("dice_ce", {"lambda_dice": -1.0}),
+        ("dice_ce", {"lambda_ce": -0.5}),
+        ("generalized_dice", {"w_type": "sqaure"}),
+        ("dice_focal", {"include_background": True, "lambda": 1.0}),
+    ],
+)
+def test_check_without_building_refuses_what_building_refuses(name: str, params: dict) -> None:
+    import re
+
+    with pytest.raises((LossConfigError, ValueError, TypeError)) as built:
+        build_loss(name, **params)
+    with pytest.raises(type(built.value), match=re.escape(str(built.value))):
+        losses.check_loss(name, params, build=False)
+
+
+@pytest.mark.parametrize("name", available_losses())
+def test_a_loss_declares_the_slow_library_it_builds_and_its_defaults_pass_unbuilt(name: str) -> None:
+    import inspect
+
+    from losses.registry import _entry
+
+    entry = _entry(name)
+    source = inspect.getsource(sys.modules[entry.factory.__module__])
+    assert ("monai" in entry.requires) == ("from monai" in source or "import monai" in source)
+    losses.check_loss(name, {}, build=False)
+    losses.check_loss(name, {}, build=True)

@@ -9,7 +9,8 @@ from benchmarks.commands import add_set_argument
 HELP = "resolve and check a suite, config or study and print its plan; trains nothing"
 DESCRIPTION = """\
 Check everything a suite, an experiment config or a study names, in seconds and without training: YAML keys,
-every loss name and its parameters (each loss is built), the model preset and its arguments, metric names (rank_by,
+every loss name and its parameters (each loss is built, or, for a MONAI loss, checked against its factory's
+signature and value checks without importing MONAI), the model preset and its arguments, metric names (rank_by,
 columns, train.early_stopping.metric, study objectives), the data (a data.manifest must exist and read as a
 manifest) and, for an output folder that already holds runs, that they belong to the same suite. Then print the
 plan: the runs that would be trained (loss x seed, and whether each is new, resumes or is already done), the trials
