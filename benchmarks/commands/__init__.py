@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 
 def seed_int(text: str) -> int:
@@ -14,6 +16,22 @@ def seed_int(text: str) -> int:
     if not 0 <= value < 2**32:
         raise argparse.ArgumentTypeError(f"expected a seed from 0 to {2**32 - 1}, got {value}")
     return value
+
+
+def bounded_number(kind: type, low: float, what: str, strict: bool = False) -> Callable[[str], int | float]:
+    """An argparse type: a finite ``kind`` (``int`` or ``float``) ``>= low`` (``> low`` when ``strict``); else the
+    error ``expected <what>, got '<text>'``."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
 
 
 def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:

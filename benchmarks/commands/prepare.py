@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.commands import seed_int
+from benchmarks.commands import bounded_number, seed_int
 
 HELP = "convert a real dataset (nifti, images, rsna2024, spider, mendeley) into views + manifest.csv"
 
@@ -27,7 +27,8 @@ datasets:
   rsna2024  RSNA 2024 Lumbar Spine Degenerative Classification (Kaggle): train.csv, train_label_coordinates.csv,
             train_series_descriptions.csv, train_images/<study>/<series>/<instance>.dcm. Grades from
             spinal_canal_stenosis_* (Normal/Mild->0, Moderate->2, Severe->3), reports from the grades, level points
-            for localisation. No masks: segmentation is not scored.
+            for localisation (several raters' points of a level merged within --merge-radius-mm). No masks:
+            segmentation is not scored.
   spider    SPIDER lumbar MRI (Zenodo, CC-BY 4.0): images/<id>_t1.mha, images/<id>_t2.mha, masks/..., optional
             radiological_gradings.csv. Masks -> vertebral_body / disc / thecal_sac; axial views are resliced
             through each disc. No stenosis grades: grade metrics are not scored.
@@ -38,6 +39,7 @@ datasets:
 EXAMPLES = """\
 examples:
   lss-bench prepare rsna2024 --root ~/data/rsna-2024-lumbar-spine --out data/rsna
+  lss-bench prepare rsna2024 --root ~/data/rsna-2024-lumbar-spine --out data/rsna5 --merge-radius-mm 5
   lss-bench prepare spider --root ~/data/spider --out data/spider --seed 1
   lss-bench prepare nifti --root ~/data/mine/manifest.csv --out data/mine --labels 'disc=2,canal=3'
   lss-bench prepare images --root ~/data/vertebrae --out data/vert --view sag_t2 --pixel-spacing 1.2 \
@@ -71,6 +73,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[0, 1],
         default=None,
         help="rsna2024 only: our grade for RSNA's merged Normal/Mild class (default 0 = normal)",
+    )
+    parser.add_argument(
+        "--merge-radius-mm",
+        type=bounded_number(float, 0.0, "a finite number of mm >= 0"),
+        default=None,
+        metavar="MM",
+        help="rsna2024 only: several raters' spinal-canal points of one level closer than MM (chains included) "
+        "become their mean; when they form several groups the largest is kept and the others are dropped and "
+        "listed as skipped (default 10; 0 = only identical points merge)",
     )
     parser.add_argument(
         "--pixel-spacing",
@@ -117,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset != "rsna2024":
             raise ConfigError("--normal-mild-grade applies to rsna2024 only")
         options["normal_mild_grade"] = args.normal_mild_grade
+    if args.merge_radius_mm is not None:
+        if args.dataset != "rsna2024":
+            raise ConfigError("--merge-radius-mm applies to rsna2024 only (the other datasets carry no rater points)")
+        options["merge_radius_mm"] = args.merge_radius_mm
     if args.pixel_spacing is not None:
         if args.dataset not in ("mendeley", "images"):
             raise ConfigError("--pixel-spacing applies to images and mendeley only (the others carry their geometry)")

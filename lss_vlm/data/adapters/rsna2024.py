@@ -25,7 +25,10 @@ Per study (= patient) the adapter writes:
 * several spinal-canal rows for one level (several raters, or one rater on two instances) are merged
   (:func:`lss_vlm.data.multirater.consensus_point`): points within ``merge_radius_mm`` (default 10 mm) of each other
   become their mean; when they form several groups, the group with the most raters is kept and the other rows are
-  listed as skipped. ``meta_loc_<level>_n`` is the number of rows merged into the point.
+  listed as skipped. ``meta_loc_<level>_n`` is the number of rows of the level; ``prepare_summary.json`` counts
+  ``found.level_points_merged`` (rows merged into another row's point) and ``found.level_points_dropped``. RSNA 2024
+  annotates points only, so the box merging of :func:`~lss_vlm.data.multirater.merge_boxes` (IoU threshold) has nothing
+  to merge here. ``lss-bench prepare rsna2024 --merge-radius-mm MM`` sets the radius; 0 merges only identical points.
 """
 
 from __future__ import annotations
@@ -257,6 +260,7 @@ class Rsna2024Adapter:
                     f"mean of the {merged.n_raters} that agree, dropped {merged.n_dropped}",
                 )
             summary.found["level_points_merged"] += len(rows) - 1 - merged.n_dropped
+            summary.found["level_points_dropped"] += merged.n_dropped
             p = points[level] = merged.point
             rc = view.world_to_pixel(p)
             key = level_key(level)
