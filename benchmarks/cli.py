@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "leaderboard",
     "tune",
     "report",
+    "refine",
     "validate",
     "list",
     "demo",

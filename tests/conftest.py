@@ -23,6 +23,32 @@ def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 1-layer, 32-wide GPT-2 with MiniLM's offline tokenizer, saved like any local checkpoint."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from lss_vlm.models.text import minilm_path
+
+    folder = tmp_path_factory.mktemp("tiny_lm")
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        n_positions=256,  # shorter than a phantom prompt + reference: the truncation is exercised
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def java_available() -> bool:
     return shutil.which("java") is not None
 

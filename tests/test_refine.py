@@ -7,10 +7,8 @@ import math
 
 import pytest
 import torch
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from lss_vlm.errors import ConfigError
-from lss_vlm.models.text import minilm_path
+from lss_vlm.errors import ConfigError, DataError
 from lss_vlm.reports.refine import (
     LevelFindings,
     ReportRefiner,
@@ -20,27 +18,6 @@ from lss_vlm.reports.refine import (
     score_refined,
     training_examples,
 )
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory) -> str:
-    """A 1-layer, 32-wide GPT-2 with MiniLM's offline tokenizer, saved like any local checkpoint."""
-    folder = tmp_path_factory.mktemp("tiny_lm")
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_layer=1,
-        n_embd=32,
-        n_head=2,
-        n_positions=256,  # shorter than a phantom prompt + reference: the truncation is exercised
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    return str(folder)
 
 
 def test_prompt_carries_findings_and_draft() -> None:
@@ -101,8 +78,15 @@ def test_refine_run_reports_writes_and_scores(tiny_lm, tmp_path) -> None:
     assert all(isinstance(r["refined"], str) for r in saved)
     scores = score_refined(records, text_metrics=False)
     assert 0.0 <= scores["refined/grade_f1_from_text"] <= 1.0
+    assert [r["draft"] for r in saved] == ["L4-L5: mild stenosis."] * 2
     perfect = [{**r, "refined": r["references"][0]} for r in records]
-    assert score_refined(perfect, text_metrics=False)["refined/grade_f1_from_text"] == 1.0
+    both = score_refined(perfect, text_metrics=False)
+    assert both["refined/grade_f1_from_text"] == 1.0 and both["draft/grade_f1_from_text"] < 1.0  # the draft says mild
+    assert both["delta/grade_f1_from_text"] == both["refined/grade_f1_from_text"] - both["draft/grade_f1_from_text"]
+    (tmp_path / "broken.jsonl").write_text('{"case_id": "c0"}\n')
+    with pytest.raises(DataError, match="record 1 has no case_id/generated"):
+        refine_run_reports(tmp_path / "broken.jsonl", ReportRefiner(tiny_lm), tmp_path / "never.jsonl")
+    assert not (tmp_path / "never.jsonl").exists()
 
 
 def test_a_folder_without_a_causal_lm_is_a_config_error(tmp_path) -> None:

@@ -14,8 +14,9 @@ Several report-generation systems feed a crude report (CliniQure: R2GenCMN outpu
   target (the LM learns to state the findings in the references' style);
 * :func:`refine_run_reports` rewrites a run's ``reports.jsonl`` (draft = the generated report, findings = the grades
   and areas the report composer measured on the predicted masks, read back from the ``composed`` text) into
-  ``refined.jsonl``, and :func:`score_refined` scores it with the run's text metrics, ``refined/<metric>``, so a user
-  sees whether refinement helps or hallucinates (``refined/grade_f1_from_text`` falls when the LM changes a grade).
+  ``refined.jsonl``, and :func:`score_refined` scores the drafts and the refined reports with the run's text metrics
+  (``draft/<metric>``, ``refined/<metric>``, ``delta/<metric>`` = refined - draft), so a user sees whether refinement
+  helps or hallucinates (``refined/grade_f1_from_text`` falls below the draft's when the LM changes a grade).
 """
 
 from __future__ import annotations
@@ -274,33 +275,64 @@ def refine_run_reports(
     reports_jsonl: str | os.PathLike[str], refiner: ReportRefiner, out: str | os.PathLike[str]
 ) -> list[dict[str, Any]]:
     """Rewrite every case of a run's ``reports.jsonl`` and write ``out`` (JSON lines: ``case_id``, ``prompt``,
-    ``refined``, ``references``, ``true_grades``) atomically. Draft = ``generated``; findings = those of the
-    ``composed`` report (:func:`findings_from_text`), else of the generated one. The true grades are never shown."""
+    ``draft``, ``refined``, ``references``, ``true_grades``) atomically. Draft = ``generated``; findings = those of the
+    ``composed`` report (:func:`findings_from_text`), else of the generated one. The true grades are never shown.
+
+    Raises :class:`DataError` naming the file when it is unreadable, not JSON lines, a record lacks ``case_id`` or
+    ``generated``, or it holds no record."""
     path = Path(reports_jsonl)
     try:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: not a readable reports.jsonl ({err})") from None
+    needed = {"case_id", "generated"}
+    bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict) or not needed <= set(r)), 0)
+    if bad or not rows:
+        where = f"record {bad} has no case_id/generated" if bad else "no reports"
+        raise DataError(f"{path}: not a reports.jsonl of a run ({where})")
     prompts = [build_prompt(r["generated"], findings_from_text(r.get("composed") or r["generated"])) for r in rows]
     refined = refiner.refine(prompts)
     records = [
-        {**{k: r.get(k) for k in ("case_id", "references", "true_grades")}, "prompt": p, "refined": text}
+        {
+            **{k: r.get(k) for k in ("case_id", "references", "true_grades")},
+            "prompt": p,
+            "draft": r["generated"],
+            "refined": text,
+        }
         for r, p, text in zip(rows, prompts, refined)
     ]
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return records
 
 
-def score_refined(records: Sequence[Mapping[str, Any]], text_metrics: bool = True) -> dict[str, float]:
-    """``refined/grade_f1_from_text`` and (with Java and ``text_metrics``) ``refined/<BLEU, METEOR, ROUGE-L, CIDEr>``
-    of :func:`refine_run_reports` records, by the run's own scorers (:mod:`lss_vlm.metrics.text`)."""
-    from ..metrics.text import grade_f1_from_text, score_reports
+#: The texts :func:`score_refined` scores when a record carries them, and the prefix of their metrics.
+SCORED_TEXTS = ("draft", "refined")
 
-    hyps = {str(r["case_id"]): str(r["refined"]) for r in records}
+
+def score_refined(records: Sequence[Mapping[str, Any]], text_metrics: bool = True) -> dict[str, float]:
+    """Scores of the drafts and the refined reports of :func:`refine_run_reports` records, by the run's own scorers
+    (:mod:`lss_vlm.metrics.text`), on the same cases.
+
+    For each text of :data:`SCORED_TEXTS` that the records carry, ``<text>/grade_f1_from_text`` and, with
+    ``text_metrics``, ``<text>/bertscore_*`` and (with Java) ``<text>/<BLEU-1..4, METEOR, ROUGE-L, CIDEr>``; with both
+    texts, ``delta/<metric>`` = refined - draft (a negative ``delta/grade_f1_from_text``: the LM changed grades).
+    """
+    from ..metrics.text import bertscore, grade_f1_from_text, score_report_sets
+
+    texts = [t for t in SCORED_TEXTS if records and all(t in r for r in records)]
+    hyps = {t: {str(r["case_id"]): str(r[t] or "") for r in records} for t in texts}
     truth = {str(r["case_id"]): [int(g) for g in (r.get("true_grades") or {}).values()] for r in records}
-    metrics = {"refined/grade_f1_from_text": grade_f1_from_text(hyps, {k: v for k, v in truth.items() if v})}
+    truth = {k: v for k, v in truth.items() if v}
+    metrics = {f"{t}/grade_f1_from_text": grade_f1_from_text(hyps[t], truth) for t in texts}
     refs = {str(r["case_id"]): list(r["references"]) for r in records if r.get("references")}
-    if text_metrics and refs and shutil.which("java"):
-        scores = score_reports(refs, {cid: hyps[cid] for cid in refs})
-        metrics.update({f"refined/{k}": float(v) for k, v in scores.items()})
+    if text_metrics and refs:
+        on_refs = {t: {cid: hyps[t][cid] for cid in refs} for t in texts}
+        for t in texts:
+            metrics.update({f"{t}/{k}": float(v) for k, v in bertscore(refs, on_refs[t]).items()})
+        if shutil.which("java"):
+            scores = score_report_sets(refs, on_refs)[0]
+            metrics.update({f"{t}/{k}": float(v) for t in texts for k, v in scores[t].items()})
+    if len(texts) == 2:
+        names = [k.split("/", 1)[1] for k in metrics if k.startswith("refined/") and not k.endswith("/n_reports")]
+        metrics.update({f"delta/{n}": metrics[f"refined/{n}"] - metrics[f"draft/{n}"] for n in names})
     return metrics
