@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -54,6 +55,9 @@ def test_refine_fine_tunes_rewrites_and_scores_draft_against_refined(tiny_run, t
     assert scores["refine/steps"] == math.ceil(n_pairs / 4) and summary["n_cases"] == len(drafts)
     assert json.loads((out / "adapters" / "adapter_config.json").read_text())["r"] == 2
     assert not [p for p in tiny_run.iterdir() if ".tmp-" in p.name]  # no staging folder left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not the private mode of a temporary folder
 
     # a second refine into the same folder replaces it whole: no fine-tuning now, so no stale adapters; text metrics
     assert cli(argv) == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
+from typing import Any
 
 from benchmarks.commands import bounded_number
 
@@ -62,8 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from benchmarks.run_loading import load_run_config
 
     run_dir = Path(args.run_dir)
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_inputs(reports, out) -> None:
+def _check_inputs(reports: Path, out: Path) -> None:
     """The run's reports exist; ``out`` is a new folder, an empty one or an earlier refine output."""
     from benchmarks.outputs import check_parent_writable
     from lss_vlm.errors import ConfigError, DataError
@@ -95,19 +95,19 @@ def _check_inputs(reports, out) -> None:
     check_parent_writable(out, "--out")
 
 
-def _refine_into_staging(args: argparse.Namespace, cfg, reports, out) -> tuple[dict, list]:
+def _refine_into_staging(args: argparse.Namespace, cfg: Any, reports: Path, out: Path) -> tuple[dict, list]:
     """Load the LM, fine-tune it (optional), refine and score into a staging folder, then swap it in as ``out``."""
     import shutil
     import tempfile
-    from pathlib import Path
 
-    from lss_vlm.io import atomic_write_json
+    from lss_vlm.io import _umask, atomic_write_json
     from lss_vlm.reports.refine import ReportRefiner, refine_run_reports, score_refined
 
     pairs = _training_pairs(cfg) if args.fine_tune_epochs else []
     refiner = ReportRefiner(args.lm, max_new_tokens=args.max_new_tokens, device=_device(args.device))
     base = next(p for p in out.absolute().parents if p.is_dir())  # no folder is created before the swap
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=base))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output folder gets the usual permissions
     try:
         fit: dict[str, float] = {}
         if pairs:
@@ -127,7 +127,7 @@ def _refine_into_staging(args: argparse.Namespace, cfg, reports, out) -> tuple[d
     return summary["metrics"], records
 
 
-def _training_pairs(cfg) -> list[tuple[str, str]]:
+def _training_pairs(cfg: Any) -> list[tuple[str, str]]:
     from benchmarks.data import resolve_manifest
     from lss_vlm.errors import DataError
     from lss_vlm.reports.refine import training_examples
@@ -151,7 +151,7 @@ def _device(choice: str) -> str:
     return choice
 
 
-def _swap_in(staging, out) -> None:
+def _swap_in(staging: Path, out: Path) -> None:
     """Replace ``out`` (absent, empty or an earlier refine output: :func:`_check_inputs`) by ``staging``."""
     import os
     import shutil
@@ -170,7 +170,7 @@ def _swap_in(staging, out) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _print_scores(metrics: dict[str, float], n_cases: int, out) -> None:
+def _print_scores(metrics: dict[str, float], n_cases: int, out: Path) -> None:
     names = [k.split("/", 1)[1] for k in metrics if k.startswith("refined/") and not k.endswith("n_reports")]
     print(f"refined {n_cases} report(s) -> {out}")
     print(f"{'metric':<26}{'draft':>10}{'refined':>10}{'delta':>10}")
