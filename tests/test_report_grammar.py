@@ -97,6 +97,16 @@ def test_without_given_causes_the_decoder_chooses_but_never_repeats_a_cause():
             assert len(written) == len(set(written)), " ".join(sentence)  # no "a disc bulge and a disc bulge"
 
 
+def test_no_word_follows_itself_even_when_the_decoder_wants_it():
+    """A cause-head run wrote "...and a disc bulge; dural dural sac area 106 mm2": the grammar now bans it."""
+    bias = {"dural": 6.0, "sac": 3.0, "area": 2.0, "stenosis": 4.0, ".": 1.0, "Impression": 1.0}
+    for seed in range(3):
+        tokens = _decode([1, 0, 2, 0, 1], {"L1-L2": ["disc_bulge"]}, bias, seed=seed)
+        for level, sentence in _sentences(tokens).items():
+            pairs = list(zip(sentence, sentence[1:]))
+            assert all(a != b for a, b in pairs), (level, " ".join(sentence))
+
+
 def test_a_level_sentence_quotes_only_its_own_slots_each_once_with_its_unit():
     bias = {s: 6.0 for s in VOCAB.tokens if s.startswith("<area_") or s.startswith("<ap_")}
     tokens = _decode([1] * 5, {lv: ["disc_bulge"] for lv in LEVELS}, bias | {";": 5.0, ".": 1.0, "Summary": 2.0})

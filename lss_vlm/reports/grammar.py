@@ -14,7 +14,8 @@ tokens that may come next (``allowed``, ``None`` = any) and those that may not (
   the writer joins them (``X, Y and Z``); a level told normal, or given no cause, gets no cause link and no cause
   (the writer writes causes for stenotic levels only); with ``causes=None`` a level may take any cause, never twice;
 * a level sentence quotes only its own measurement slots (``<area_L4-L5>``, ``<ap_L4-L5>``), each once, each followed
-  by its unit (which slots a sentence quotes is the decoder's: the writer omits an unknown measurement).
+  by its unit (which slots a sentence quotes is the decoder's: the writer omits an unknown measurement);
+* no token follows itself in a level sentence (a decoder wrote "dural dural sac area"; the writer never does).
 
 The impression line is constrained by :meth:`lss_vlm.models.decoders.ReportDecoder.summary_bans`. Constrained
 decoding (lexically / grammar-constrained beam search, Hokamp & Liu 2017; Post & Vilar 2018) changes only which
@@ -103,6 +104,7 @@ class ReportGrammar:
         banned |= self.headers
         if not sentence:
             return Constraint(allowed=frozenset({self.colon_id})) if self.colon_id is not None else Constraint()
+        banned.add(sentence[-1])  # the writer never writes a token twice in a row ("dural dural sac area")
         grade = int(told[current]) if current < len(told) else -1
         if sentence == [self.colon_id] and 0 <= grade < len(self.grade_ids) and self.grade_ids[grade] is not None:
             return Constraint(allowed=frozenset({self.grade_ids[grade]}))
