@@ -190,6 +190,9 @@ class TrainConfig(_Section):
     lambda_seg: float = Field(1.0, ge=0, le=1000, description="weight of the segmentation loss under test")
     lambda_cls: float = Field(0.5, ge=0, le=1000, description="weight of the grade cross-entropy")
     lambda_txt: float = Field(0.2, ge=0, le=1000, description="weight of the report token cross-entropy")
+    lambda_cause: float = Field(
+        0.5, ge=0, le=1000, description="weight of the cause BCE (only with model.cause_head: true)"
+    )
     seed: int = Field(0, ge=0)
     init_weights: Path | None = Field(
         None,

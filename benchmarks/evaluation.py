@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lss_vlm.constants import GRADES, LEVELS, VIEWS, level_key
+from lss_vlm.constants import CAUSES, GRADES, LEVELS, VIEWS, level_key
 from lss_vlm.engine.validation import predict, update_metrics
 from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
 from lss_vlm.metrics.classification import GradeMetrics
@@ -52,6 +52,7 @@ class CaseResult:
     references: list[str]
     true_grades: list[int]
     true_areas: list[float]
+    true_causes: list[list[str] | None] = field(default_factory=list)  # per level; None = unknown (not stenotic)
     composed: str = ""
     composed_areas: list[float] = field(default_factory=list)
 
@@ -168,6 +169,7 @@ def _case_result(batch: dict[str, Any], pred: torch.Tensor, generated: list[str]
         references=list(batch["reports"][i]),
         true_grades=[int(g) for g in batch["grades"][i].tolist()],
         true_areas=[float(a) for a in batch["areas"][i].tolist()],
+        true_causes=_true_causes(batch, i),
     )
     composed = _compose(batch, pred, i)
     if composed is not None:
@@ -177,6 +179,14 @@ def _case_result(batch: dict[str, Any], pred: torch.Tensor, generated: list[str]
             float(composed.measurements.get(level, {}).get("area_mm2", math.nan)) for level in LEVELS
         ]
     return result
+
+
+def _true_causes(batch: dict[str, Any], i: int) -> list[list[str] | None]:
+    """Case ``i``'s causes per level from ``batch["causes"] [B, L, 3]`` (None where NaN: not stenotic or unknown)."""
+    if "causes" not in batch:
+        return [None] * len(LEVELS)
+    rows = batch["causes"][i].tolist()
+    return [None if any(math.isnan(v) for v in row) else [c for c, v in zip(CAUSES, row) if v > 0.5] for row in rows]
 
 
 def _compose(batch: dict[str, Any], pred: torch.Tensor, i: int) -> Any:
@@ -195,14 +205,16 @@ def _compose(batch: dict[str, Any], pred: torch.Tensor, i: int) -> Any:
 def _report_metrics(
     cases: list[CaseResult], text_metrics: bool, timing: dict[str, float] | None = None
 ) -> dict[str, float]:
-    """Text metrics of generated and composed reports, grade F1 read back from the text, composer area error.
+    """Text metrics of generated and composed reports, grade and cause F1 read back from the text, composer area
+    error.
 
     ``timing``: seconds of the JVM scorers (``text_metrics``) and of ``bertscore`` are added to it."""
-    from lss_vlm.metrics.text import BERTSCORE_KEYS, bertscore, grade_f1_from_text
+    from lss_vlm.metrics.text import BERTSCORE_KEYS, bertscore, cause_f1_from_text, grade_f1_from_text
 
     with_refs = [c for c in cases if c.references]
     references = {c.case_id: c.references for c in with_refs}
     true_grades = {c.case_id: c.true_grades for c in cases}
+    true_causes = {c.case_id: c.true_causes for c in cases}
     metrics: dict[str, float] = {}
     sources = {"": {c.case_id: c.generated for c in cases}}
     if any(c.composed for c in cases):
@@ -215,6 +227,7 @@ def _report_metrics(
     _add_time(timing, "text_metrics", time.perf_counter() - started)
     for prefix, hypotheses in sources.items():
         metrics[f"{prefix}grade_f1_from_text"] = grade_f1_from_text(hypotheses, true_grades)
+        metrics[f"{prefix}cause_f1_from_text"] = cause_f1_from_text(hypotheses, true_causes)
         scores: dict[str, float] = {k: math.nan for k in TEXT_METRIC_KEYS}
         scores.update(java_scores.get(prefix, {}))
         scores.update(dict.fromkeys(BERTSCORE_KEYS, math.nan))

@@ -25,7 +25,7 @@ def metric_names() -> frozenset[str]:
 
     from .run_status import TRAINING_SUMMARY_KEYS
 
-    report = (*TEXT_METRICS, "grade_f1_from_text")
+    report = (*TEXT_METRICS, "grade_f1_from_text", "cause_f1_from_text")
     names = {*SegmentationMetrics().aggregate(), *GradeMetrics().aggregate(), *TRAINING_SUMMARY_KEYS}
     names |= {*LevelLocalisation().aggregate(), "params_total", "params_trainable", "params_trainable_fraction"}
     names |= {*report, *(f"composed/{k}" for k in report), "area_mae_mm2", "n_cases"}
@@ -68,6 +68,10 @@ METRIC_FAMILIES: dict[str, tuple[str, str]] = {
     "meteor": ("METEOR 1.5 of the generated report", "benchmarks.evaluation"),
     "rouge_l": ("ROUGE-L of the generated report", "benchmarks.evaluation"),
     "grade_f1_from_text": ("macro F1 of the grades read back from the report text", "benchmarks.evaluation"),
+    "cause_f1_from_text": (
+        "micro F1 of the causes the report states at each stenotic level (lss_vlm.metrics.text.extract_causes)",
+        "benchmarks.evaluation",
+    ),
     "n_cases": ("test cases scored", "benchmarks.evaluation"),
     "area_mae_mm2": ("mean |measured - true| dural-sac area per level, mm²", "lss_vlm.reports.composer"),
     "best_epoch": ("epoch of the best validation score", "benchmarks.runner"),
@@ -160,6 +164,8 @@ _KNOWN_METRICS: dict[str, tuple[str, str, int]] = {  # key: (label, short label 
     "bertscore_f1": ("BERTScore F1 (MiniLM, raw)", "BERTS", 3),
     "grade_f1_from_text": ("Report grade-F1", "RepF1", 3),
     "composed/grade_f1_from_text": ("Composed grade-F1", "cRepF1", 3),
+    "cause_f1_from_text": ("Report cause-F1", "CauseF1", 3),
+    "composed/cause_f1_from_text": ("Composed cause-F1", "cCauseF1", 3),
     "area_mae_mm2": ("Area MAE mm²", "AreaMAE", 1),
 }
 
@@ -180,7 +186,8 @@ def metric_info(key: str) -> MetricInfo:
 #: Metric families whose values are fractions in [0, 1] (Dice, IoU, accuracies, F1, AUROC, ECE, text overlaps).
 _UNIT_INTERVAL = (
     "dice", "iou", "accuracy", "balanced_accuracy", "macro_f1", "auroc", "ece", "bleu_1", "bleu_2", "bleu_3",
-    "bleu_4", "meteor", "rouge_l", "bertscore_f1", "grade_f1_from_text", "loc_hit", "loc_detected",
+    "bleu_4", "meteor", "rouge_l", "bertscore_f1", "grade_f1_from_text", "cause_f1_from_text", "loc_hit",
+    "loc_detected",
 )  # fmt: skip
 
 

@@ -33,6 +33,7 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "qwk",
     "cider_x100",
     "grade_f1_from_text",
+    "cause_f1_from_text",
     "composed/cider_x100",
     "composed/grade_f1_from_text",
     "area_mae_mm2",

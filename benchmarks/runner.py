@@ -277,6 +277,7 @@ def _train_and_evaluate(
         lambda_seg=t.lambda_seg,
         lambda_cls=t.lambda_cls,
         lambda_txt=t.lambda_txt,
+        lambda_cause=t.lambda_cause,
         seed=t.seed,
         deterministic=t.deterministic,
         device=t.device,

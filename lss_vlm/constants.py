@@ -51,6 +51,11 @@ AXIAL_VIEW_OF_LEVEL: dict[str, str] = dict(zip(LEVELS, AXIAL_VIEWS))
 
 #: Clinical table columns, in the order of the ``clinical`` tensor.
 CLINICAL_COLUMNS: tuple[str, ...] = ("age", "sex", "bmi", "symptom_months", "claudication", "odi")
+#: Contributing causes of a stenotic level, in this order wherever they are a vector (the cause head, ``causes``).
+CAUSES: tuple[str, ...] = ("disc_bulge", "ligamentum_flavum_thickening", "facet_hypertrophy")
+NUM_CAUSES = len(CAUSES)
+#: Manifest column with the causes per stenotic level, JSON ``{"L4-L5": ["disc_bulge", ...]}`` (the phantom writes it).
+FINDINGS_COLUMN = "meta_findings"
 
 
 def grade_from_area(area_mm2: float) -> int:

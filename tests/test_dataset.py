@@ -36,8 +36,9 @@ def test_batch_follows_the_contract(tiny_phantom: Path) -> None:
     batch = next(iter(loader))
     assert set(batch) == {
         "case_id", "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "reports", "clinical",
-        "labelled", "affine",
+        "causes", "labelled", "affine",
     }  # fmt: skip
+    assert batch["causes"].shape == (3, L, 3) and batch["causes"].dtype == torch.float32
     assert batch["affine"].shape == (3, V, 4, 4) and batch["affine"].dtype == torch.float64
     assert batch["labelled"].dtype == torch.bool and bool(batch["labelled"].all())  # phantom: every class labelled
     assert batch["views"].shape == (3, V, 1, 48, 48) and batch["views"].dtype == torch.float32

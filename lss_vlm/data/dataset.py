@@ -18,6 +18,9 @@ key             type                        meaning
                                             and pad/crop (NaN for a missing view)
 ``reports``     ``list[list[str]]``          reference reports
 ``clinical``    float32 ``[B, 6]``           age, sex, BMI, symptom months, claudication, ODI; NaN unknown
+``causes``      float32 ``[B, L, 3]``        per stenotic level, 1 for each contributing cause of
+                                            :data:`~lss_vlm.constants.CAUSES` (``meta_findings``), else 0; NaN
+                                            for a level that is normal or ungraded, or without the column
 ``labelled``    bool ``[B, C]``              classes annotated in the case's masks (``labelled_classes``; all True
                                             when the cell is empty; background always True)
 ==============  ==========================  =====================================================================
@@ -39,9 +42,17 @@ import pandas as pd
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset
 
-from ..constants import CLINICAL_COLUMNS, LEVELS, MISSING_GRADE, VIEWS, level_key
+from ..constants import CAUSES, CLINICAL_COLUMNS, FINDINGS_COLUMN, LEVELS, MISSING_GRADE, VIEWS, level_key
 from ..errors import DataError
-from .manifest import LABELLED_COLUMN, parse_labelled_classes, parse_reports, read_manifest, resolve, select_split
+from .manifest import (
+    LABELLED_COLUMN,
+    parse_findings,
+    parse_labelled_classes,
+    parse_reports,
+    read_manifest,
+    resolve,
+    select_split,
+)
 from .transforms import (
     LoadCaseViewsd,
     PadOrCropWithWarningd,
@@ -52,7 +63,8 @@ from .transforms import (
 )
 
 TENSOR_KEYS: tuple[str, ...] = (
-    "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "affine", "clinical", "labelled"
+    "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "affine", "clinical", "causes",
+    "labelled"
 )  # fmt: skip
 
 
@@ -84,9 +96,24 @@ def case_records(df: pd.DataFrame, manifest_dir: str | os.PathLike[str], source:
         record["grades"], record["areas"] = grades, areas
         record["reports"] = parse_reports(row.get("reports"), f"{source}: case {case_id}")
         record["clinical"] = [_number(row.get(c), c, case_id, source) for c in CLINICAL_COLUMNS]
+        record["causes"] = _cause_targets(row, grades, f"{source}: case {case_id}, column {FINDINGS_COLUMN}")
         record["labelled"] = list(parse_labelled_classes(row.get(LABELLED_COLUMN), f"{source}: case {case_id}"))
         records.append(record)
     return records
+
+
+def _cause_targets(row: Mapping[str, Any], grades: Sequence[int], where: str) -> list[list[float]]:
+    """``[L, 3]`` cause targets of a manifest row: multi-hot over :data:`CAUSES` for each stenotic level (grade ≥ 1),
+    NaN for a normal or ungraded level and for every level when the row has no ``meta_findings`` cell."""
+    unknown = [math.nan] * len(CAUSES)
+    cell = row.get(FINDINGS_COLUMN)
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return [list(unknown) for _ in LEVELS]
+    findings = parse_findings(cell, where)
+    return [
+        [float(c in findings.get(level, ())) for c in CAUSES] if grade >= 1 else list(unknown)
+        for level, grade in zip(LEVELS, grades)
+    ]
 
 
 class SequentialCacheDataset(CacheDataset):

@@ -30,7 +30,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..constants import CLINICAL_COLUMNS, LABEL_INDEX, LABELS, LEVELS, MISSING_GRADE, NUM_GRADES, VIEWS, level_key
+from ..constants import (
+    CAUSES,
+    CLINICAL_COLUMNS,
+    FINDINGS_COLUMN,
+    LABEL_INDEX,
+    LABELS,
+    LEVELS,
+    MISSING_GRADE,
+    NUM_GRADES,
+    VIEWS,
+    level_key,
+)
 from ..errors import DataError
 from ..io import atomic_path
 
@@ -108,6 +119,9 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> None:
     if LABELLED_COLUMN in df.columns:
         for case_id, cell in zip(df["case_id"], df[LABELLED_COLUMN]):
             parse_labelled_classes(cell, f"{source}: case {case_id}")
+    if FINDINGS_COLUMN in df.columns:
+        for case_id, cell in zip(df["case_id"], df[FINDINGS_COLUMN]):
+            parse_findings(cell, f"{source}: case {case_id}, column {FINDINGS_COLUMN}")
 
 
 def parse_labelled_classes(cell: object, where: str = LABELLED_COLUMN) -> tuple[bool, ...]:
@@ -127,6 +141,26 @@ def parse_labelled_classes(cell: object, where: str = LABELLED_COLUMN) -> tuple[
         )
     chosen = {LABEL_INDEX[n] for n in names} | {0}
     return tuple(i in chosen for i in range(len(LABELS)))
+
+
+def parse_findings(cell: object, where: str = "meta_findings") -> dict[str, list[str]]:
+    """Decode a ``meta_findings`` cell: JSON ``{level: [cause, ...]}`` with causes from
+    :data:`~lss_vlm.constants.CAUSES` (the phantom writes the causes of each stenotic level). An empty cell gives
+    ``{}``; raises :class:`DataError` on bad JSON, an unknown level or an unknown cause."""
+    if cell is None or (isinstance(cell, float) and pd.isna(cell)) or str(cell).strip() == "":
+        return {}
+    try:
+        value = json.loads(str(cell))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc.msg}); expected {{level: [cause, ...]}}") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: expected a JSON object {{level: [cause, ...]}}, got {type(value).__name__}")
+    for level, causes in value.items():
+        if level not in LEVELS:
+            raise DataError(f"{where}: unknown level {level!r}; expected one of {', '.join(LEVELS)}")
+        if not isinstance(causes, list) or any(c not in CAUSES for c in causes):
+            raise DataError(f"{where}: {level} has causes {causes!r}; expected a list of {', '.join(CAUSES)}")
+    return {str(k): list(v) for k, v in value.items()}
 
 
 def parse_reports(cell: object, where: str = "reports") -> list[str]:

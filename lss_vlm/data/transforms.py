@@ -39,7 +39,7 @@ from monai.transforms import (
     Transform,
 )
 
-from ..constants import IGNORE_LABEL, NUM_LABELS, VIEWS
+from ..constants import IGNORE_LABEL, LEVELS, NUM_CAUSES, NUM_LABELS, VIEWS
 from ..errors import DataError
 
 #: Orientation codes (nibabel convention: direction of increasing index) of (rows, columns, slice).
@@ -402,6 +402,7 @@ def assemble_case(data: Mapping[str, Any], spatial_size: int, spacing: Mapping[s
         "affine": affine,
         "reports": list(data["reports"]),
         "clinical": torch.as_tensor(data["clinical"], dtype=torch.float32),
+        "causes": torch.as_tensor(data.get("causes", [[math.nan] * NUM_CAUSES] * len(LEVELS)), dtype=torch.float32),
         "labelled": torch.as_tensor(data.get("labelled", [True] * NUM_LABELS), dtype=torch.bool),
     }
 

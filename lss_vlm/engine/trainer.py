@@ -70,6 +70,7 @@ class TrainerSettings:
     patience: int
     quiet: bool = False
     compile: bool = False  # torch.compile the training forward on CUDA (a no-op on CPU)
+    lambda_cause: float = 0.0  # weight of the cause BCE; acts only when the model has a cause head
 
 
 @dataclass
@@ -245,7 +246,7 @@ class Trainer:
         s = self.settings
         self.model.train()
         self.loss.train()
-        totals = {"train/loss": 0.0, "train/seg_loss": 0.0, "train/cls_loss": 0.0, "train/txt_loss": 0.0}
+        totals = {f"train/{k}": 0.0 for k in ("loss", "seg_loss", "cls_loss", "txt_loss", "cause_loss")}
         n = 0
         quiet = s.quiet or not distributed.is_main_process()
         steps = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=quiet, dynamic_ncols=True)
@@ -265,14 +266,15 @@ class Trainer:
     def _train_step(self, batch: dict[str, Any], epoch: int, step: int) -> dict[str, float]:
         s = self.settings
         with autocast_context(self.device, self.use_amp):
-            seg, cls, txt = self._objective_terms(batch, epoch)
-            total = s.lambda_seg * seg + s.lambda_cls * cls + s.lambda_txt * txt
+            seg, cls, txt, cause = self._objective_terms(batch, epoch)
+            total = s.lambda_seg * seg + s.lambda_cls * cls + s.lambda_txt * txt + s.lambda_cause * cause
         if not bool(torch.isfinite(total)):
-            terms = ", ".join(f"{k}={float(v.detach())}" for k, v in {"seg": seg, "cls": cls, "txt": txt}.items())
+            named = {"seg": seg, "cls": cls, "txt": txt, "cause": cause}
+            terms = ", ".join(f"{k}={float(v.detach())}" for k, v in named.items())
             raise TrainingDiverged(
                 f"non-finite loss at epoch {epoch}, step {step}: total={float(total.detach())}, {terms}"
             )
-        values = {"loss": total, "seg_loss": seg, "cls_loss": cls, "txt_loss": txt}
+        values = {"loss": total, "seg_loss": seg, "cls_loss": cls, "txt_loss": txt, "cause_loss": cause}
         if not total.requires_grad:  # nothing to learn from this batch (no mask, no grade, no report): no step
             return {f"train/{name}": float(value.detach()) for name, value in values.items()}
         self.optimizer.zero_grad(set_to_none=True)
@@ -288,7 +290,8 @@ class Trainer:
         return {f"train/{name}": float(value.detach()) for name, value in values.items()}
 
     def _objective_terms(self, batch: dict[str, Any], epoch: int) -> tuple[torch.Tensor, ...]:
-        """The three (unweighted) terms; a term whose weight is 0 or that has no target is 0."""
+        """The four (unweighted) terms: segmentation, grade CE, report CE, cause BCE; a term whose weight is 0 or
+        that has no target is 0."""
         s = self.settings
         zero = torch.zeros((), device=self.device)
         report_ids = report_mask = None
@@ -316,7 +319,12 @@ class Trainer:
             logits = out["grade_logits"].float().reshape(-1, NUM_GRADES)
             cls = F.cross_entropy(logits, grades, ignore_index=MISSING_GRADE)
         txt = out["report_loss"].float() if report_ids is not None and "report_loss" in out else zero
-        return seg, cls, txt
+        cause = zero
+        if s.lambda_cause > 0 and "cause_logits" in out and "causes" in batch:
+            known = torch.isfinite(batch["causes"])  # stenotic levels with known causes; NaN elsewhere
+            if bool(known.any()):
+                cause = F.binary_cross_entropy_with_logits(out["cause_logits"].float()[known], batch["causes"][known])
+        return seg, cls, txt, cause
 
     # --------------------------------------------------------------------------------------------------- bookkeeping
     def _call_hook(self, name: str, *args: Any) -> None:

@@ -655,6 +655,54 @@ def grade_f1_from_text(hypotheses: Mapping[str, str], true_grades: Mapping[str, 
     return present_macro_f1(y_true, y_pred)
 
 
+#: Contributing causes (keys of :data:`lss_vlm.constants.CAUSES`) as reports word them, case-insensitive.
+CAUSE_PATTERNS: dict[str, re.Pattern[str]] = {
+    "disc_bulge": re.compile(r"\bdis[ck]s?\s+(bulg|protru|herniat|extru)", re.IGNORECASE),
+    "ligamentum_flavum_thickening": re.compile(
+        r"\b(ligament(um)?\s+flav(um|a)|LF)\s+(thicken|hypertroph|buckl)", re.IGNORECASE
+    ),
+    "facet_hypertrophy": re.compile(r"\bfacet(s|\s+joints?)?\s+(hypertroph|arthropath|arthros)", re.IGNORECASE),
+}
+
+
+def extract_causes(text: str) -> list[set[str]]:
+    """Contributing causes stated for each level of :data:`LEVELS` (an empty set where none is stated).
+
+    The text is cut into clauses as in :func:`extract_grades`; a cause worded in a clause (:data:`CAUSE_PATTERNS`:
+    disc bulge/protrusion/herniation, ligamentum-flavum thickening/hypertrophy/buckling, facet
+    hypertrophy/arthropathy) is stated for every level named in that clause; a clause without a level states none.
+    """
+    normalized = (text or "").replace("\u2013", "-").replace("\u2014", "-")
+    causes: list[set[str]] = [set() for _ in LEVELS]
+    for clause in _CLAUSE_SPLIT_RE.split(normalized):
+        levels = _levels_in(clause.lower())[0]
+        found = {name for name, pattern in CAUSE_PATTERNS.items() if pattern.search(clause)}
+        for level in levels:
+            causes[level] |= found
+    return causes
+
+
+def cause_f1_from_text(
+    hypotheses: Mapping[str, str], true_causes: Mapping[str, Sequence[Sequence[str] | None]]
+) -> float:
+    """Micro-F1 of the causes a report states (:func:`extract_causes`) against the true causes of each stenotic level.
+
+    Pooled over the (case, level) pairs whose true causes are known (``None`` = unknown: a normal or ungraded level,
+    left out): ``F1 = 2·TP / (2·TP + FP + FN)`` over (case, level, cause) triples. NaN if no level has known causes or
+    neither side states a cause.
+    """
+    tp = fp = fn = 0
+    for case_id, text in hypotheses.items():
+        stated = extract_causes(text)
+        for level, truth in enumerate(true_causes.get(case_id, [None] * len(LEVELS))):
+            if truth is None:
+                continue
+            tp += len(stated[level] & set(truth))
+            fp += len(stated[level] - set(truth))
+            fn += len(set(truth) - stated[level])
+    return 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else math.nan
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Reference ceiling
 # --------------------------------------------------------------------------------------------------------------------

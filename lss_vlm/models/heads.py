@@ -1,4 +1,5 @@
-"""Grade heads: per disc level, 4 stenosis grades from the sagittal views and that level's axial view."""
+"""Per-level heads: 4 stenosis grades (and optionally the contributing causes) of each disc level, from the sagittal
+views and that level's axial view."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from ..constants import AXIAL_VIEW_OF_LEVEL, LEVELS, NUM_GRADES, SAGITTAL_VIEWS, VIEWS
+from ..constants import AXIAL_VIEW_OF_LEVEL, LEVELS, NUM_CAUSES, NUM_GRADES, SAGITTAL_VIEWS, VIEWS
 
 #: For each level, the view indices it is graded from: both sagittal views, then the level's axial view.
 LEVEL_VIEW_INDEX: torch.Tensor = torch.tensor(
@@ -23,14 +24,14 @@ def gather_level_views(per_view: torch.Tensor) -> torch.Tensor:
     return per_view[:, index, levels].reshape(b, num_levels, -1)  # [B, L, 3, d] → [B, L, 3d]
 
 
-def grade_mlp(in_features: int, hidden: int, dropout: float = 0.1) -> nn.Sequential:
-    """Shared classifier of the per-level feature vector → 4 grade logits."""
+def grade_mlp(in_features: int, hidden: int, dropout: float = 0.1, out_features: int = NUM_GRADES) -> nn.Sequential:
+    """Shared classifier of the per-level feature vector → ``out_features`` logits (4 grades by default)."""
     return nn.Sequential(
         nn.LayerNorm(in_features),
         nn.Linear(in_features, hidden),
         nn.GELU(),
         nn.Dropout(dropout),
-        nn.Linear(hidden, NUM_GRADES),
+        nn.Linear(hidden, out_features),
     )
 
 
@@ -60,6 +61,14 @@ class LevelQueryGradeHead(nn.Module):
         self, grid: torch.Tensor, level_text: torch.Tensor, view_valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``grid [B, V, d, h, w]``, ``level_text [L, d_text]`` → ``logits [B, L, 4]``, ``maps [B, V, L, h, w]``."""
+        features, maps = self.pool(grid, level_text, view_valid)
+        return self.classifier(features), maps
+
+    def pool(
+        self, grid: torch.Tensor, level_text: torch.Tensor, view_valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention pooling alone: ``features [B, L, 3·d]`` (sag_t1, sag_t2, the level's axial view) and
+        ``maps [B, V, L, h, w]``; other per-level heads (:class:`CauseHead`) read the same features."""
         b, v, d, h, w = grid.shape
         tokens = grid.flatten(3).transpose(2, 3)  # [B, V, N, d]
         queries = self.query_proj(level_text)  # [L, d]
@@ -68,5 +77,23 @@ class LevelQueryGradeHead(nn.Module):
         pooled = weights.transpose(2, 3) @ tokens  # [B, V, L, d]
         if view_valid is not None:
             pooled = pooled * view_valid[:, :, None, None].to(pooled.dtype)
-        logits = self.classifier(gather_level_views(pooled))
-        return logits, weights.transpose(2, 3).reshape(b, v, -1, h, w)
+        return gather_level_views(pooled), weights.transpose(2, 3).reshape(b, v, -1, h, w)
+
+
+class CauseHead(nn.Module):
+    r"""Contributing causes of each level (multi-label): an MLP on the grade head's pooled level features.
+
+    :math:`\hat y_{l,c} = \sigma(\mathrm{MLP}([z_{\text{sag\_t1},l};\ z_{\text{sag\_t2},l};\ z_{\text{ax}_l,l}]))_c` for
+    the causes :data:`~lss_vlm.constants.CAUSES` (disc bulge, ligamentum-flavum thickening, facet hypertrophy),
+    trained with binary cross-entropy on the stenotic levels whose causes are known (the trainer's ``cause_loss``
+    term). The report decoder then states the predicted causes (:meth:`VisionLanguageModel.predicted_causes`) instead
+    of choosing them itself.
+    """
+
+    def __init__(self, in_features: int, hidden: int = 128, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.classifier = grade_mlp(in_features, hidden, dropout, NUM_CAUSES)
+
+    def forward(self, level_features: torch.Tensor) -> torch.Tensor:
+        """``[B, L, 3·d]`` → cause logits ``[B, L, 3]``."""
+        return self.classifier(level_features)

@@ -17,14 +17,14 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..constants import LEVELS, NUM_GRADES, NUM_LABELS, NUM_VIEWS
+from ..constants import CAUSES, LEVELS, NUM_GRADES, NUM_LABELS, NUM_VIEWS
 from ..errors import ConfigError
 from ..reports.vocabulary import ReportVocabulary, default_vocabulary
 from .attention import SpatialPatchCrossAttention
 from .base import MultiViewModel
 from .decoders import NO_REPEAT_NGRAM, ReportDecoder, SegmentationDecoder
 from .encoders import PATCH_STRIDE, PatchTokenizer, build_image_encoder, check_image_size
-from .heads import LevelQueryGradeHead
+from .heads import CauseHead, LevelQueryGradeHead
 from .registry import MODELS
 from .text import DEFAULT_TEXT_ENCODER, PromptBank, PromptEncoding, TextEncoder, default_prompts
 
@@ -122,6 +122,7 @@ class VisionLanguageModel(MultiViewModel):
         text_lora_rank: int = 0,
         report_lora_rank: int = 0,
         lora_alpha: float = 16.0,
+        cause_head: bool = False,
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__(config)
@@ -146,6 +147,8 @@ class VisionLanguageModel(MultiViewModel):
         )
         self.seg_decoder = SegmentationDecoder(tuple(self.fusion.out_channels), tuple(decoder_channels), NUM_LABELS)
         self.grade_head = LevelQueryGradeHead(embed_dim, self.text.hidden_size, grade_hidden, dropout)
+        # optional: the contributing causes per level, which the report decoder then states (see predicted_causes)
+        self.cause_head = CauseHead(3 * embed_dim, grade_hidden, dropout) if cause_head else None
         # the report vocabulary: the training split's (a run passes it), else the reference writer's own words
         vocab = ReportVocabulary.from_dict(report_vocab) if report_vocab is not None else default_vocabulary()
         self.report_vocab = vocab
@@ -201,10 +204,28 @@ class VisionLanguageModel(MultiViewModel):
         seg = self.seg_decoder(features).reshape(b, v, NUM_LABELS, h, w)
         grid = features[pyramid_index(PATCH_STRIDE)]
         grid = grid.reshape(b, v, *grid.shape[1:])
-        grade_logits, grade_maps = self.grade_head(grid, self.level_text(prompts), view_valid)
+        level_features, grade_maps = self.grade_head.pool(grid, self.level_text(prompts), view_valid)
         attention = {name: m.reshape(b, v, *m.shape[1:]) for name, m in maps.items()}
         attention["grade"] = grade_maps
-        return {"seg_logits": seg, "grade_logits": grade_logits, "attention": attention, "grid": grid}
+        out = {"seg_logits": seg, "grade_logits": self.grade_head.classifier(level_features), "attention": attention}
+        if self.cause_head is not None:
+            out["cause_logits"] = self.cause_head(level_features)  # [B, L, 3]
+        return {**out, "grid": grid}
+
+    @staticmethod
+    def predicted_causes(cause_logits: torch.Tensor, threshold: float = 0.5) -> list[dict[str, list[str]]]:
+        """Cause logits ``[B, L, 3]`` → per case ``{level: [cause, ...]}``: the causes with probability above
+        ``threshold``, most probable first, and at least the most probable one (the reference writer names a cause for
+        every stenotic level; the report grammar states causes only for levels told stenotic)."""
+        probs = cause_logits.detach().float().sigmoid().cpu()
+        out = []
+        for case in probs:
+            per_level = {}
+            for level, p in zip(LEVELS, case):
+                order = p.argsort(descending=True).tolist()
+                per_level[level] = [CAUSES[k] for k in order if p[k] > threshold] or [CAUSES[order[0]]]
+            out.append(per_level)
+        return out
 
     def tokenize_reports(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Reports → word-level ``ids int64 [B, T]`` (``<bos> … <eos>``, numbers as slots, padded) and ``mask bool``."""
@@ -320,6 +341,8 @@ class VisionLanguageModel(MultiViewModel):
         out = self.encode(views, view_valid)
         probs = self.report_decoder.condition_grades(out["grade_logits"].softmax(-1))
         memory, memory_mask = self.report_memory(out["grid"], probs, view_valid)
+        if causes is None and "cause_logits" in out:
+            causes = self.predicted_causes(out["cause_logits"])
         return self.report_decoder.generate(memory, memory_mask, probs, num_beams, max_length, causes)
 
 

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from ...constants import AXIAL_VIEWS, LEVELS, grade_from_area, level_key
+from ...constants import AXIAL_VIEWS, CAUSES, FINDINGS_COLUMN, LEVELS, grade_from_area, level_key
 from ...errors import ConfigError
 from ...io import atomic_write_json, remove_stale_staging
 from ...reports.composer import measure_level
@@ -40,7 +40,6 @@ from .config import PhantomConfig, resolve_config
 from .randomisation import elastic_deform, randomised_acquire
 
 PHANTOM_VERSION = 2  # 2: reference reports are equal-length paraphrases quoting area and AP diameter
-CAUSES = ("disc_bulge", "ligamentum_flavum_thickening", "facet_hypertrophy")
 MIN_CASES = 5  # enough patients for a non-empty train, val and test split
 _ANTERIOR, _POSTERIOR = int(np.argmin(np.abs(THETA))), 0  # THETA indices of θ = 0 and θ = -π
 
@@ -227,7 +226,7 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
     row["meta_visit"] = study.visit
     row["meta_axial_spacing_mm"] = f"{ax_spacing[0]:.4f}x{ax_spacing[1]:.4f}"
     row["meta_sagittal_spacing_mm"] = f"{sag_spacing[0]:.4f}x{sag_spacing[1]:.4f}"
-    row["meta_findings"] = json.dumps(findings, sort_keys=True)
+    row[FINDINGS_COLUMN] = json.dumps(findings, sort_keys=True)
     return row
 
 
