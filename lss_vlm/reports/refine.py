@@ -236,8 +236,8 @@ class ReportRefiner:
 def training_examples(manifest: str | os.PathLike[str], split: str = "train") -> list[tuple[str, str]]:
     """``(prompt, target)`` pairs of a manifest split: true findings (``grade_*``, ``area_*``, ``meta_findings``), the
     case's reference ``k`` as the draft and reference ``k + 1`` as the target (cases with ≥ 2 references)."""
-    from ..constants import level_key
-    from ..data.manifest import parse_reports, read_manifest
+    from ..constants import FINDINGS_COLUMN, level_key
+    from ..data.manifest import parse_findings, parse_reports, read_manifest
 
     table = read_manifest(manifest)
     pairs = []
@@ -245,7 +245,7 @@ def training_examples(manifest: str | os.PathLike[str], split: str = "train") ->
         refs = parse_reports(row.get("reports"), f"{manifest} case {row['case_id']}")
         if len(refs) < 2:
             continue
-        causes = _causes_of(row.get("meta_findings"))
+        causes = parse_findings(row.get(FINDINGS_COLUMN), f"{manifest} case {row['case_id']}")
         findings = {
             lv: LevelFindings(
                 int(row[f"grade_{level_key(lv)}"]), _number(row.get(f"area_{level_key(lv)}")), tuple(causes.get(lv, ()))
@@ -261,14 +261,6 @@ def _number(cell: Any) -> float:
         return float(cell)
     except (TypeError, ValueError):
         return math.nan
-
-
-def _causes_of(cell: Any) -> dict[str, list[str]]:
-    try:
-        value = json.loads(cell) if isinstance(cell, str) and cell.strip() else {}
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def refine_run_reports(
