@@ -51,6 +51,8 @@ AXIAL_VIEW_OF_LEVEL: dict[str, str] = dict(zip(LEVELS, AXIAL_VIEWS))
 
 #: Clinical table columns, in the order of the ``clinical`` tensor.
 CLINICAL_COLUMNS: tuple[str, ...] = ("age", "sex", "bmi", "symptom_months", "claudication", "odi")
+#: Prefix of extra numeric clinical columns a manifest may carry (``clinical_egfr``, ``clinical_pain_vas``, ...).
+CLINICAL_PREFIX = "clinical_"
 
 
 def grade_from_area(area_mm2: float) -> int:

@@ -60,6 +60,13 @@ class LevelQueryGradeHead(nn.Module):
         self, grid: torch.Tensor, level_text: torch.Tensor, view_valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``grid [B, V, d, h, w]``, ``level_text [L, d_text]`` → ``logits [B, L, 4]``, ``maps [B, V, L, h, w]``."""
+        features, maps = self.pool(grid, level_text, view_valid)
+        return self.classifier(features), maps
+
+    def pool(
+        self, grid: torch.Tensor, level_text: torch.Tensor, view_valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's input ``[B, L, 3·d]`` (pooled ``[sag_t1; sag_t2; ax_l]`` per level) and the maps."""
         b, v, d, h, w = grid.shape
         tokens = grid.flatten(3).transpose(2, 3)  # [B, V, N, d]
         queries = self.query_proj(level_text)  # [L, d]
@@ -68,5 +75,4 @@ class LevelQueryGradeHead(nn.Module):
         pooled = weights.transpose(2, 3) @ tokens  # [B, V, L, d]
         if view_valid is not None:
             pooled = pooled * view_valid[:, :, None, None].to(pooled.dtype)
-        logits = self.classifier(gather_level_views(pooled))
-        return logits, weights.transpose(2, 3).reshape(b, v, -1, h, w)
+        return gather_level_views(pooled), weights.transpose(2, 3).reshape(b, v, -1, h, w)
