@@ -197,7 +197,7 @@ def test_run_with_fusion_writes_stats_and_figure_and_evaluates_the_same(tiny_pha
 
     cfg = load_config(None, [
         f"data.manifest={tiny_phantom}", "data.spatial_size=64", "data.batch_size=4", "model.preset=spca_tiny",
-        "model.params.clinical_fusion=true", "model.params.report_warmup_steps=0", "train.epochs=1",
+        "model.params.clinical_fusion=true", "model.params.report_warmup_steps=1", "train.epochs=1",
         "train.device=cpu", "train.quiet=true", "eval.max_report_tokens=16", "eval.text_metrics=false",
         "eval.split=train",  # enough cases for a correlation
     ])  # fmt: skip
