@@ -84,6 +84,14 @@ def check_model_params(params: dict[str, Any], defaults: dict[str, Any]) -> None
                 raise ValueError(f"{key}: expected whole number(s) from 1 to {MAX_MODEL_INT}, got {value!r}")
         if name == "dropout" and not (isinstance(value, (int, float)) and 0 <= value < 1):
             raise ValueError(f"{key}: expected a probability in [0, 1), got {value!r}")
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{key}: expected true or false, got {value!r}")
+        if name == "contrastive_temperature" and not (_is_number(value) and 0 < value <= 10):
+            raise ValueError(f"{key}: expected a number in (0, 10] (CLIP starts at 0.07), got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_count(value: Any) -> bool:
@@ -193,6 +201,13 @@ class TrainConfig(_Section):
     lambda_cause: float = Field(
         0.5, ge=0, le=1000, description="weight of the cause BCE (only with model.cause_head: true)"
     )
+    lambda_contrastive: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="weight of the image-text InfoNCE between each level's pooled patch tokens and its reference "
+        "sentence (0 = off; > 0 builds the model with contrastive_head=true)",
+    )
     seed: int = Field(0, ge=0)
     init_weights: Path | None = Field(
         None,
@@ -279,6 +294,13 @@ class ExperimentConfig(_Section):
                 f"({self.data.spatial_size})"
             )
         check_model_params(params, accepted or {})
+        if self.train.lambda_contrastive > 0:
+            if accepted is not None and "contrastive_head" not in accepted:
+                raise ValueError(
+                    f"train.lambda_contrastive: model {self.model.name!r} has no contrastive head; "
+                    "use spca_vlm or set train.lambda_contrastive=0"
+                )
+            params["contrastive_head"] = True
         self.model.params = {**(accepted or {}), **params}
         return self
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lss_vlm.constants import CAUSES, GRADES, LEVELS, VIEWS, level_key
+from lss_vlm.engine.batches import model_inputs
 from lss_vlm.engine.validation import predict, update_metrics
 from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
 from lss_vlm.metrics.classification import GradeMetrics
@@ -128,6 +129,7 @@ def evaluate_model(
             num_beams=cfg.eval.num_beams,
             max_length=cfg.eval.max_report_tokens,
             view_valid=batch.get("view_valid"),
+            **model_inputs(model, batch),
         )
         generation_s += time.perf_counter() - started
         generation_cpu_s += time.process_time() - started_cpu
@@ -337,7 +339,7 @@ def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -
     model, device = load_trained_model(run_dir, cfg)
     if prompt is not None and prompt not in model.prompt_names:
         raise ConfigError(f"--prompt {prompt!r} is unknown; the model's prompts are: {', '.join(model.prompt_names)}")
-    loader = build_split_loader(cfg, split)
+    loader = build_split_loader(cfg, split, clinical_columns=getattr(model, "clinical_columns", None))
     for batch, out in predict(model, loader, device):
         if case_id not in batch["case_id"]:
             continue
@@ -348,6 +350,7 @@ def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -
             num_beams=cfg.eval.num_beams,
             max_length=cfg.eval.max_report_tokens,
             view_valid=one.get("view_valid"),
+            **model_inputs(model, one),
         )
         pred = out["seg_logits"][i : i + 1].argmax(dim=2)
         composed = _compose(one, pred, 0)

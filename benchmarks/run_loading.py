@@ -47,12 +47,17 @@ def load_run_config(run_dir: str | Path) -> ExperimentConfig:
     return config_from_dict(read_yaml_mapping(path, "config", "config sections"), source=str(path))
 
 
-def build_model_from_config(cfg: ExperimentConfig, report_vocab: dict | None = None) -> torch.nn.Module:
+def build_model_from_config(
+    cfg: ExperimentConfig, report_vocab: dict | None = None, clinical_stats: dict | None = None
+) -> torch.nn.Module:
     """``lss_vlm.models.build_model(cfg.model.name, **cfg.model.params)``, plus ``report_vocab`` for a model with a
-    learned report decoder (one that takes a ``report_vocab`` argument)."""
+    learned report decoder (one that takes a ``report_vocab`` argument) and the training split's ``clinical_stats``
+    for a model with clinical fusion (:mod:`benchmarks.clinical`)."""
     from lss_vlm.models import build_model
 
     extra = {"report_vocab": report_vocab} if report_vocab is not None and takes_report_vocab(cfg) else {}
+    if clinical_stats is not None:
+        extra["clinical_stats"] = clinical_stats
     return build_model(cfg.model.name, **{**cfg.model.params, **extra})
 
 
@@ -64,8 +69,11 @@ def takes_report_vocab(cfg: ExperimentConfig) -> bool:
     return "report_vocab" in inspect.signature(MODELS.get(cfg.model.name)).parameters
 
 
-def build_split_loader(cfg: ExperimentConfig, split: str, train: bool = False) -> torch.utils.data.DataLoader:
-    """The data loader of one split as the config describes it (augmented and shuffled only for training)."""
+def build_split_loader(
+    cfg: ExperimentConfig, split: str, train: bool = False, clinical_columns: list[str] | None = None
+) -> torch.utils.data.DataLoader:
+    """The data loader of one split as the config describes it (augmented and shuffled only for training);
+    ``clinical_columns``: those of the model's clinical fusion (``model.clinical_columns``; None = the six)."""
     from lss_vlm.data.dataset import build_dataloader
 
     data = cfg.data
@@ -81,6 +89,7 @@ def build_split_loader(cfg: ExperimentConfig, split: str, train: bool = False) -
         target_spacing=view_spacing(data),
         augment_profile=data.augment_profile,
         views=data.views,
+        clinical_columns=clinical_columns,
     )
 
 
@@ -103,7 +112,9 @@ def load_trained_model(run_dir: Path, cfg: ExperimentConfig) -> tuple[torch.nn.M
     device = resolve_device(cfg.train.device)
     vocab_file = run_dir / "report_vocab.json"
     vocab = json.loads(vocab_file.read_text()) if vocab_file.is_file() else None
-    model = build_model_from_config(cfg, vocab).to(device)
+    from .clinical import read_clinical_stats
+
+    model = build_model_from_config(cfg, vocab, read_clinical_stats(run_dir)).to(device)
     load_weights(model, weights)
     return model, device
 

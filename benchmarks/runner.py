@@ -33,6 +33,7 @@ import torch
 from lss_vlm.errors import ConfigError, LssError
 from lss_vlm.io import atomic_path, atomic_write_json
 
+from .clinical import build_clinical_stats, uses_clinical_fusion, write_clinical_outputs
 from .config import ExperimentConfig, config_hash, dump_config
 from .data import resolve_manifest
 from .evaluation import evaluate_model
@@ -188,18 +189,26 @@ def evaluate_run(
             raise ConfigError(f"--manifest {manifest}: file not found")
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifest": manifest})})
     model, device = load_trained_model(run_dir, cfg)  # the run itself first: damaged weights are named before data
-    loader = build_split_loader(cfg, split)
+    loader = build_split_loader(cfg, split, clinical_columns=getattr(model, "clinical_columns", None))
     if out is not None or manifest is not None or split != cfg.eval.split:
         if out is None:
             out = run_dir / (
                 f"eval_{manifest.resolve().parent.name}_{split}" if manifest is not None else f"eval_{split}"
             )
-        return evaluate_model(model, loader, cfg, Path(out), device)
+        return _evaluate(model, loader, cfg, Path(out), device)
     previous = run_dir / "metrics.json"
     summary = read_json_mapping(previous) if previous.is_file() else {}
-    metrics = evaluate_model(model, loader, cfg, run_dir, device)
+    metrics = _evaluate(model, loader, cfg, run_dir, device)
     metrics.update({k: summary[k] for k in TRAINING_SUMMARY_KEYS if k in summary})
     atomic_write_json(previous, metrics)
+    return metrics
+
+
+def _evaluate(model: torch.nn.Module, loader: Any, cfg: ExperimentConfig, out: Path, device: Any) -> dict[str, float]:
+    """:func:`evaluate_model`, plus the clinical correlation outputs of a model with clinical fusion."""
+    metrics = evaluate_model(model, loader, cfg, out, device)
+    if uses_clinical_fusion(cfg):
+        write_clinical_outputs(model, loader, device, out)
     return metrics
 
 
@@ -243,7 +252,9 @@ def _train_and_evaluate(
     main = distributed.is_main_process()
     seed_everything(cfg.train.seed, cfg.train.deterministic)
 
-    model = build_model_from_config(cfg, build_report_vocab(cfg, out_dir, save=main))
+    clinical_stats = build_clinical_stats(cfg, out_dir if main else None)  # normalisation fit on the training split
+    model = build_model_from_config(cfg, build_report_vocab(cfg, out_dir, save=main), clinical_stats)
+    columns = getattr(model, "clinical_columns", None)
     if cfg.train.init_weights is not None:  # fine-tuning: same architecture, weights of another run
         if not Path(cfg.train.init_weights).is_file():
             raise ConfigError(f"train.init_weights: {cfg.train.init_weights} not found")
@@ -278,6 +289,7 @@ def _train_and_evaluate(
         lambda_cls=t.lambda_cls,
         lambda_txt=t.lambda_txt,
         lambda_cause=t.lambda_cause,
+        lambda_con=t.lambda_contrastive,
         seed=t.seed,
         deterministic=t.deterministic,
         device=t.device,
@@ -291,8 +303,8 @@ def _train_and_evaluate(
     trainer = Trainer(
         model,
         loss,
-        build_split_loader(cfg, "train", train=True),
-        build_split_loader(cfg, "val"),
+        build_split_loader(cfg, "train", train=True, clinical_columns=columns),
+        build_split_loader(cfg, "val", clinical_columns=columns),
         settings,
         out_dir / "checkpoints",
         epoch_done,
@@ -311,8 +323,10 @@ def _train_and_evaluate(
     chosen = trainer.best_checkpoint if cfg.eval.checkpoint == "best" else trainer.last_checkpoint
     load_weights(trainer.model, chosen / "model.safetensors")
     save_weights(trainer.model, out_dir / "model.safetensors")
-    loader = build_split_loader(cfg, cfg.eval.split)
+    loader = build_split_loader(cfg, cfg.eval.split, clinical_columns=columns)
     metrics = evaluate_model(trainer.model, loader, cfg, out_dir, trainer.device, timing)
+    if uses_clinical_fusion(cfg):
+        write_clinical_outputs(trainer.model, loader, trainer.device, out_dir)
     summary = (float(result.best_epoch), float(len(result.history)), float(result.stop_reason == "early_stopping"))
     metrics.update(zip(TRAINING_SUMMARY_KEYS, summary))
     if warmup:  # not in metrics.json: its seconds vary and a re-evaluation could not reproduce it

@@ -56,6 +56,8 @@ CAUSES: tuple[str, ...] = ("disc_bulge", "ligamentum_flavum_thickening", "facet_
 NUM_CAUSES = len(CAUSES)
 #: Manifest column with the causes per stenotic level, JSON ``{"L4-L5": ["disc_bulge", ...]}`` (the phantom writes it).
 FINDINGS_COLUMN = "meta_findings"
+#: Prefix of extra numeric clinical columns a manifest may carry (``clinical_egfr``, ``clinical_pain_vas``, ...).
+CLINICAL_PREFIX = "clinical_"
 
 
 def grade_from_area(area_mm2: float) -> int:

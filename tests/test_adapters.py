@@ -338,10 +338,12 @@ def test_nifti_adapter_keeps_user_splits_and_reports(tmp_path) -> None:
     df = pd.read_csv(manifest_in, dtype=str)
     df["split"] = ["test", "train", "train", "val"]
     df["reports"] = [json.dumps([f"report {i}"]) for i in range(4)]
+    df["clinical_egfr"] = ["61", "", "88.5", "70"]  # an extra numeric clinical column is copied (empty = unknown)
     df.to_csv(manifest_in, index=False)
     out = read_manifest(prepare_dataset("nifti", tmp_path / "src", tmp_path / "out", labels="disc=7,canal=9").manifest)
     assert out["split"].tolist() == ["test", "train", "train", "val"]
     assert json.loads(out.loc[2, "reports"]) == ["report 2"]
+    assert out.loc[2, "clinical_egfr"] == 88.5 and pd.isna(out.loc[1, "clinical_egfr"])
 
 
 def test_grade_confusion_matrix_of_a_dataset_without_grades_is_empty() -> None:

@@ -17,7 +17,8 @@ key             type                        meaning
 ``affine``      float64 ``[B, V, 4, 4]``     pixel ``(row, col, 0)`` → patient RAS mm of each view after resampling
                                             and pad/crop (NaN for a missing view)
 ``reports``     ``list[list[str]]``          reference reports
-``clinical``    float32 ``[B, 6]``           age, sex, BMI, symptom months, claudication, ODI; NaN unknown
+``clinical``    float32 ``[B, F]``           the ``clinical_columns`` asked for (default the six: age, sex, BMI,
+                                            symptom months, claudication, ODI); NaN unknown or absent
 ``causes``      float32 ``[B, L, 3]``        per stenotic level, 1 for each contributing cause of
                                             :data:`~lss_vlm.constants.CAUSES` (``meta_findings``), else 0; NaN
                                             for a level that is normal or ungraded, or without the column
@@ -77,9 +78,14 @@ def _number(cell: Any, column: str, case_id: str, source: str) -> float:
         raise DataError(f"{source}: column {column} has value {cell!r} for case {case_id}; expected a number") from None
 
 
-def case_records(df: pd.DataFrame, manifest_dir: str | os.PathLike[str], source: str = "manifest") -> list[dict]:
+def case_records(
+    df: pd.DataFrame,
+    manifest_dir: str | os.PathLike[str],
+    source: str = "manifest",
+    clinical_columns: Sequence[str] = CLINICAL_COLUMNS,
+) -> list[dict]:
     """One record per manifest row: absolute view/mask paths (``None`` if absent), grades, areas, reports,
-    clinical values."""
+    the values of ``clinical_columns`` (NaN where empty or where the manifest has no such column)."""
     records = []
     for _, row in df.iterrows():
         case_id = str(row["case_id"])
@@ -95,7 +101,7 @@ def case_records(df: pd.DataFrame, manifest_dir: str | os.PathLike[str], source:
             areas.append(_number(row.get(f"area_{level_key(level)}"), f"area_{level_key(level)}", case_id, source))
         record["grades"], record["areas"] = grades, areas
         record["reports"] = parse_reports(row.get("reports"), f"{source}: case {case_id}")
-        record["clinical"] = [_number(row.get(c), c, case_id, source) for c in CLINICAL_COLUMNS]
+        record["clinical"] = [_number(row.get(c), c, case_id, source) for c in clinical_columns]
         record["causes"] = _cause_targets(row, grades, f"{source}: case {case_id}, column {FINDINGS_COLUMN}")
         record["labelled"] = list(parse_labelled_classes(row.get(LABELLED_COLUMN), f"{source}: case {case_id}"))
         records.append(record)
@@ -150,6 +156,7 @@ def build_dataset(
     target_spacing: float | Sequence[float] | Mapping[str, Any] | None = None,
     augment_profile: str = "standard",
     views: Sequence[str] | None = None,
+    clinical_columns: Sequence[str] | None = None,
 ) -> Dataset:
     """The cases of one split as a MONAI dataset of batch-contract items (see the module docstring).
 
@@ -158,12 +165,14 @@ def build_dataset(
     resampled views in memory (MONAI ``CacheDataset``); augmentation runs on top of the cache.
     ``augment_profile``: ``standard`` or ``domain_randomisation`` (:data:`~lss_vlm.data.transforms.AUGMENT_PROFILES`).
     ``views``: read only these views (the others are treated as missing); ``None`` = all.
+    ``clinical_columns``: the columns of the ``clinical`` tensor, in order (``None`` = the six of
+    :data:`~lss_vlm.constants.CLINICAL_COLUMNS`; a model with clinical fusion names its own).
     """
     if int(spatial_size) < 8:
         raise DataError(f"spatial_size must be at least 8 pixels, got {spatial_size}")
     manifest_path = Path(manifest_path)
     df = select_split(read_manifest(manifest_path), split, source=str(manifest_path))
-    records = case_records(df, manifest_path.parent, source=str(manifest_path))
+    records = case_records(df, manifest_path.parent, str(manifest_path), tuple(clinical_columns or CLINICAL_COLUMNS))
     if views is not None:
         unknown = sorted(set(views) - set(VIEWS))
         if unknown:
@@ -218,14 +227,16 @@ def build_dataloader(
     target_spacing: float | Sequence[float] | Mapping[str, Any] | None = None,
     augment_profile: str = "standard",
     views: Sequence[str] | None = None,
+    clinical_columns: Sequence[str] | None = None,
 ) -> DataLoader:
     """A data loader over one split of a manifest, yielding batch dicts (module docstring). Deterministic given
     ``seed`` (shuffling and augmentation)."""
     if int(batch_size) < 1:
         raise DataError(f"batch_size must be ≥ 1, got {batch_size}")
     dataset = build_dataset(
-        manifest_path, split, spatial_size, augment, cache, seed, target_spacing, augment_profile, views
-    )
+        manifest_path, split, spatial_size, augment, cache, seed, target_spacing, augment_profile, views,
+        clinical_columns,
+    )  # fmt: skip
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     return DataLoader(

@@ -15,7 +15,9 @@ column                 required  meaning
 ``grade_<level>``      no        stenosis grade index (0-3) per level, -1 or empty if unknown
 ``area_<level>``       no        true dural-sac cross-sectional area in mm², empty if unknown
 ``reports``            no        JSON list of reference report strings
-clinical columns       no        ``age, sex, bmi, symptom_months, claudication, odi``
+clinical columns       no        ``age, sex, bmi, symptom_months, claudication, odi`` (numbers; empty = unknown)
+``clinical_*``         no        any further numeric clinical column (``clinical_egfr``, ...); empty = unknown.
+                                 Read, after the six above, by a model with clinical fusion
 ``meta_*``             no        free-form extra columns kept by adapters (ignored by the loader)
 =====================  ========  ==============================================================
 
@@ -33,6 +35,7 @@ import pandas as pd
 from ..constants import (
     CAUSES,
     CLINICAL_COLUMNS,
+    CLINICAL_PREFIX,
     FINDINGS_COLUMN,
     LABEL_INDEX,
     LABELS,
@@ -81,12 +84,14 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> None:
     """Check columns, ids, splits, grades and reports. Raises :class:`DataError` on the first problem."""
-    unknown = [c for c in df.columns if c not in KNOWN_COLUMNS and not str(c).startswith(META_PREFIX)]
+    unknown = [
+        c for c in df.columns if c not in KNOWN_COLUMNS and not str(c).startswith((META_PREFIX, CLINICAL_PREFIX))
+    ]
     if unknown:
         raise DataError(
             f"{source}: unknown column(s) {', '.join(map(str, unknown))}; "
             f"expected {', '.join(REQUIRED_COLUMNS[:4])}, img_<view>, seg_<view>, grade_<level>, area_<level>, "
-            f"reports, clinical columns or {META_PREFIX}* extras"
+            f"reports, clinical columns, {CLINICAL_PREFIX}* numbers or {META_PREFIX}* extras"
         )
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
@@ -113,6 +118,15 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> None:
                     f"{source}: column {column} has value {bad.iloc[0]!r} for case {df.loc[bad.index[0], 'case_id']}; "
                     f"expected 0-{NUM_GRADES - 1} or {MISSING_GRADE} (unknown)"
                 )
+    for column in clinical_columns(df):
+        if column in df.columns:
+            values = pd.to_numeric(df[column], errors="coerce")
+            bad = df[column][values.isna() & df[column].notna() & (df[column].astype(str).str.strip() != "")]
+            if len(bad):
+                raise DataError(
+                    f"{source}: column {column} has value {bad.iloc[0]!r} for case {df.loc[bad.index[0], 'case_id']}; "
+                    "expected a number (empty = unknown)"
+                )
     if "reports" in df.columns:
         for case_id, cell in zip(df["case_id"], df["reports"]):
             parse_reports(cell, f"{source}: case {case_id}")
@@ -122,6 +136,12 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> None:
     if FINDINGS_COLUMN in df.columns:
         for case_id, cell in zip(df["case_id"], df[FINDINGS_COLUMN]):
             parse_findings(cell, f"{source}: case {case_id}, column {FINDINGS_COLUMN}")
+
+
+def clinical_columns(df: pd.DataFrame) -> tuple[str, ...]:
+    """The clinical columns of a manifest table: the six of :data:`~lss_vlm.constants.CLINICAL_COLUMNS` (whether
+    present or not; an absent one reads as unknown), then its ``clinical_*`` columns in table order."""
+    return CLINICAL_COLUMNS + tuple(str(c) for c in df.columns if str(c).startswith(CLINICAL_PREFIX))
 
 
 def parse_labelled_classes(cell: object, where: str = LABELLED_COLUMN) -> tuple[bool, ...]:

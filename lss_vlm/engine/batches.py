@@ -49,3 +49,24 @@ def pick_references(reports: list[list[str]], epoch: int) -> tuple[list[str], to
     """
     texts = [refs[epoch % len(refs)] if refs else "" for refs in reports]
     return texts, torch.tensor([bool(refs) for refs in reports], dtype=torch.bool)
+
+
+def model_inputs(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
+    """Optional keyword inputs of ``model(views, ...)`` from a batch: ``clinical [B, F]`` for a model with
+    ``clinical_columns`` (clinical fusion), nothing for the others."""
+    if getattr(model, "clinical_columns", None) and "clinical" in batch:
+        return {"clinical": batch["clinical"]}
+    return {}
+
+
+def level_references(reports: list[list[str]], epoch: int) -> list[list[str | None]]:
+    """Per case, the sentence of each level in the reference :func:`pick_references` picks for ``epoch``
+    (``None`` where the case has no reference, or its reference has no sentence for that level or says only "not
+    assessed")."""
+    from ..constants import LEVELS, MISSING_GRADE
+    from ..reports.writer import level_sentence, level_sentences
+
+    texts, _ = pick_references(reports, epoch)
+    unknown = {level: level_sentence(level, MISSING_GRADE, "", "", "") for level in LEVELS}  # "L1-L2: not assessed."
+    rows = [level_sentences(text) for text in texts]
+    return [[row[lv] if lv in row and row[lv] != unknown[lv] else None for lv in LEVELS] for row in rows]

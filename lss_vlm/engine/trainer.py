@@ -7,6 +7,10 @@ Objective per batch::
         :class:`losses.marginal.MarginalLoss` around the same loss object: Shi et al. 2021)
       + λ_cls · CE(grade_logits [B·L, 4], grades [B·L], ignore_index=-1)
       + λ_txt · report_loss (token cross-entropy of one reference report per case)
+      + λ_con · InfoNCE(pooled level features, text embedding of that level's sentence in the same reference)
+        (only when λ_con > 0: :mod:`lss_vlm.models.contrastive`; history column ``train/con_loss``)
+
+A model with clinical fusion gets the batch's ``clinical`` values (:func:`~lss_vlm.engine.batches.model_inputs`).
 
 The trainer receives the model, the loss object and the loaders; it never looks anything up by name.
 Every epoch starts from generators re-seeded with ``derive_seed(seed, epoch)`` (global RNGs, the loader's shuffle
@@ -41,7 +45,14 @@ from tqdm.auto import tqdm
 from ..constants import IGNORE_LABEL, LABELS, MISSING_GRADE, NUM_GRADES
 from ..errors import ConfigError
 from . import distributed
-from .batches import move_batch, pick_references, valid_view_labelled, valid_view_pairs
+from .batches import (
+    level_references,
+    model_inputs,
+    move_batch,
+    pick_references,
+    valid_view_labelled,
+    valid_view_pairs,
+)
 from .checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
 from .seeding import derive_seed, seed_everything
 from .validation import amp_dtype, autocast_context, validate
@@ -71,6 +82,7 @@ class TrainerSettings:
     quiet: bool = False
     compile: bool = False  # torch.compile the training forward on CUDA (a no-op on CPU)
     lambda_cause: float = 0.0  # weight of the cause BCE; acts only when the model has a cause head
+    lambda_con: float = 0.0  # image-text InfoNCE weight; 0 = the term is not computed
 
 
 @dataclass
@@ -247,6 +259,8 @@ class Trainer:
         self.model.train()
         self.loss.train()
         totals = {f"train/{k}": 0.0 for k in ("loss", "seg_loss", "cls_loss", "txt_loss", "cause_loss")}
+        if s.lambda_con > 0:
+            totals["train/con_loss"] = 0.0
         n = 0
         quiet = s.quiet or not distributed.is_main_process()
         steps = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=quiet, dynamic_ncols=True)
@@ -266,15 +280,18 @@ class Trainer:
     def _train_step(self, batch: dict[str, Any], epoch: int, step: int) -> dict[str, float]:
         s = self.settings
         with autocast_context(self.device, self.use_amp):
-            seg, cls, txt, cause = self._objective_terms(batch, epoch)
+            seg, cls, txt, cause, con = self._objective_terms(batch, epoch)
             total = s.lambda_seg * seg + s.lambda_cls * cls + s.lambda_txt * txt + s.lambda_cause * cause
+            if s.lambda_con > 0:
+                total = total + s.lambda_con * con
+        values = {"loss": total, "seg_loss": seg, "cls_loss": cls, "txt_loss": txt, "cause_loss": cause}
+        if s.lambda_con > 0:
+            values["con_loss"] = con
         if not bool(torch.isfinite(total)):
-            named = {"seg": seg, "cls": cls, "txt": txt, "cause": cause}
-            terms = ", ".join(f"{k}={float(v.detach())}" for k, v in named.items())
+            terms = ", ".join(f"{k.removesuffix('_loss')}={float(v.detach())}" for k, v in list(values.items())[1:])
             raise TrainingDiverged(
                 f"non-finite loss at epoch {epoch}, step {step}: total={float(total.detach())}, {terms}"
             )
-        values = {"loss": total, "seg_loss": seg, "cls_loss": cls, "txt_loss": txt, "cause_loss": cause}
         if not total.requires_grad:  # nothing to learn from this batch (no mask, no grade, no report): no step
             return {f"train/{name}": float(value.detach()) for name, value in values.items()}
         self.optimizer.zero_grad(set_to_none=True)
@@ -290,8 +307,8 @@ class Trainer:
         return {f"train/{name}": float(value.detach()) for name, value in values.items()}
 
     def _objective_terms(self, batch: dict[str, Any], epoch: int) -> tuple[torch.Tensor, ...]:
-        """The four (unweighted) terms: segmentation, grade CE, report CE, cause BCE; a term whose weight is 0 or
-        that has no target is 0."""
+        """The five (unweighted) terms: segmentation, grade CE, report CE, cause BCE, image-text InfoNCE; a term whose
+        weight is 0 or that has no target is 0."""
         s = self.settings
         zero = torch.zeros((), device=self.device)
         report_ids = report_mask = None
@@ -302,6 +319,9 @@ class Trainer:
         extra = {}
         if report_ids is not None and hasattr(self.model, "set_training_progress"):
             extra["report_grades"] = batch["grades"]  # true grades for the decoder's scheduled sampling
+        extra.update(model_inputs(self.model, batch))
+        if s.lambda_con > 0 and any(batch["reports"]):
+            extra["contrastive_sentences"] = level_references(batch["reports"], epoch)
         out = self.forward_model(
             batch["views"], report_ids=report_ids, report_mask=report_mask, view_valid=batch.get("view_valid"), **extra
         )
@@ -324,7 +344,8 @@ class Trainer:
             known = torch.isfinite(batch["causes"])  # stenotic levels with known causes; NaN elsewhere
             if bool(known.any()):
                 cause = F.binary_cross_entropy_with_logits(out["cause_logits"].float()[known], batch["causes"][known])
-        return seg, cls, txt, cause
+        con = out["contrastive_loss"].float() if "contrastive_loss" in out else zero
+        return seg, cls, txt, cause, con
 
     # --------------------------------------------------------------------------------------------------- bookkeeping
     def _call_hook(self, name: str, *args: Any) -> None:

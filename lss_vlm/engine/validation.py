@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from ..metrics.classification import GradeMetrics
 from ..metrics.segmentation import SegmentationMetrics
-from .batches import move_batch, valid_view_ids, valid_view_labelled
+from .batches import model_inputs, move_batch, valid_view_ids, valid_view_labelled
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
@@ -39,7 +39,7 @@ def predict(
     for batch in loader:
         batch = move_batch(batch, device)
         with autocast_context(device, amp):
-            out = model(batch["views"], view_valid=batch.get("view_valid"))
+            out = model(batch["views"], view_valid=batch.get("view_valid"), **model_inputs(model, batch))
         yield batch, out
 
 

@@ -35,6 +35,11 @@ class MultiViewModel(nn.Module, abc.ABC):
     def prompt_names(self) -> list[str]:
         return []
 
+    @property
+    def clinical_columns(self) -> list[str] | None:
+        """Clinical columns the model reads as ``forward(..., clinical=[B, F])``; None: it reads none."""
+        return None
+
     @staticmethod
     def check_views(views: torch.Tensor) -> tuple[int, int, int, int]:
         """Validate ``views [B, V, 1, H, W]`` and return ``(B, V, H, W)``."""
@@ -61,18 +66,20 @@ class MultiViewModel(nn.Module, abc.ABC):
         max_length: int | None = None,
         view_valid: torch.Tensor | None = None,
         causes: Sequence[Mapping[str, Sequence[str]] | None] | None = None,
+        clinical: torch.Tensor | None = None,
     ) -> list[str]:
         """One report per case (``num_beams=1`` greedy, else beam search; ``max_length`` tokens at most).
 
         ``causes``: per case, the contributing causes to state per level (``{level: [cause, ...]}``, keys of
         :data:`lss_vlm.reports.writer.CAUSE_PHRASES`, e.g. from :func:`lss_vlm.reports.composer.level_causes` of the
         predicted masks); ``None`` lets the model decide. Runs in eval mode without gradients and restores the
-        previous mode afterwards.
+        previous mode afterwards. ``clinical [B, F]`` goes to a model with :attr:`clinical_columns` only.
         """
         was_training = self.training
         self.eval()
+        extra = {"clinical": clinical} if clinical is not None and self.clinical_columns is not None else {}
         try:
-            return self._generate_reports(views, num_beams, max_length, view_valid, causes)
+            return self._generate_reports(views, num_beams, max_length, view_valid, causes, **extra)
         finally:
             self.train(was_training)
 

@@ -7,6 +7,11 @@ views [B, V, 1, H, W] → fold V into the batch → shared image encoder (pyrami
 (c) word-level GPT-2 report decoder cross-attending to all fused patch tokens + predicted-grade embeddings, told the
 predicted grade of the level it is writing about (see :class:`~lss_vlm.models.decoders.ReportDecoder`).
 No global pooling on the main path.
+
+Options (off by default; the model is then exactly the one above): ``clinical_fusion`` fuses each level's pooled
+feature with the case's clinical vector before the grade classifier and adds the fused level tokens to the report
+memory (:mod:`lss_vlm.models.clinical`); ``contrastive_head`` adds the projections of the image–text InfoNCE term
+(:mod:`lss_vlm.models.contrastive`, :meth:`VisionLanguageModel.contrastive_loss`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from ..errors import ConfigError
 from ..reports.vocabulary import ReportVocabulary, default_vocabulary
 from .attention import SpatialPatchCrossAttention
 from .base import MultiViewModel
+from .clinical import ClinicalFusion
+from .contrastive import ContrastiveHead
 from .decoders import NO_REPEAT_NGRAM, ReportDecoder, SegmentationDecoder
 from .encoders import PATCH_STRIDE, PatchTokenizer, build_image_encoder, check_image_size
 from .heads import CauseHead, LevelQueryGradeHead
@@ -29,6 +36,7 @@ from .registry import MODELS
 from .text import DEFAULT_TEXT_ENCODER, PromptBank, PromptEncoding, TextEncoder, default_prompts
 
 DEFAULT_DECODER_CHANNELS: tuple[int, ...] = (96, 48, 24, 16)
+NO_CONTRASTIVE_HEAD = "the contrastive term needs a model built with model.params.contrastive_head=true"
 
 
 def pyramid_index(stride: int) -> int:
@@ -123,6 +131,10 @@ class VisionLanguageModel(MultiViewModel):
         report_lora_rank: int = 0,
         lora_alpha: float = 16.0,
         cause_head: bool = False,
+        clinical_fusion: bool = False,
+        clinical_stats: dict | None = None,
+        contrastive_head: bool = False,
+        contrastive_temperature: float = 0.07,
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__(config)
@@ -159,6 +171,20 @@ class VisionLanguageModel(MultiViewModel):
             report_no_repeat_ngram, report_lora_rank, lora_alpha,
         )  # fmt: skip
         self.report_max_length = self.report_decoder.max_length
+        # built last, so that with them off (or on) every other weight is initialised from the same random draws
+        level_dim = 3 * embed_dim  # the grade head's [sag_t1; sag_t2; ax_l] feature
+        self.clinical = ClinicalFusion(level_dim, embed_dim, clinical_stats) if clinical_fusion else None
+        self.contrastive = ContrastiveHead(level_dim, self.text.hidden_size, embed_dim) if contrastive_head else None
+        if not (isinstance(contrastive_temperature, (int, float)) and 0 < contrastive_temperature <= 10):
+            raise ConfigError(f"model.params.contrastive_temperature: expected a number in (0, 10], got "
+                              f"{contrastive_temperature!r}")  # fmt: skip
+        self.contrastive_temperature = float(contrastive_temperature)
+        self._sentence_cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def clinical_columns(self) -> list[str] | None:
+        """The clinical columns the model reads (``batch["clinical"]`` in this order), or None without fusion."""
+        return None if self.clinical is None else list(self.clinical.columns)
 
     def train(self, mode: bool = True) -> VisionLanguageModel:
         """``nn.Module.train``; a frozen image encoder stays in eval mode (its BatchNorm statistics do not move)."""
@@ -195,8 +221,12 @@ class VisionLanguageModel(MultiViewModel):
         """Mean text embedding of each level query ``[L, d_text]``."""
         return prompts.pooled[[self.prompts.index(f"level/{level}") for level in LEVELS]]
 
-    def encode(self, views: torch.Tensor, view_valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Everything but the report: seg/grade logits, attention maps and the fused patch grid ``[B, V, d, h, w]``."""
+    def encode(
+        self, views: torch.Tensor, view_valid: torch.Tensor | None = None, clinical: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Everything but the report: seg/grade logits, attention maps and the fused patch grid ``[B, V, d, h, w]``;
+        with clinical fusion also ``clinical_memory [B, L, d]``, with a contrastive head ``level_features [B, L, 3d]``.
+        ``clinical [B, F]``: NaN = unknown; ``None`` = all unknown (the mask tokens)."""
         b, v, h, w = self.check_views(views)
         features = self.encoder(views.reshape(b * v, 1, h, w))
         prompts = self.prompts.encoding()
@@ -205,12 +235,18 @@ class VisionLanguageModel(MultiViewModel):
         grid = features[pyramid_index(PATCH_STRIDE)]
         grid = grid.reshape(b, v, *grid.shape[1:])
         level_features, grade_maps = self.grade_head.pool(grid, self.level_text(prompts), view_valid)
+        fused = level_features if self.clinical is None else self.clinical(level_features, clinical)
+        grade_logits = self.grade_head.classifier(fused)
         attention = {name: m.reshape(b, v, *m.shape[1:]) for name, m in maps.items()}
         attention["grade"] = grade_maps
-        out = {"seg_logits": seg, "grade_logits": self.grade_head.classifier(level_features), "attention": attention}
+        out = {"seg_logits": seg, "grade_logits": grade_logits, "attention": attention, "grid": grid}
+        if self.clinical is not None:
+            out["clinical_memory"] = self.clinical.to_memory(fused)
         if self.cause_head is not None:
             out["cause_logits"] = self.cause_head(level_features)  # [B, L, 3]
-        return {**out, "grid": grid}
+        if self.contrastive is not None:
+            out["level_features"] = level_features
+        return out
 
     @staticmethod
     def predicted_causes(cause_logits: torch.Tensor, threshold: float = 0.5) -> list[dict[str, list[str]]]:
@@ -226,6 +262,39 @@ class VisionLanguageModel(MultiViewModel):
                 per_level[level] = [CAUSES[k] for k in order if p[k] > threshold] or [CAUSES[order[0]]]
             out.append(per_level)
         return out
+
+    def contrastive_loss(
+        self, level_features: torch.Tensor, sentences: Sequence[Sequence[str | None]], temperature: float | None = None
+    ) -> torch.Tensor:
+        """Symmetric InfoNCE (:mod:`lss_vlm.models.contrastive`) between ``level_features [B, L, 3d]`` (the grade
+        head's pooled features, before clinical fusion) and the frozen text embedding of ``sentences[b][l]`` (the
+        reference sentence of level ``l`` of case ``b``; ``None``/empty = no pair). ``temperature``: default
+        ``contrastive_temperature``. Raises :class:`ConfigError` without a contrastive head."""
+        if self.contrastive is None:
+            raise ConfigError(NO_CONTRASTIVE_HEAD)
+        pairs = [(i, j) for i, row in enumerate(sentences) for j, text in enumerate(row) if text]
+        if not pairs:
+            return level_features.sum() * 0.0
+        rows, cols = (torch.tensor(idx, device=level_features.device) for idx in zip(*pairs))
+        text = self.sentence_embeddings([sentences[i][j] for i, j in pairs]).to(level_features.device)
+        tau = self.contrastive_temperature if temperature is None else temperature
+        return self.contrastive(level_features[rows, cols], text, tau)
+
+    def sentence_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
+        """Mean token embedding ``[N, d_text]`` of each text under the text encoder; cached per text while the
+        encoder is frozen (it then never changes), recomputed with gradients when it trains."""
+        if self.text.trainable:
+            hidden, mask = self.text(list(texts))
+            return (hidden.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        new = sorted(set(texts) - set(self._sentence_cache))
+        if new:
+            if len(self._sentence_cache) + len(new) > 100_000:  # bounded memory on a very large corpus
+                self._sentence_cache.clear()
+            with torch.no_grad():
+                hidden, mask = self.text(new)
+                pooled = (hidden.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            self._sentence_cache.update(zip(new, pooled))
+        return torch.stack([self._sentence_cache[t] for t in texts])
 
     def tokenize_reports(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Reports → word-level ``ids int64 [B, T]`` (``<bos> … <eos>``, numbers as slots, padded) and ``mask bool``."""
@@ -303,12 +372,21 @@ class VisionLanguageModel(MultiViewModel):
         }
 
     def report_memory(
-        self, grid: torch.Tensor, grade_probs: torch.Tensor, view_valid: torch.Tensor | None
+        self,
+        grid: torch.Tensor,
+        grade_probs: torch.Tensor,
+        view_valid: torch.Tensor | None,
+        extra: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's memory: all patch tokens of the valid views, then ``extra [B, K, d]`` tokens (the fused
+        clinical level tokens), then the grade tokens."""
         b, v, d, h, w = grid.shape
         visual = grid.flatten(3).transpose(2, 3).reshape(b, v * h * w, d)
         valid = view_valid if view_valid is not None else torch.ones(b, v, dtype=torch.bool, device=grid.device)
         visual_mask = valid.bool()[:, :, None].expand(b, v, h * w).reshape(b, v * h * w)
+        if extra is not None:
+            visual = torch.cat([visual, extra.to(visual.dtype)], dim=1)
+            visual_mask = torch.cat([visual_mask, visual_mask.new_ones(extra.shape[:2])], dim=1)
         return self.report_decoder.memory(visual, visual_mask, grade_probs)
 
     def forward(
@@ -318,15 +396,26 @@ class VisionLanguageModel(MultiViewModel):
         report_mask: torch.Tensor | None = None,
         view_valid: torch.Tensor | None = None,
         report_grades: torch.Tensor | None = None,
+        clinical: torch.Tensor | None = None,
+        contrastive_sentences: Sequence[Sequence[str | None]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """See :class:`MultiViewModel`; ``report_grades [B, L]`` (true grades, ``-1`` unknown) feed the decoder's
-        scheduled sampling in training (:meth:`set_training_progress`)."""
-        out = self.encode(views, view_valid)
+        scheduled sampling in training (:meth:`set_training_progress`); ``clinical [B, F]`` (NaN = unknown) is read
+        with clinical fusion only; ``contrastive_sentences`` (per case, per level, see :meth:`contrastive_loss`) add
+        ``contrastive_loss`` to the output (computed inside ``forward`` so that data-parallel training syncs the
+        projections' gradients)."""
+        out = self.encode(views, view_valid, clinical)
         grid = out.pop("grid")
+        extra = out.pop("clinical_memory", None)
+        level_features = out.pop("level_features", None)
+        if contrastive_sentences is not None:
+            if level_features is None:
+                raise ConfigError(NO_CONTRASTIVE_HEAD)
+            out["contrastive_loss"] = self.contrastive_loss(level_features, contrastive_sentences)
         if report_ids is not None:
             mask = report_mask if report_mask is not None else report_ids != self.report_decoder.pad_id
             probs = self.report_decoder.condition_grades(out["grade_logits"].softmax(-1), report_grades)
-            memory, memory_mask = self.report_memory(grid, probs, view_valid)
+            memory, memory_mask = self.report_memory(grid, probs, view_valid, extra)
             out["report_logits"], out["report_loss"] = self.report_decoder(memory, memory_mask, report_ids, mask, probs)
         return out
 
@@ -337,10 +426,11 @@ class VisionLanguageModel(MultiViewModel):
         max_length: int | None,
         view_valid: torch.Tensor | None,
         causes: Sequence[Mapping[str, Sequence[str]] | None] | None = None,
+        clinical: torch.Tensor | None = None,
     ) -> list[str]:
-        out = self.encode(views, view_valid)
+        out = self.encode(views, view_valid, clinical)
         probs = self.report_decoder.condition_grades(out["grade_logits"].softmax(-1))
-        memory, memory_mask = self.report_memory(out["grid"], probs, view_valid)
+        memory, memory_mask = self.report_memory(out["grid"], probs, view_valid, out.get("clinical_memory"))
         if causes is None and "cause_logits" in out:
             causes = self.predicted_causes(out["cause_logits"])
         return self.report_decoder.generate(memory, memory_mask, probs, num_beams, max_length, causes)

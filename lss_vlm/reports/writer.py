@@ -23,6 +23,7 @@ other). Levels are written ``L4-L5``, areas ``<n> mm2`` (integer), AP diameters 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -142,3 +143,30 @@ def write_reports(
         ]
         reports.append(" ".join(sentences + [_impression(grades, finding, IMPRESSION_HEADERS[header])]))
     return reports
+
+
+_LEVEL_START = re.compile(r"\b(L\d-[LS]\d):")
+_HEADER_START = re.compile(r"\s+[A-Z][a-z]+:")
+
+
+def level_sentences(report: str) -> dict[str, str]:
+    """The sentence of each level in a report of this writer's template (the inverse of :func:`level_sentence`).
+
+    A level's sentence runs from ``"L4-L5:"`` to the next level's ``"Lx-Ly:"``, or, for the last one, to the
+    impression header (``"Impression:"``, any capitalised word and a colon). Levels are keyed as in :data:`LEVELS`;
+    a level named twice keeps its first sentence; a report without ``"Lx-Ly:"`` gives ``{}``.
+
+    >>> level_sentences("L1-L2: no stenosis. L2-L3: mild stenosis. Impression: mild stenosis at L2-L3.")
+    {'L1-L2': 'L1-L2: no stenosis.', 'L2-L3': 'L2-L3: mild stenosis.'}
+    """
+    starts = list(_LEVEL_START.finditer(report or ""))
+    sentences: dict[str, str] = {}
+    for k, match in enumerate(starts):
+        end = starts[k + 1].start() if k + 1 < len(starts) else len(report)
+        piece = report[match.start() : end]
+        header = _HEADER_START.search(piece, len(match[0]))
+        sentence = (piece[: header.start()] if header else piece).strip()
+        level = match[1].upper()
+        if level in LEVELS and level not in sentences:
+            sentences[level] = sentence
+    return sentences

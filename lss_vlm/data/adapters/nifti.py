@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...constants import CLINICAL_COLUMNS, MISSING_GRADE, NUM_GRADES, VIEWS
+from ...constants import CLINICAL_COLUMNS, CLINICAL_PREFIX, MISSING_GRADE, NUM_GRADES, VIEWS
 from ...errors import DataError
 from ..labels import parse_label_mapping
 from ..manifest import AREA_COLUMNS, GRADE_COLUMNS, KNOWN_COLUMNS, META_PREFIX, parse_reports, resolve
@@ -43,7 +43,7 @@ def _read_user_manifest(path: Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from None
-    unknown = [c for c in df.columns if c not in KNOWN_COLUMNS and not c.startswith(META_PREFIX)]
+    unknown = [c for c in df.columns if c not in KNOWN_COLUMNS and not c.startswith((META_PREFIX, CLINICAL_PREFIX))]
     if unknown:
         raise DataError(f"{path}: unknown column(s) {', '.join(unknown)}; see docs/datasets.md for the NIfTI manifest")
     if "case_id" not in df.columns:
@@ -102,7 +102,7 @@ class NiftiManifestAdapter:
             row[column] = _grade(src.get(column, ""), case_id, column)
         for column in AREA_COLUMNS:
             row[column] = _number(src.get(column, ""), case_id, column)
-        for column in CLINICAL_COLUMNS:
+        for column in [*CLINICAL_COLUMNS, *(c for c in src.index if c.startswith(CLINICAL_PREFIX))]:
             if column in src.index:
                 row[column] = _number(src[column], case_id, column)
         for column in src.index:
