@@ -25,6 +25,7 @@ from .base import MultiViewModel
 from .decoders import NO_REPEAT_NGRAM, ReportDecoder, SegmentationDecoder
 from .encoders import PATCH_STRIDE, PatchTokenizer, build_image_encoder, check_image_size
 from .heads import LevelQueryGradeHead
+from .instruct import InstructionFiLM, instruction_views
 from .registry import MODELS
 from .text import DEFAULT_TEXT_ENCODER, PromptBank, PromptEncoding, TextEncoder, default_prompts
 
@@ -122,6 +123,8 @@ class VisionLanguageModel(MultiViewModel):
         text_lora_rank: int = 0,
         report_lora_rank: int = 0,
         lora_alpha: float = 16.0,
+        instruct_film: bool = False,
+        instruct_weight: float = 1.0,
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__(config)
@@ -146,6 +149,10 @@ class VisionLanguageModel(MultiViewModel):
         )
         self.seg_decoder = SegmentationDecoder(tuple(self.fusion.out_channels), tuple(decoder_channels), NUM_LABELS)
         self.grade_head = LevelQueryGradeHead(embed_dim, self.text.hidden_size, grade_hidden, dropout)
+        # test-time text intervention (lss_vlm.models.instruct): FiLM of the decoder features, identity until trained
+        self.instruction = (
+            InstructionFiLM(self.text.hidden_size, decoder_channels[-1], instruct_weight) if instruct_film else None
+        )
         # the report vocabulary: the training split's (a run passes it), else the reference writer's own words
         vocab = ReportVocabulary.from_dict(report_vocab) if report_vocab is not None else default_vocabulary()
         self.report_vocab = vocab
@@ -198,13 +205,32 @@ class VisionLanguageModel(MultiViewModel):
         features = self.encoder(views.reshape(b * v, 1, h, w))
         prompts = self.prompts.encoding()
         features, maps = self.fusion(features, v, prompts)
-        seg = self.seg_decoder(features).reshape(b, v, NUM_LABELS, h, w)
+        seg_features = None
+        if self.instruction is None:
+            seg = self.seg_decoder(features).reshape(b, v, NUM_LABELS, h, w)
+        else:
+            seg, seg_features = self.instruction.segment(self.seg_decoder, features, b, v)
         grid = features[pyramid_index(PATCH_STRIDE)]
         grid = grid.reshape(b, v, *grid.shape[1:])
         grade_logits, grade_maps = self.grade_head(grid, self.level_text(prompts), view_valid)
         attention = {name: m.reshape(b, v, *m.shape[1:]) for name, m in maps.items()}
         attention["grade"] = grade_maps
-        return {"seg_logits": seg, "grade_logits": grade_logits, "attention": attention, "grid": grid}
+        out = {"seg_logits": seg, "grade_logits": grade_logits, "attention": attention, "grid": grid}
+        if seg_features is not None:
+            out["seg_features"] = seg_features  # [B, V, C, H, W], for the instruction term and intervention scoring
+        return out
+
+    def set_instruction(self, text: str | None) -> None:
+        """Apply a clinician's instruction to every following prediction (``None`` removes it); see
+        :mod:`lss_vlm.models.instruct`. Raises :class:`ConfigError` when the model has no FiLM layer."""
+        if text is None:
+            if self.instruction is not None:
+                self.instruction.active = None
+            return
+        if self.instruction is None:
+            raise ConfigError("this model has no instruction FiLM layer: train it with model.params.instruct_film=true")
+        views = instruction_views(text)
+        self.instruction.active = (self.instruction.embed(self.text, [text])[0], views)
 
     def tokenize_reports(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Reports → word-level ``ids int64 [B, T]`` (``<bos> … <eos>``, numbers as slots, padded) and ``mask bool``."""

@@ -1,0 +1,112 @@
+"""Test-time text intervention: FiLM from an instruction's text embedding (lss_vlm.models.instruct), its training
+term (lss_vlm.engine.instruction) and the `report --instruct` / `evaluate --instructions` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lss_vlm.constants import LABELS, VIEWS
+from lss_vlm.data.dataset import build_dataloader
+from lss_vlm.engine.instruction import draw_instructions, instruction_term, truthful_direction
+from lss_vlm.errors import ConfigError
+from lss_vlm.models import build_model
+from lss_vlm.models.instruct import instruction_text, instruction_views
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_phantom: Path) -> dict:
+    return next(iter(build_dataloader(tiny_phantom, "train", spatial_size=64, batch_size=2, seed=0)))
+
+
+def film_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model("spca_vlm", text_encoder="tiny-bert", image_size=64, instruct_film=True)
+
+
+def test_instruction_views_follow_the_named_level() -> None:
+    views = instruction_views("the ligamentum flavum at L4-L5 is thicker than predicted")
+    assert views.tolist() == [v == "ax_l4_l5" for v in VIEWS]
+    assert instruction_views("the thecal sac is smaller than predicted").all()
+    assert instruction_views("disc at l5 - s1 is larger than predicted").tolist() == [v == "ax_l5_s1" for v in VIEWS]
+    with pytest.raises(ConfigError, match="L1-L3"):
+        instruction_views("the disc at L1-L3 is larger than predicted")
+    with pytest.raises(ConfigError, match="empty"):
+        instruction_views("  ")
+
+
+def test_truthful_direction_and_drawn_instructions_state_the_truth() -> None:
+    assert truthful_direction(pred_area=50, true_area=100) == 1
+    assert truthful_direction(pred_area=150, true_area=100) == -1
+    assert truthful_direction(pred_area=98, true_area=100) == 0
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[:, 2:6, 2:6] = 3  # thecal sac, 16 px
+    pred = torch.zeros_like(target)
+    pred[0, 2:4, 2:6] = 3  # image 0 under-predicts the sac (8 px)
+    pred[1, 1:7, 1:7] = 3  # image 1 over-predicts it (36 px)
+    torch.manual_seed(0)
+    drawn = draw_instructions(pred, target, views=[VIEWS.index("ax_l4_l5"), 0])
+    assert drawn[0][0] == drawn[1][0] == LABELS.index("thecal_sac")
+    assert "at L4-L5" in drawn[0][1] and "at " not in drawn[1][1]
+    assert any(w in drawn[0][1] for w in ("larger", "thicker", "bigger", "wider"))
+    assert any(w in drawn[1][1] for w in ("smaller", "thinner", "narrower", "less extensive"))
+    assert draw_instructions(target, target, views=[0, 0]) == [None, None]  # nothing to correct
+
+
+def test_untrained_film_is_identity_and_the_default_model_has_none(batch: dict) -> None:
+    model = film_model().eval()
+    with torch.no_grad():
+        plain = model(batch["views"])["seg_logits"]
+        model.set_instruction(instruction_text("thecal_sac", -1, "L4-L5"))
+        instructed = model(batch["views"])["seg_logits"]
+    assert torch.equal(plain, instructed)  # zero-initialised last layer: γ = 1, β = 0
+    default = build_model("spca_vlm", text_encoder="tiny-bert", image_size=64)
+    assert default.instruction is None
+    with pytest.raises(ConfigError, match="instruct_film"):
+        default.set_instruction("the disc is larger than predicted")
+
+
+def test_an_instruction_acts_only_on_the_views_it_names(batch: dict) -> None:
+    model = film_model().eval()
+    torch.nn.init.normal_(model.instruction.mlp[-1].weight, std=0.5)  # a non-identity FiLM
+    with torch.no_grad():
+        plain = model(batch["views"])["seg_logits"]
+        model.set_instruction("the disc at L2-L3 is larger than predicted")
+        instructed = model(batch["views"])["seg_logits"]
+    changed = (plain != instructed).flatten(2).any(-1).any(0)  # [V]
+    assert changed.tolist() == [v == "ax_l2_l3" for v in VIEWS]
+    model.set_instruction(None)
+    with torch.no_grad():
+        assert torch.equal(model(batch["views"])["seg_logits"], plain)
+
+
+def test_training_the_instruction_term_teaches_the_direction(batch: dict) -> None:
+    """Trained on truthful instructions paired with the true mask, "larger" must raise a class's probability
+    relative to "smaller" on the same features (only the FiLM trains here; the rest is frozen)."""
+    model = film_model()
+    model.train()
+    model.requires_grad_(False)
+    model.instruction.requires_grad_(True)
+    optimizer = torch.optim.Adam(model.instruction.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    for _ in range(40):
+        out = model(batch["views"], view_valid=batch["view_valid"])
+        term = instruction_term(model, out, batch)
+        optimizer.zero_grad()
+        term.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        features = model(batch["views"])["seg_features"][batch["mask_valid"]]
+        gaps = []
+        for c in range(1, len(LABELS)):
+            probs = []
+            for d in (1, -1):
+                emb = model.instruction.embed(model.text, [instruction_text(LABELS[c], d)] * len(features))
+                logits = model.instruction.head_logits(model.seg_decoder, features, emb)
+                probs.append(logits.softmax(1)[:, c].mean())
+            gaps.append(float(probs[0] - probs[1]))
+    assert sum(g > 0 for g in gaps) >= 4, gaps
+    assert sum(gaps) > 0, gaps
