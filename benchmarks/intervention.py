@@ -140,11 +140,13 @@ def measure_split(run_dir: str | Path, split: str = "test") -> pd.DataFrame:
     film = require_film(model, run_dir)
     model.set_instruction(None)
     rows = []
-    for batch, out in predict(model, build_split_loader(cfg, split), device):
-        pred = out["seg_logits"].argmax(dim=2)
-        for i, j in torch.nonzero(batch["mask_valid"], as_tuple=False).tolist():
-            truth = batch["masks"][i, j].to(device)
-            rows += _image_rows(model, film, out["seg_features"][i, j], pred[i, j], truth, j, batch["case_id"][i])
+    with torch.no_grad():
+        for batch, out in predict(model, build_split_loader(cfg, split), device):
+            pred = out["seg_logits"].argmax(dim=2)
+            for i, j in torch.nonzero(batch["mask_valid"], as_tuple=False).tolist():
+                truth = batch["masks"][i, j].to(device)
+                features = out["seg_features"][i, j]
+                rows += _image_rows(model, film, features, pred[i, j], truth, j, batch["case_id"][i])
     return pd.DataFrame(rows)
 
 

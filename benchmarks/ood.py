@@ -7,9 +7,9 @@ cross-modality results this way: the score per shift and the drop from in-distri
 
 * The shifted phantoms are resolved by :func:`benchmarks.data.cached_phantom`: synthesised once (deterministic from
   the seed, cached by their settings), shared by every run and every suite with the same data.
-* Results of a run: ``RUN_DIR/ood/<shift>/`` (``metrics.json``, ``per_case.csv``, ... as ``lss-bench evaluate
-  --manifest`` writes them, text metrics off), written into ``<shift>.partial`` and renamed; a finished shift is not
-  scored again, so a killed suite resumes.
+* Results of a run: ``RUN_DIR/ood/<shift>/`` (``metrics.json`` with the segmentation and grade keys of a run's,
+  ``per_case.csv``, ``source.json``), written into ``<shift>.partial`` and renamed; a finished shift is not scored
+  again, so a killed suite resumes. ``lss-bench evaluate RUN --shifts a,b`` does the same for one run.
 * Tables (:func:`ood_table`): one row per (loss, shift), ``clean`` first: Dice (macro) and HD95 (macro, mm), mean ±
   std over seeds, and the drop from the run's own clean score (``dice_drop`` = clean − shifted, per seed, then mean
   ± std; ``hd95_rise`` = shifted − clean). :func:`write_ood_tables` writes ``ood_shift.{csv,md,json}`` beside the
@@ -71,28 +71,55 @@ def shifted_manifests(data: Any, shifts: Sequence[str]) -> dict[str, Path]:
 
 
 def score_run_on_shift(run_dir: Path, shift: str, manifest: Path) -> Path:
-    """Score a finished run on the test split (``eval.split``) of ``manifest`` into ``run_dir/ood/<shift>/``
-    (text metrics off: the drop is a segmentation question); returns the folder. Skipped when already there."""
-    from benchmarks.evaluation import evaluate_model
+    """Score a finished run's segmentation and grades on the test split (``eval.split``) of ``manifest`` into
+    ``run_dir/ood/<shift>/`` (``metrics.json``, ``per_case.csv``; written into ``<shift>.partial`` and renamed);
+    returns the folder. Reports are not generated (the drop is a segmentation question, and generation is most of an
+    evaluation's time). Skipped when the folder is already complete."""
+    import torch
+
     from benchmarks.run_loading import build_split_loader, load_run_config, load_trained_model
+    from lss_vlm.engine.validation import predict, update_metrics
+    from lss_vlm.metrics.classification import GradeMetrics
+    from lss_vlm.metrics.segmentation import SegmentationMetrics
 
     final = run_dir / OOD_FOLDER / shift
     if (final / "metrics.json").is_file():
         return final
     cfg = load_run_config(run_dir)
-    cfg = cfg.model_copy(
-        update={
-            "data": cfg.data.model_copy(update={"manifest": Path(manifest)}),
-            "eval": cfg.eval.model_copy(update={"text_metrics": False}),
-        }
-    )
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifest": Path(manifest)})})
     model, device = load_trained_model(run_dir, cfg)
+    seg, grades = SegmentationMetrics(), GradeMetrics()
+    with torch.no_grad():
+        for batch, out in predict(model, build_split_loader(cfg, cfg.eval.split), device, amp=cfg.train.amp):
+            update_metrics(seg, grades, batch, out)
+    metrics = {k: float(v) for k, v in {**seg.aggregate(), **grades.aggregate()}.items()}
     partial = final.with_name(f"{shift}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    evaluate_model(model, build_split_loader(cfg, cfg.eval.split), cfg, partial, device)
+    partial.mkdir(parents=True)
+    seg.per_case().to_csv(partial / "per_case.csv", index=False)
+    atomic_write_json(partial / "metrics.json", metrics)
+    atomic_write_json(partial / "source.json", {"shift": shift, "manifest": str(manifest), "split": cfg.eval.split})
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
     return final
+
+
+def score_run_shifts(run_dir: str | Path, shifts: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``lss-bench evaluate RUN --shifts``: score one finished phantom run on each shift (synthesised once, cached);
+    returns ``{shift: metrics}``. Bad shift names or a run on a prepared manifest: :class:`ConfigError`."""
+    from benchmarks.run_loading import load_run_config
+
+    try:
+        check_shift_names(shifts)
+    except ValueError as exc:
+        raise ConfigError(f"--{exc}") from None
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    manifests = shifted_manifests(cfg.data, shifts)
+    return {
+        shift: json.loads((score_run_on_shift(run_dir, shift, m) / "metrics.json").read_text())
+        for shift, m in manifests.items()
+    }
 
 
 def score_suite_shifts(

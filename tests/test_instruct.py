@@ -110,3 +110,92 @@ def test_training_the_instruction_term_teaches_the_direction(batch: dict) -> Non
             gaps.append(float(probs[0] - probs[1]))
     assert sum(g > 0 for g in gaps) >= 4, gaps
     assert sum(gaps) > 0, gaps
+
+
+@pytest.fixture(scope="module")
+def film_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch of the tiny model on a 12-case phantom (cached in the test's folder) with the switch on."""
+    from benchmarks.config import load_config
+    from benchmarks.runner import run_experiment
+
+    root = tmp_path_factory.mktemp("film_run")
+    overrides = [
+        "data.phantom.n_cases=12", "data.phantom.size=64", f"data.cache_dir={root / 'cache'}", "data.spatial_size=64",
+        "data.batch_size=4", "model.preset=spca_tiny", "model.params.instruct_film=true", "train.epochs=1",
+        "train.device=cpu", "train.quiet=true", "eval.text_metrics=false", "eval.max_report_tokens=16",
+    ]  # fmt: skip
+    run_experiment(load_config(None, overrides), root / "run")
+    return root / "run"
+
+
+def test_report_instruct_and_evaluate_instructions_on_a_trained_run(
+    film_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Both commands on a run trained with the switch; bad input is one error line naming the culprit."""
+    import json
+
+    import pandas as pd
+
+    from benchmarks.cli import main
+
+    run = film_run
+    case_id = json.loads((run / "reports.jsonl").read_text().splitlines()[0])["case_id"]
+    text = "the thecal sac at L4-L5 is smaller than predicted"
+    assert main(["report", str(run), "--case", case_id, "--instruct", text]) == 0
+    out = capsys.readouterr().out
+    assert "area before" in out and "thecal_sac" in out and "Dice after" in out
+    assert (run / f"report_{case_id}_instruct.png").stat().st_size > 10_000
+
+    assert main(["evaluate", str(run), "--instructions"]) == 0
+    assert "truthful instructions" in capsys.readouterr().out
+    effect = pd.read_csv(run / "eval_instructions_test" / "instruction_effect.csv")
+    per_case = pd.read_csv(run / "per_case.csv")  # one row per test image with a mask
+    assert len(effect) == len(per_case) * 5 * 2
+    assert set(effect["direction"]) == {1, -1} and effect["instruction"].str.endswith("than predicted").all()
+    summary = json.loads((run / "eval_instructions_test" / "instruction_effect.json").read_text())
+    assert summary["truthful"]["n"] == int(effect["truthful"].sum()) and "ligamentum_flavum" in summary["by_class"]
+
+    for args, culprit in (
+        (["report", str(run), "--case", case_id, "--instruct", " "], "--instruct"),
+        (["report", str(run), "--case", case_id, "--instruct", "the disc at L2-L4 is larger"], "L2-L4"),
+        (["evaluate", str(run), "--instructions", "--split", "all"], "--instructions"),
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "error:" in err[0] and culprit in err[0], err
+
+
+def test_evaluate_shifts_scores_the_run_on_a_shifted_phantom_once(
+    film_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`evaluate --shifts` (the OOD suite's scoring, benchmarks.ood) on a real trained run: RUN/ood/<shift>/ with
+    the run's segmentation keys, one row per test image; a second call scores nothing again."""
+    import json
+
+    import pandas as pd
+
+    from benchmarks.cli import main
+
+    assert main(["evaluate", str(film_run), "--shifts", "bias_field"]) == 0
+    out = capsys.readouterr().out
+    assert "bias_field" in out and "drop" in out
+    folder = film_run / "ood" / "bias_field"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    clean = json.loads((film_run / "metrics.json").read_text())
+    assert {"dice_macro", "hd95_macro", "dice/ligamentum_flavum"} <= set(metrics)
+    assert metrics["dice_macro"] != clean["dice_macro"]  # another acquisition, another score
+    assert len(pd.read_csv(folder / "per_case.csv")) == len(pd.read_csv(film_run / "per_case.csv"))
+    stamp = (folder / "metrics.json").stat().st_mtime_ns
+    assert main(["evaluate", str(film_run), "--shifts", "bias_field"]) == 0
+    assert (folder / "metrics.json").stat().st_mtime_ns == stamp
+    assert main(["evaluate", str(film_run), "--shifts", "bias_feld"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--shifts" in err[-1] and "'bias_feld'" in err[-1]
+
+
+def test_a_run_without_the_film_layer_is_refused_naming_it() -> None:
+    from benchmarks.intervention import require_film
+
+    model = build_model("spca_vlm", text_encoder="tiny-bert", image_size=64)
+    with pytest.raises(ConfigError, match="runs/plain.*instruct_film=true"):
+        require_film(model, "runs/plain")
