@@ -112,3 +112,43 @@ def test_a_suite_without_ood_scores_writes_no_ood_files(tmp_path: Path) -> None:
     suite = write_suite(tmp_path / "suite", {"dice": 0.7}, seeds=1)
     written = write_leaderboard(build_leaderboard(suite), suite, formats=("csv", "md"))
     assert not any(k.startswith("ood") for k in written) and not (suite / "ood_shift.csv").exists()
+
+
+def test_suite_scoring_covers_completed_runs_once_and_goes_on_after_a_failure(tmp_path: Path, monkeypatch) -> None:
+    """score_suite_shifts (called by run_suite for a suite with shifts): shifted sets prepared once per data config,
+    only completed runs scored, finished shifts skipped, a run that cannot be scored reported and skipped."""
+    import benchmarks.ood as ood
+    from benchmarks.suite import SuiteConfig, plan_runs
+    from lss_vlm.errors import DataError
+
+    suite = SuiteConfig(name="s", losses=["dice", "tversky"], seeds=2, shifts=["t1_contrast", "bias_field"])
+    plans = plan_runs(suite)
+    for plan in plans:
+        folder = plan.final_dir(tmp_path)
+        folder.mkdir(parents=True)
+        status = "failed" if plan.label == "tversky" and plan.seed == 1 else "completed"
+        (folder / "status.json").write_text(json.dumps({"status": status}))
+    done_before = plans[0].final_dir(tmp_path) / OOD_FOLDER / "bias_field"
+    done_before.mkdir(parents=True)
+    (done_before / "metrics.json").write_text(json.dumps({"dice_macro": 0.5}))
+    prepared, scored = [], []
+    monkeypatch.setattr(
+        ood, "shifted_manifests", lambda data, shifts: prepared.append(shifts) or {s: Path(s) for s in shifts}
+    )
+
+    def fake_score(run_dir: Path, shift: str, manifest: Path) -> Path:
+        if run_dir.parent.name == "tversky" and shift == "t1_contrast":
+            raise DataError(f"{run_dir}: damaged weights")
+        scored.append((run_dir.parent.name, run_dir.name, shift))
+        (run_dir / OOD_FOLDER / shift).mkdir(parents=True)
+        (run_dir / OOD_FOLDER / shift / "metrics.json").write_text(json.dumps({"dice_macro": 0.4}))
+        return run_dir / OOD_FOLDER / shift
+
+    messages: list[str] = []
+    monkeypatch.setattr(ood, "score_run_on_shift", fake_score)
+    assert ood.score_suite_shifts(suite.shifts, plans, tmp_path, messages.append) == 4
+    assert prepared == [["t1_contrast", "bias_field"]]  # one data config: prepared once
+    assert ("dice", "seed0", "bias_field") not in scored  # already scored before
+    assert not any(r[0] == "tversky" and r[1] == "seed1" for r in scored)  # failed run: not scored
+    assert sum("not scored" in m and "damaged weights" in m for m in messages) == 1
+    assert ood.score_suite_shifts(suite.shifts, plans, tmp_path, messages.append) == 0  # only the broken one left
