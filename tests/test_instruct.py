@@ -83,33 +83,38 @@ def test_an_instruction_acts_only_on_the_views_it_names(batch: dict) -> None:
 
 
 def test_training_the_instruction_term_teaches_the_direction(batch: dict) -> None:
-    """Trained on truthful instructions paired with the true mask, "larger" must raise a class's probability
-    relative to "smaller" on the same features (only the FiLM trains here; the rest is frozen)."""
+    """Trained on truthful instructions paired with the true mask (only the FiLM trains; the rest is frozen), the
+    truthful instruction of an image must move its class's mean probability in the stated direction."""
     model = film_model()
     model.train()
     model.requires_grad_(False)
     model.instruction.requires_grad_(True)
-    optimizer = torch.optim.Adam(model.instruction.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(model.instruction.parameters(), lr=3e-2)
     torch.manual_seed(0)
-    for _ in range(40):
+    for _ in range(25):
         out = model(batch["views"], view_valid=batch["view_valid"])
         term = instruction_term(model, out, batch)
         optimizer.zero_grad()
         term.backward()
         optimizer.step()
-    model.eval()
+    film, moved = model.instruction, []
     with torch.no_grad():
-        features = model(batch["views"])["seg_features"][batch["mask_valid"]]
-        gaps = []
-        for c in range(1, len(LABELS)):
-            probs = []
-            for d in (1, -1):
-                emb = model.instruction.embed(model.text, [instruction_text(LABELS[c], d)] * len(features))
-                logits = model.instruction.head_logits(model.seg_decoder, features, emb)
-                probs.append(logits.softmax(1)[:, c].mean())
-            gaps.append(float(probs[0] - probs[1]))
-    assert sum(g > 0 for g in gaps) >= 4, gaps
-    assert sum(gaps) > 0, gaps
+        out = model(batch["views"], view_valid=batch["view_valid"])
+        valid = batch["mask_valid"]
+        features, truth = out["seg_features"][valid], batch["masks"][valid]
+        base = out["seg_logits"][valid].softmax(1)
+        pred = base.argmax(1)
+        views = torch.nonzero(valid, as_tuple=True)[1].tolist()
+        for n in range(len(features)):
+            for c in range(1, len(LABELS)):
+                d = truthful_direction(float((pred[n] == c).sum()), float((truth[n] == c).sum()))
+                if d == 0:
+                    continue
+                level = VIEWS[views[n]][3:].upper().replace("_", "-") if VIEWS[views[n]].startswith("ax_") else None
+                emb = film.embed(model.text, [instruction_text(LABELS[c], d, level)])
+                after = film.head_logits(model.seg_decoder, features[n : n + 1], emb).softmax(1)[0, c].mean()
+                moved.append(float(after - base[n, c].mean()) * d > 0)
+    assert len(moved) >= 10 and sum(moved) / len(moved) >= 0.7, (sum(moved), len(moved))
 
 
 @pytest.fixture(scope="module")

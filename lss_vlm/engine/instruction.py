@@ -7,12 +7,13 @@ With ``model.params.instruct_film: true`` every training step adds, per view wit
             from its true area by more than MIN_RELATIVE_ERROR, drawn uniformly; d = sign(true area − predicted area)
     text  = instruction_text(c, d, level of the axial view or none, random word)  e.g. "the thecal sac at L3-L4 is
             smaller than predicted"
-    term  = CE(head(FiLM(features, e(text))), truth) + (1 − softDice_c(head(FiLM(features, e(text))), truth))
+    term  = BCE_c + (1 − softDice_c) of p_c = softmax(head(FiLM(features, e(text))))_c against truth == c
 
 weighted by ``model.params.instruct_weight``. The instruction is paired with the true mask, so the layer learns
 "larger" → grow class c, "smaller" → shrink it; the decoder features come from the same forward pass (one extra
-3×3 head, no second encoder pass). The term uses CE + Dice of c, not the loss under test, so a stateful loss (the
-PID controller) is not called twice per step. Draws use torch's global RNG, which the trainer re-seeds every epoch.
+3×3 head, no second encoder pass). Only class c is supervised (see :func:`class_loss`: that
+is what makes the words matter), and the term does not call the loss under test, so a stateful loss (the PID
+controller) is not stepped twice per step. Draws use torch's global RNG, which the trainer re-seeds every epoch.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..constants import IGNORE_LABEL, LABELS, LEVELS, NUM_LABELS, VIEWS
@@ -80,17 +80,24 @@ def instruction_term(model: nn.Module, out: dict[str, Any], batch: dict[str, Any
     classes = torch.tensor([drawn[i][0] for i in keep], device=features.device)
     embedding = film.embed(model.text, texts).to(features.device)
     logits = film.head_logits(model.seg_decoder, features[keep], embedding).float()
-    truth = target[keep]
-    ce = F.cross_entropy(logits, truth.long(), ignore_index=IGNORE_LABEL)
-    return film.weight * (ce + class_dice_loss(logits, truth, classes))
+    return film.weight * class_loss(logits, target[keep], classes)
 
 
-def class_dice_loss(logits: torch.Tensor, truth: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Mean over images of ``1 − soft Dice`` of each image's class: ``logits [N, C, H, W]``, ``truth [N, H, W]``,
-    ``classes [N]`` (ignored pixels left out)."""
+def class_loss(logits: torch.Tensor, truth: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Binary CE + (1 − soft Dice) of each image's instructed class only, mean over images: ``logits [N, C, H, W]``
+    (softmax over C gives p_c), ``truth [N, H, W]``, ``classes [N]``; ignored pixels left out.
+
+    Only the instructed class is supervised, so the gradient carries the instruction's direction: "larger c" on an
+    under-predicted c raises p_c on its missed pixels, "smaller c" lowers it on the false ones. (A whole-image CE here
+    taught a text-independent correction instead: in a test, "larger" and "smaller" then moved a class the same way.)
+    """
     valid = (truth != IGNORE_LABEL).float()
-    prob = logits.softmax(dim=1).gather(1, classes[:, None, None, None].expand(-1, 1, *logits.shape[2:]))[:, 0]
+    index = classes[:, None, None, None].expand(-1, 1, *logits.shape[2:])
+    log_p = logits.log_softmax(dim=1).gather(1, index)[:, 0]
+    prob = log_p.exp()
     hit = (truth == classes[:, None, None]).float()
+    log_not = torch.log1p(-prob.clamp(max=1.0 - 1e-6))
+    bce = -((hit * log_p + (1.0 - hit) * log_not) * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
     inter = (prob * hit * valid).flatten(1).sum(1)
     total = ((prob + hit) * valid).flatten(1).sum(1)
-    return (1.0 - (2 * inter + 1.0) / (total + 1.0)).mean()
+    return (bce + 1.0 - (2 * inter + 1.0) / (total + 1.0)).mean()
