@@ -322,8 +322,13 @@ class InspectedCase:
     true_grades: list[int]
 
 
-def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -> InspectedCase:
-    """Run the trained model of ``run_dir`` on ``case_id`` (any split); the reports plus the overlay arrays."""
+def inspect_case(
+    run_dir: str | Path, case_id: str, prompt: str | None = None, instruction: str | None = None
+) -> InspectedCase:
+    """Run the trained model of ``run_dir`` on ``case_id`` (any split); the reports plus the overlay arrays.
+
+    ``instruction``: a clinician's sentence applied by the model's FiLM layer (:mod:`benchmarks.intervention`);
+    :class:`ConfigError` when the run was trained without one."""
     from lss_vlm.data.manifest import read_manifest
     from lss_vlm.errors import ConfigError
 
@@ -339,6 +344,11 @@ def inspect_case(run_dir: str | Path, case_id: str, prompt: str | None = None) -
     model, device = load_trained_model(run_dir, cfg)
     if prompt is not None and prompt not in model.prompt_names:
         raise ConfigError(f"--prompt {prompt!r} is unknown; the model's prompts are: {', '.join(model.prompt_names)}")
+    if instruction is not None:
+        from .intervention import require_film
+
+        require_film(model, run_dir)
+        model.set_instruction(instruction)
     loader = build_split_loader(cfg, split, clinical_columns=getattr(model, "clinical_columns", None))
     for batch, out in predict(model, loader, device):
         if case_id not in batch["case_id"]:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.leaderboard import notes, to_markdown
+from benchmarks.ood import write_ood_tables
 from benchmarks.ranking import Leaderboard
 from lss_vlm.io import atomic_path, atomic_write_text
 
@@ -34,6 +35,7 @@ def write_leaderboard(
     if "html" in formats:
         written["html"] = _write_page(board, out_dir, figures)
     written.update(_write_exports(board, out_dir, formats))
+    written.update(write_ood_tables(board, out_dir, formats))  # ood_shift.{csv,md,json} of an OOD suite
     return written
 
 

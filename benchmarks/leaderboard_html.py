@@ -33,6 +33,8 @@ from benchmarks.leaderboard import (
     notes,
 )
 from benchmarks.leaderboard_formats import best_rows as best_rows_of
+from benchmarks.ood import ood_table
+from benchmarks.ood import to_html as ood_html
 from benchmarks.plots import embed_image
 from benchmarks.report_pages import overlay_reports_html
 from benchmarks.versions import git_sha, package_version
@@ -290,6 +292,7 @@ def to_html(board: Leaderboard, figures: dict[str, tuple[Path, str]] | None = No
         table=table,
         notes=note_html,
         figures=figure_html,
+        ood=ood_html(ood_table(board.runs, [n for n in board.table["loss"] if n != REFERENCE_ROW])),
         reports=overlay_reports_html(board.runs, [n for n in board.table["loss"] if n != REFERENCE_ROW]),
     )
 
@@ -330,6 +333,7 @@ figcaption {{ font-size: 0.85em; color: #444; text-align: center; }}
 <p class="notes">Cells: mean ± std over seeds; second line: 95% CI. Bold: the best value of each column (by its
 arrow). Click a header to sort (best first), again to reverse.</p>
 <ul class="notes">{notes}</ul>
+{ood}
 <h2>Figures</h2>
 <div class="figures">{figures}</div>
 {reports}

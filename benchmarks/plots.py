@@ -412,6 +412,39 @@ def reliability_diagram(board: Leaderboard, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def ood_shift(board: Leaderboard, path: Path) -> Path | None:
+    """Grouped bars: macro Dice per acquisition shift (clean first) and loss, error bars = std over seeds, each
+    shifted bar labelled with its drop from clean (:func:`benchmarks.ood.ood_table`). None without OOD scores."""
+    from benchmarks.ood import CLEAN, ood_table
+
+    table = ood_table(board.runs, [name for name in board.table["loss"]])
+    if table is None:
+        return None
+    plt = _plt()
+    losses = list(dict.fromkeys(table["loss"]))
+    shifts = list(dict.fromkeys(table["shift"]))
+    colors = loss_colors(list(board.table["loss"]))
+    width = 0.8 / len(losses)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(shifts) + 0.3 * len(losses)), 4.4))
+    x = np.arange(len(shifts))
+    for i, name in enumerate(losses):
+        rows = table[table["loss"] == name].set_index("shift").reindex(shifts)
+        pos = x + (i - (len(losses) - 1) / 2) * width
+        std = rows["dice_std"].fillna(0.0).to_numpy()
+        ax.bar(pos, rows["dice_mean"], width, yerr=std, capsize=2, color=colors[name], label=name)
+        for xi, shift, mean, drop in zip(pos, shifts, rows["dice_mean"], rows["dice_drop_mean"]):
+            if shift != CLEAN and np.isfinite(mean) and np.isfinite(drop):
+                ax.text(xi, mean + 0.02, f"−{drop:.2f}" if drop >= 0 else f"+{-drop:.2f}", ha="center",
+                        va="bottom", fontsize=7, rotation=90)  # fmt: skip
+    ax.set_xticks(x, [s.replace("_", "\n") for s in shifts])
+    ax.set_ylabel("Dice (macro, test split)")
+    ax.set_ylim(0, 1.1)
+    ax.set_title("Dice under acquisition shift (error bars: std over seeds; labels: drop from clean)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(4, len(losses)), loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    return _save(fig, path)
+
+
 #: name: (draw function, caption, file suffix). Order = order on the page.
 FIGURES = {
     "dice_per_class": (dice_per_class, "Dice per foreground class and loss, 95% CI (as in the table).", ".png"),
@@ -436,6 +469,12 @@ FIGURES = {
     "reliability_diagram": (
         reliability_diagram,
         "Reliability of the grade head (the bins behind ECE): below the diagonal = over-confident.",
+        ".png",
+    ),
+    "ood_shift": (
+        ood_shift,
+        "Out-of-distribution suite: macro Dice on the clean test split and on the same phantom under each "
+        "acquisition-shift preset, per loss; the label over a bar is its drop from clean (mean over seeds).",
         ".png",
     ),
     "attention_overlays": (

@@ -53,6 +53,9 @@ SUITE_OUTPUTS = (
     "leaderboard.json",
     "leaderboard.tex",
     "suite.yaml",
+    "ood_shift.csv",
+    "ood_shift.md",
+    "ood_shift.json",
 )
 
 Runner = Callable[..., dict[str, float]]
@@ -90,6 +93,9 @@ class SuiteConfig(BaseModel):
     rank_by: str = "dice_macro"
     baseline: str | None = None
     columns: list[str] | None = Field(None, description="leaderboard metrics; null = the default set")
+    shifts: list[str] = Field(
+        default_factory=list, description="phantom shift presets every run is also scored on (benchmarks.ood)"
+    )
 
     @field_validator("losses", mode="before")
     @classmethod
@@ -113,6 +119,10 @@ class SuiteConfig(BaseModel):
                 raise ValueError("seeds: an empty list runs nothing; give a count (e.g. 3) or a list of seeds")
             if any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
                 raise ValueError(f"seeds: expected distinct seeds >= 0, got {self.seeds}")
+        if self.shifts:
+            from benchmarks.ood import check_shift_names
+
+            check_shift_names(self.shifts)
         return self
 
     def check_metrics(self, source: str) -> None:
@@ -486,6 +496,10 @@ def run_suite(
             finished=lambda outcome: progress.finished(outcome, suite.rank_by),
             on_epoch=progress.on_epoch,
         )
+        if suite.shifts:  # the OOD suite: every completed run scored on each shifted test set (benchmarks.ood)
+            from benchmarks.ood import score_suite_shifts
+
+            score_suite_shifts(suite.shifts, plans, out_dir, progress.message)
     return outcomes
 
 

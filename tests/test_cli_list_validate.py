@@ -130,7 +130,11 @@ def test_validate_study_with_a_misspelt_objective(tmp_path, capsys) -> None:
 
 def test_validate_unknown_target(capsys) -> None:
     code, _, err = _run(capsys, "validate", "standrd")
-    assert code == 2 and len(err) == 1 and "no shipped suite of that name (minority, paper, quick, standard)" in err[0]
+    assert (
+        code == 2
+        and len(err) == 1
+        and "no shipped suite of that name (minority, ood, paper, quick, standard)" in err[0]
+    )
 
 
 # ------------------------------------------------------------------------------------------------------- dry runs

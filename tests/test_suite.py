@@ -162,7 +162,7 @@ def test_unknown_loss_is_rejected_before_anything_runs(tmp_path):
 def test_shipped_suites_are_valid_and_standard_covers_every_loss():
     import losses
 
-    for name in ("quick", "standard", "minority"):
+    for name in ("quick", "standard", "minority", "ood"):
         assert plan_runs(load_suite(name))
     quick = load_suite("quick")
     assert {"dice", "pid_tversky"} <= {e.name for e in quick.losses} and len(quick.losses) >= 4

@@ -19,8 +19,12 @@ A run whose resolved config changed (e.g. another train.epochs in the suite's 's
 anything trains, with one line naming each such run and the differing keys; --retrain-changed retrains them instead
 (each old run folder is replaced once its new run has finished).
 
-SUITE is a YAML path or the name of a shipped suite: quick, standard, minority, paper (configs/suites/). A suite may
-name your own loss: a loss registered by a module given to --import, or 'package.module:factory' (docs/losses.md).
+A suite with 'shifts' (the shipped 'ood' suite) then scores every completed run on the test split of its phantom
+re-synthesised under each shift preset (synthesised once, cached) into RUN/ood/<shift>/, and writes ood_shift.csv,
+.md, .json and figures/ood_shift.png: Dice and HD95 per shift and the drop from in-distribution.
+
+SUITE is a YAML path or the name of a shipped suite: quick, standard, minority, ood, paper (configs/suites/). A suite
+may name your own loss: a loss registered by a module given to --import, or 'package.module:factory' (docs/losses.md).
 
 --backend ray runs every (loss x seed) as a Ray task (pip install 'lss-vlm[ray]'), on a local Ray cluster or the one
 at --address; each task asks for --num-cpus/--num-gpus (default: from the config: 1 CPU + data.num_workers, 1 GPU
@@ -33,6 +37,7 @@ examples:
   lss-bench compare standard --seeds 5 --out lss_runs/standard           # add seeds 3 and 4
   lss-bench compare standard --seeds 5 --dry-run          # the 60 runs it would train, checked in seconds
   lss-bench compare my_suite.yaml --import my_loss.py     # a suite that names a loss registered in my_loss.py
+  lss-bench compare ood --out lss_runs/ood                # train on the clean phantom, score on 4 shifts
   lss-bench compare quick --backend ray --num-cpus 1      # a local Ray cluster, one CPU per run
   lss-bench compare paper --backend ray --address auto --out /shared/lss_runs/paper   # an existing cluster
 """
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks.backends import check_backend_options, make_executor
     from benchmarks.leaderboard import build_leaderboard, print_terminal
     from benchmarks.leaderboard_files import write_leaderboard
+    from benchmarks.ood import print_ood
     from benchmarks.outputs import OUTPUT_ROOT, locked_folder
     from benchmarks.suite import SuiteProgress, check_suite_folder, load_suite, run_suite, select_losses
     from lss_vlm.errors import ConfigError
@@ -111,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         board = build_leaderboard(out, mismatch=args.mismatch)  # rank_by, baseline, columns: OUT/suite.yaml
         written = write_leaderboard(board, out)
     print_terminal(board)
+    print_ood(board)  # the OOD suite's per-shift table (nothing for other suites)
     for kind, path in written.items():
         print(f"{kind:>5}: {path}")
     return 0

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from benchmarks.leaderboard import build_leaderboard, print_terminal
     from benchmarks.leaderboard_files import FORMATS, write_leaderboard
+    from benchmarks.ood import print_ood
     from lss_vlm.errors import ConfigError
 
     if len(args.dirs) > 1 and args.out is None:
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else Path(args.dirs[0])
     written = write_leaderboard(board, out, formats=formats, figures=not args.no_figures)
     print_terminal(board)
+    print_ood(board)  # the OOD suite's per-shift table (nothing for other suites)
     for kind, path in written.items():
         print(f"{kind:>5}: {path}")
     return 0

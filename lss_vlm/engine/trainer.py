@@ -54,6 +54,7 @@ from .batches import (
     valid_view_pairs,
 )
 from .checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
+from .instruction import instruction_term
 from .seeding import derive_seed, seed_everything
 from .validation import amp_dtype, autocast_context, validate
 
@@ -333,6 +334,7 @@ class Trainer:
                 seg = self.marginal_loss(logits.float(), target, labelled)
             else:
                 seg = self.loss(logits.float(), target)
+            seg = seg + instruction_term(self.model, out, batch)  # 0 unless model.params.instruct_film
         cls = zero
         grades = batch["grades"].reshape(-1)
         if s.lambda_cls > 0 and bool((grades != MISSING_GRADE).any()):

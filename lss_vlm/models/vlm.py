@@ -32,6 +32,7 @@ from .contrastive import ContrastiveHead
 from .decoders import NO_REPEAT_NGRAM, ReportDecoder, SegmentationDecoder
 from .encoders import PATCH_STRIDE, PatchTokenizer, build_image_encoder, check_image_size
 from .heads import CauseHead, LevelQueryGradeHead
+from .instruct import InstructionFiLM, instruction_views
 from .registry import MODELS
 from .text import DEFAULT_TEXT_ENCODER, PromptBank, PromptEncoding, TextEncoder, default_prompts
 
@@ -135,6 +136,8 @@ class VisionLanguageModel(MultiViewModel):
         clinical_stats: dict | None = None,
         contrastive_head: bool = False,
         contrastive_temperature: float = 0.07,
+        instruct_film: bool = False,
+        instruct_weight: float = 1.0,
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__(config)
@@ -161,6 +164,10 @@ class VisionLanguageModel(MultiViewModel):
         self.grade_head = LevelQueryGradeHead(embed_dim, self.text.hidden_size, grade_hidden, dropout)
         # optional: the contributing causes per level, which the report decoder then states (see predicted_causes)
         self.cause_head = CauseHead(3 * embed_dim, grade_hidden, dropout) if cause_head else None
+        # test-time text intervention (lss_vlm.models.instruct): FiLM of the decoder features, identity until trained
+        self.instruction = (
+            InstructionFiLM(self.text.hidden_size, decoder_channels[-1], instruct_weight) if instruct_film else None
+        )
         # the report vocabulary: the training split's (a run passes it), else the reference writer's own words
         vocab = ReportVocabulary.from_dict(report_vocab) if report_vocab is not None else default_vocabulary()
         self.report_vocab = vocab
@@ -231,7 +238,11 @@ class VisionLanguageModel(MultiViewModel):
         features = self.encoder(views.reshape(b * v, 1, h, w))
         prompts = self.prompts.encoding()
         features, maps = self.fusion(features, v, prompts)
-        seg = self.seg_decoder(features).reshape(b, v, NUM_LABELS, h, w)
+        seg_features = None
+        if self.instruction is None:
+            seg = self.seg_decoder(features).reshape(b, v, NUM_LABELS, h, w)
+        else:
+            seg, seg_features = self.instruction.segment(self.seg_decoder, features, b, v)
         grid = features[pyramid_index(PATCH_STRIDE)]
         grid = grid.reshape(b, v, *grid.shape[1:])
         level_features, grade_maps = self.grade_head.pool(grid, self.level_text(prompts), view_valid)
@@ -246,6 +257,8 @@ class VisionLanguageModel(MultiViewModel):
             out["cause_logits"] = self.cause_head(level_features)  # [B, L, 3]
         if self.contrastive is not None:
             out["level_features"] = level_features
+        if seg_features is not None:
+            out["seg_features"] = seg_features  # [B, V, C, H, W], for the instruction term and intervention scoring
         return out
 
     @staticmethod
@@ -295,6 +308,18 @@ class VisionLanguageModel(MultiViewModel):
                 pooled = (hidden.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
             self._sentence_cache.update(zip(new, pooled))
         return torch.stack([self._sentence_cache[t] for t in texts])
+
+    def set_instruction(self, text: str | None) -> None:
+        """Apply a clinician's instruction to every following prediction (``None`` removes it); see
+        :mod:`lss_vlm.models.instruct`. Raises :class:`ConfigError` when the model has no FiLM layer."""
+        if text is None:
+            if self.instruction is not None:
+                self.instruction.active = None
+            return
+        if self.instruction is None:
+            raise ConfigError("this model has no instruction FiLM layer: train it with model.params.instruct_film=true")
+        views = instruction_views(text)
+        self.instruction.active = (self.instruction.embed(self.text, [text])[0], views)
 
     def tokenize_reports(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Reports → word-level ``ids int64 [B, T]`` (``<bos> … <eos>``, numbers as slots, padded) and ``mask bool``."""
