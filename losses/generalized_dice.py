@@ -9,7 +9,7 @@ from .registry import register_loss
 W_TYPES = ("square", "simple", "uniform")
 
 
-def check_w_type(w_type: str = "square", **_: object) -> None:
+def check_w_type(w_type: str = "simple", **_: object) -> None:
     """``ValueError`` unless ``w_type`` is a MONAI ``GeneralizedDiceLoss`` weight type (:data:`W_TYPES`)."""
     if w_type not in W_TYPES:
         raise ValueError(f"w_type must be one of {', '.join(W_TYPES)}; got {w_type!r}")
@@ -22,7 +22,7 @@ def check_w_type(w_type: str = "square", **_: object) -> None:
     requires=("monai",),
     check=check_w_type,
 )
-def generalized_dice(include_background: bool = False, batch: bool = True, w_type: str = "square") -> LabelMapAdapter:
+def generalized_dice(include_background: bool = False, batch: bool = True, w_type: str = "simple") -> LabelMapAdapter:
     """GDL, L = 1 − 2·Σ_c w_c Σpg / Σ_c w_c Σ(p + g), w_c = 1/(Σg)² ("square"), 1/Σg ("simple") or 1."""
     check_w_type(w_type)
     from monai.losses import GeneralizedDiceLoss  # on first build: listing or checking losses stays light

@@ -312,3 +312,24 @@ def test_a_loss_declares_the_slow_library_it_builds_and_its_defaults_pass_unbuil
     assert ("monai" in entry.requires) == ("from monai" in source or "import monai" in source)
     losses.check_loss(name, {}, build=False)
     losses.check_loss(name, {}, build=True)
+
+
+def test_generalized_dice_defaults_to_simple_weights_that_pull_a_lost_large_class_back() -> None:
+    """Square GDL weights 1/|G_c|² lost the disc (the largest foreground class) into the vertebral body in 2 of 3
+    `standard` seeds and 3 of 3 `minority` seeds; 1/|G_c| ("simple", the default) kept every class (docs/losses.md).
+    Mechanism: with the disc painted as body, the share of the gradient that raises the disc logit on disc pixels is
+    measured 0.21 % under square weights and 0.84 % under simple ones (4×)."""
+    assert losses.loss_spec("generalized_dice")["defaults"]["w_type"] == "simple"
+    h = w = 64
+    target = torch.zeros(1, h, w, dtype=torch.long)
+    target[:, 5:30, 10:50], target[:, 30:42, 10:50], target[:, 50:52, 20:40] = 1, 2, 5  # body, disc, flavum
+    logits = torch.zeros(1, 6, h, w)
+    logits[:, 0] = 2.0
+    logits[:, 1][(target == 1) | (target == 2)] = 4.0  # the disc painted as vertebral body
+    logits[:, 5][target == 5] = 1.0
+    share = {}
+    for w_type in ("square", "simple"):
+        x = logits.clone().requires_grad_(True)
+        losses.build_loss("generalized_dice", w_type=w_type)(x, target).backward()
+        share[w_type] = float((-x.grad[0, 2][target[0] == 2]).clamp(min=0).sum() / x.grad.abs().sum())
+    assert share["simple"] > 3 * share["square"], share
