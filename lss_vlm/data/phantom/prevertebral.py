@@ -15,7 +15,8 @@ Placement (adult lumbar anatomy, e.g. Gray's Anatomy, 42nd ed., ch. "Posterior a
   bifurcation at the level of L4;
 - **inferior vena cava**: flattened (10-14 mm wide, 5-9 mm deep), 12-24 mm right of the midline, in front of the
   bodies down to its confluence at L5;
-- **psoas**: one per side, beside and in front of the bodies from L1 down, its radius growing from 3 mm to 15-22 mm at L5;
+- **psoas**: one per side, beside and in front of the bodies from L1 down, its radius growing from 3 mm to
+  15-22 mm at L5;
 - **bowel**: 3-9 loops, 8-25 mm semi-axes, at least 25 mm in front of the bodies, some with a gas pocket.
 """
 
