@@ -289,21 +289,44 @@ def _nearest(s: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.searchsorted(0.5 * (centres[1:] + centres[:-1]), s)
 
 
-def render_sagittal(
-    z: np.ndarray, a: np.ndarray, spine: SpineAnatomy, levels: list[MidlineLevel]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Label and tissue maps of the mid-sagittal slice. ``z`` superior, ``a`` anterior (mm); the posterior
-    vertebral line is a lordotic arc through the origin (L3 centre). Each pixel is tested against its nearest
-    body / disc / spinous process only (vectorised gathers instead of a loop over structures)."""
+def spine_coordinates(z: np.ndarray, a: np.ndarray, spine: SpineAnatomy) -> tuple[np.ndarray, np.ndarray]:
+    """Arc length ``s`` along the posterior vertebral line (mm, caudal positive, L3 centre at 0) and distance ``v``
+    behind it (mm, posterior positive) of the sagittal-plane points ``z`` (superior) / ``a`` (anterior)."""
     rc = spine.lordosis_radius
     da = a + rc
-    s = -rc * np.arctan2(z, da)  # arc length, caudal positive
-    v = rc - np.hypot(z, da)  # distance behind the posterior vertebral line (posterior positive)
+    return -rc * np.arctan2(z, da), rc - np.hypot(z, da)
+
+
+def body_depth_at(spine: SpineAnatomy, lateral: float) -> float:
+    """Antero-posterior depth (mm) of the vertebral bodies ``lateral`` mm off the midline: the body's axial
+    outline is taken as an ellipse of half-width :data:`BODY_HALF_WIDTH` with a flat posterior wall, so the anterior
+    margin recedes off-midline (exactly ``body_depth`` on the midline)."""
+    return spine.body_depth * float(np.sqrt(max(1.0 - (lateral / BODY_HALF_WIDTH) ** 2, 0.0)))
+
+
+#: Half-widths (mm) of the lumbar vertebral body, bony canal and dural sac, used off the midline (parasagittal
+#: slices). Typical adult values: body 40-50 mm wide, interpedicular distance 20-25 mm, dural sac 15-18 mm wide.
+BODY_HALF_WIDTH, CANAL_HALF_WIDTH, SAC_HALF_WIDTH = 25.0, 11.0, 8.5
+
+
+def render_sagittal(
+    z: np.ndarray, a: np.ndarray, spine: SpineAnatomy, levels: list[MidlineLevel], lateral: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label and tissue maps of a sagittal slice. ``z`` superior, ``a`` anterior (mm); the posterior
+    vertebral line is a lordotic arc through the origin (L3 centre). Each pixel is tested against its nearest
+    body / disc / spinous process only (vectorised gathers instead of a loop over structures).
+
+    ``lateral``: distance of the slice from the midline (mm, sign ignored; 0 = the mid-sagittal slice). Off the
+    midline the bodies and discs get shallower (:func:`body_depth_at`), the sac narrows and is gone beyond
+    :data:`SAC_HALF_WIDTH`, beyond :data:`CANAL_HALF_WIDTH` the canal gives way to pedicles and neural foramina
+    (fat around a nerve root), and the spinous processes give way to the shorter articular pillars."""
+    x = abs(float(lateral))
+    s, v = spine_coordinates(z, a, spine)
     labels = np.zeros(z.shape, np.uint8)
     tissue = np.full(z.shape, Tissue.SOFT_TISSUE, np.uint8)
     body_s, disc_s = spine_layout(spine)
     body_h, disc_h = np.asarray(spine.body_heights), np.asarray(spine.disc_heights)
-    depth = spine.body_depth
+    depth = body_depth_at(spine, x)
     # per-disc midline numbers; index 0 is T12-L1 (never stenotic)
     bulges = np.array([0.3] + [lv.bulge for lv in levels])
     ant_lv = np.array([spine.anterior_gap] + [lv.bulge + lv.disc_to_sac for lv in levels])
@@ -339,7 +362,8 @@ def render_sagittal(
     u = v - wall
     j = _nearest(s - 0.3 * np.clip(u, 0, None), body_s + 0.18 * body_h)
     h = body_h[j]
-    length = np.where(j == len(body_s) - 1, 0.5, 1.0) * spine.spinous_length
+    reach = spine.spinous_length if x < 6.0 else min(spine.spinous_length, 16.0)  # articular pillars off-midline
+    length = np.where(j == len(body_s) - 1, 0.5, 1.0) * reach
     half = 0.42 * h * (1.0 - 0.45 * np.clip((u - 5.0) / length, 0, 1)) * np.where(u < 6.0, 1.0, 0.8)
     off = np.abs(s - (body_s[j] + 0.18 * h + 0.3 * u))
     process = (u >= 0) & (u <= length) & (off <= half)
@@ -351,6 +375,9 @@ def render_sagittal(
     labels[canal], tissue[canal] = 0, Tissue.FAT
     lf = canal & (v > lf_inner) & (v <= lf_outer) & (s < sac_end)
     labels[lf], tissue[lf] = LIGAMENTUM, Tissue.LIGAMENTUM
+    if x > 0:  # off the midline the sac is a chord of its (elliptic) cross-section
+        mid, keep = 0.5 * (ant + post), float(np.sqrt(max(1.0 - (x / SAC_HALF_WIDTH) ** 2, 0.0)))
+        ant, post = mid - keep * (mid - ant), mid + keep * (post - mid)
     sac = (v >= ant) & (v <= post) & (s < sac_end) & (post - ant > 0.8)
     labels[sac], tissue[sac] = SAC, Tissue.CSF
     conus_tip = body_s[1] - body_h[1] / 2 + spine.conus_level * body_h[1]
@@ -371,4 +398,21 @@ def render_sagittal(
     body = q <= 1
     labels[body], tissue[body] = BODY, Tissue.MARROW
     tissue[body & (q > 0.72)] = Tissue.CORTEX
+    if x > CANAL_HALF_WIDTH - 1.0:
+        _foramina(labels, tissue, s, v, canal, wall, body_s, body_h, x)
     return labels, tissue
+
+
+def _foramina(labels, tissue, s, v, canal, wall, body_s, body_h, x: float) -> None:  # noqa: PLR0913
+    """Lateral to the canal: a pedicle (bone bar from the upper half of each body back to the posterior elements)
+    and below it the neural foramen (fat around the exiting nerve root). Edits ``labels``/``tissue`` in place."""
+    b = _nearest(s, body_s)
+    rel = (s - (body_s[b] - body_h[b] / 2)) / body_h[b]  # 0 at the body's upper endplate, 1 at its lower one
+    lateral_part = canal & (b < len(body_s) - 1)
+    if x < CANAL_HALF_WIDTH + 8.0:
+        pedicle = lateral_part & (rel > 0.08) & (rel < 0.55)
+        labels[pedicle], tissue[pedicle] = POSTERIOR, Tissue.MARROW
+        rim = pedicle & ((rel < 0.14) | (rel > 0.49))
+        tissue[rim] = Tissue.CORTEX
+    root = lateral_part & (np.hypot((rel - 0.72) * body_h[b], v - 0.45 * wall) < 2.8) & (tissue == Tissue.FAT)
+    tissue[root] = Tissue.NERVE

@@ -42,6 +42,11 @@ class PhantomConfig:
         :mod:`lss_vlm.data.phantom.randomisation`): per-case elastic deformation, per-label Gaussian-mixture
         intensities, random blur (slice thickness), bias field, gamma and noise, so that a model learns shape, not
         one contrast. Off by default (the phantom is then unchanged).
+        With domain randomisation only: ``prevertebral`` draws the aorta, inferior vena cava, psoas and bowel loops
+        in front of the spine in the sagittal slice (:mod:`lss_vlm.data.phantom.prevertebral`; background label,
+        own random intensities); ``parasagittal_share`` of the cases get a sagittal slice ``parasagittal_mm`` off
+        the midline instead of the mid-sagittal one (narrower or no sac, pedicles and foramina, articular
+        pillars; see :func:`lss_vlm.data.phantom.anatomy.render_sagittal`).
     Output
         ``reports_per_case``: reference reports per case (≥ 3).
     """
@@ -73,6 +78,9 @@ class PhantomConfig:
     axial_weighting: str = "t2"
     contrast_jitter: float = 0.07
     domain_randomisation: bool = False
+    prevertebral: bool = False
+    parasagittal_share: float = 0.0
+    parasagittal_mm: Range = (4.0, 22.0)
     reports_per_case: int = 3
 
     def __post_init__(self) -> None:
@@ -103,7 +111,15 @@ class PhantomConfig:
             raise ConfigError(f"axial_weighting must be 't1' or 't2', got {self.axial_weighting!r}")
         if self.reports_per_case < 1:
             raise ConfigError(f"reports_per_case must be ≥ 1, got {self.reports_per_case}")
-        for name in ("sagittal_fov_mm", "axial_fov_mm", "anisotropy", "slice_thickness_mm", "noise_sigma", "sac_fill"):
+        if not 0 <= self.parasagittal_share <= 1:
+            raise ConfigError(f"parasagittal_share must be in [0, 1], got {self.parasagittal_share}")
+        if (self.prevertebral or self.parasagittal_share > 0) and not self.domain_randomisation:
+            raise ConfigError(
+                "prevertebral and parasagittal_share need domain_randomisation: true (they only exist in the "
+                "domain-randomised phantom)"
+            )
+        ranges = ("sagittal_fov_mm", "axial_fov_mm", "anisotropy", "slice_thickness_mm", "noise_sigma", "sac_fill")
+        for name in (*ranges, "parasagittal_mm"):
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise ConfigError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)}")
@@ -129,6 +145,16 @@ class PhantomConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def fingerprint_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the options added after phantom version 2 while they hold their defaults, so
+        that phantom folders written before those options existed stay valid (their content is unchanged)."""
+        defaults = PhantomConfig()
+        return {k: v for k, v in self.to_dict().items() if k not in LATER_OPTIONS or v != getattr(defaults, k)}
+
+
+#: Options added after phantom version 2; at their defaults they change nothing and stay out of the fingerprint.
+LATER_OPTIONS: tuple[str, ...] = ("prevertebral", "parasagittal_share", "parasagittal_mm")
 
 
 #: Named acquisition shifts for the out-of-distribution suite: name → (description, option overrides).

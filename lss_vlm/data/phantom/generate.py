@@ -37,6 +37,7 @@ from .anatomy import (
 )
 from .cohort import Study, clinical_values, phantom_splits, plan_studies, sample_grades
 from .config import PhantomConfig, resolve_config
+from .prevertebral import paint_prevertebral, sample_prevertebral
 from .randomisation import elastic_deform, randomised_acquire
 
 PHANTOM_VERSION = 2  # 2: reference reports are equal-length paraphrases quoting area and AP diameter
@@ -135,13 +136,22 @@ def _midline(geom: CanalGeometry, area: float, degenerated: bool) -> MidlineLeve
     )
 
 
-def _write_sagittal(case_dir: Path, spine, midline, rng, gain, noise: float, cfg: PhantomConfig) -> tuple[float, float]:
-    """Draw the mid-sagittal slice, write ``sag_t1``, ``sag_t2`` and their shared mask; return the pixel spacing."""
+def _write_sagittal(
+    case_dir: Path, spine, midline, rng, gain, noise: float, cfg: PhantomConfig, extra_rng: np.random.Generator
+) -> tuple[float, float]:
+    """Draw the sagittal slice, write ``sag_t1``, ``sag_t2`` and their shared mask; return the pixel spacing.
+    ``extra_rng`` draws the options added later (parasagittal slice, prevertebral structures), so that turning them
+    on leaves every other draw as it was."""
     spacing = _spacing(rng, cfg.sagittal_fov_mm, cfg)
     rotation = np.deg2rad(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg))
     centre = (-4.0 + rng.uniform(-cfg.shift_mm, cfg.shift_mm), 5.0 + rng.uniform(-cfg.shift_mm, cfg.shift_mm))
     u, w = _grid(cfg.size, spacing, rotation, centre)
-    labels, tissue = render_sagittal(-w, -u, spine, midline)  # rows run inferior, columns posterior
+    lateral = 0.0
+    if cfg.parasagittal_share > 0 and extra_rng.random() < cfg.parasagittal_share:
+        lateral = float(extra_rng.choice([-1.0, 1.0]) * extra_rng.uniform(*cfg.parasagittal_mm))
+    labels, tissue = render_sagittal(-w, -u, spine, midline, lateral)  # rows run inferior, columns posterior
+    if cfg.prevertebral:
+        paint_prevertebral(tissue, labels, -w, -u, spine, sample_prevertebral(extra_rng, spine), lateral)
     thickness = float(rng.uniform(*cfg.slice_thickness_mm))
     blur = cfg.blur_px * np.sqrt(thickness / 3.5)
     affine = _affine(spacing, thickness, (0, 0, -1), (0, -1, 0), (1, 0, 0))
@@ -212,7 +222,8 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
             findings[level] = [CAUSES[k] for k in order if anatomy.causes[k] >= 0.25]
 
     spine = _spine_anatomy(prng, np.array([m.degenerated for m in midline], float))
-    sag_spacing = _write_sagittal(case_dir, spine, midline, rng, gain, noise, cfg)
+    extra_rng = np.random.default_rng([seed, 3, study.index])
+    sag_spacing = _write_sagittal(case_dir, spine, midline, rng, gain, noise, cfg, extra_rng)
     for view in ("sag_t1", "sag_t2"):
         row[f"img_{view}"] = f"cases/{study.case_id}/{view}.nii.gz"
         row[f"seg_{view}"] = f"cases/{study.case_id}/sag_seg.nii.gz"
@@ -231,7 +242,8 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
 
 
 def _fingerprint(n_cases: int, seed: int, shift: str | None, cfg: PhantomConfig) -> str:
-    spec = {"version": PHANTOM_VERSION, "n_cases": n_cases, "seed": seed, "shift": shift, "config": cfg.to_dict()}
+    spec = {"version": PHANTOM_VERSION, "n_cases": n_cases, "seed": seed, "shift": shift}
+    spec["config"] = cfg.fingerprint_dict()
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()
 
 

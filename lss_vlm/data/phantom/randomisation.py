@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from .acquisition import SIGNAL, smooth_field
 from .anatomy import Tissue
+from .prevertebral import EXTRA_SIGNAL
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,11 @@ def randomised_acquire(
 ) -> np.ndarray:
     """A domain-randomised image (int16 ``[H, W]``) of the tissue map ``tissue [H, W]`` (steps 2-6 of the module
     docstring; deform the maps first with :func:`elastic_deform`)."""
-    n = len(Tissue)
+    n = max(len(Tissue), int(tissue.max()) + 1)  # the prevertebral structures add classes after Tissue's
     if rng.random() < ranges.realistic_share:
-        means = SIGNAL[str(rng.choice(["t1", "t2"]))] * (1.0 + rng.normal(0.0, 0.15, n))
+        weighting = str(rng.choice(["t1", "t2"]))
+        table = np.concatenate([SIGNAL[weighting], EXTRA_SIGNAL[weighting]])[:n]
+        means = table * (1.0 + rng.normal(0.0, 0.15, n))
     else:
         means = rng.uniform(0.0, 1.0, n)
     means[0] = rng.uniform(0.0, 0.1)  # air outside the body stays dark, as on every real scan
