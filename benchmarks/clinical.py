@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,9 @@ from lss_vlm.io import atomic_path, atomic_write_json
 
 from .config import ExperimentConfig
 from .data import resolve_manifest
+from .run_loading import CLINICAL_STATS_FILE as STATS_FILE
+from .run_loading import read_clinical_stats  # noqa: F401  (re-exported: the clinical outputs of a run)
 
-STATS_FILE = "clinical_stats.json"
 PREDICTIONS_FILE = "clinical_predictions.csv"
 FIGURE_FILE = Path("figures") / "clinical_correlation.png"
 
@@ -51,12 +51,6 @@ def build_clinical_stats(cfg: ExperimentConfig, out_dir: Path | None) -> dict[st
     if out_dir is not None:
         atomic_write_json(out_dir / STATS_FILE, stats)
     return stats
-
-
-def read_clinical_stats(run_dir: Path) -> dict[str, Any] | None:
-    """``run_dir/clinical_stats.json``, or None when the run has none (no clinical fusion)."""
-    path = run_dir / STATS_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 @torch.no_grad()

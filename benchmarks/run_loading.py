@@ -24,6 +24,8 @@ OVERLAY_FILE = "overlay.jpg"
 LEGACY_OVERLAY_FILE = "overlay.png"
 #: Reliability-diagram bins of the grade head on the evaluated split (see ``benchmarks.evaluation``).
 CALIBRATION_FILE = "calibration.csv"
+#: The clinical-fusion normalisation of a run (benchmarks.clinical writes it; a reloaded model needs it).
+CLINICAL_STATS_FILE = "clinical_stats.json"
 
 
 def read_json_mapping(path: Path) -> dict[str, Any]:
@@ -112,21 +114,28 @@ def load_trained_model(run_dir: Path, cfg: ExperimentConfig) -> tuple[torch.nn.M
     device = resolve_device(cfg.train.device)
     vocab_file = run_dir / "report_vocab.json"
     vocab = json.loads(vocab_file.read_text()) if vocab_file.is_file() else None
-    from .clinical import read_clinical_stats
-
     model = build_model_from_config(cfg, vocab, read_clinical_stats(run_dir)).to(device)
     load_weights(model, weights)
     return model, device
 
 
+def read_clinical_stats(run_dir: Path) -> dict[str, Any] | None:
+    """``run_dir/clinical_stats.json`` (the clinical-fusion normalisation a run was trained with, written by
+    :func:`benchmarks.clinical.build_clinical_stats`), or None when the run has none (no clinical fusion)."""
+    path = run_dir / CLINICAL_STATS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 __all__ = [
     "CALIBRATION_FILE",
+    "CLINICAL_STATS_FILE",
     "LEGACY_OVERLAY_FILE",
     "OVERLAY_FILE",
     "build_model_from_config",
     "build_split_loader",
     "load_run_config",
     "load_trained_model",
+    "read_clinical_stats",
     "read_json_mapping",
     "takes_report_vocab",
     "view_spacing",
