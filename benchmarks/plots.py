@@ -82,6 +82,19 @@ def _completed(runs: Sequence[RunRecord], loss: str) -> list[RunRecord]:
     return [r for r in runs if r.loss == loss and r.completed]
 
 
+def _finish_grouped_bars(
+    fig, ax, path: Path, x: np.ndarray, groups: Sequence[str], ylabel: str, ymax: float, title: str, n_losses: int
+) -> Path:
+    """Shared styling of the grouped bar charts (one group per class or shift, one bar per loss), then save."""
+    ax.set_xticks(x, [g.replace("_", "\n") for g in groups])
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, ymax)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(4, n_losses), loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    return _save(fig, path)
+
+
 def dice_per_class(board: Leaderboard, path: Path) -> Path | None:
     """Grouped bars: mean Dice of each foreground class per loss, error bars = 95 % bootstrap CI (as in the table)."""
     losses = [name for name in board.table["loss"] if _completed(board.runs, name)]
@@ -104,13 +117,9 @@ def dice_per_class(board: Leaderboard, path: Path) -> Path | None:
             highs.append(s.ci_high - s.mean if np.isfinite(s.ci_high) else 0.0)
         ax.bar(x + (i - (len(losses) - 1) / 2) * width, means, width, yerr=[lows, highs], capsize=2,
                color=colors[name], label=name)  # fmt: skip
-    ax.set_xticks(x, [c.replace("_", "\n") for c in classes])
-    ax.set_ylabel("Dice")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Dice per class (error bars: 95% CI)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(4, len(losses)), loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
-    return _save(fig, path)
+    return _finish_grouped_bars(
+        fig, ax, path, x, classes, "Dice", 1.05, "Dice per class (error bars: 95% CI)", len(losses)
+    )
 
 
 def seed_boxplot(board: Leaderboard, path: Path) -> Path | None:
@@ -436,13 +445,8 @@ def ood_shift(board: Leaderboard, path: Path) -> Path | None:
             if shift != CLEAN and np.isfinite(mean) and np.isfinite(drop):
                 ax.text(xi, mean + 0.02, f"−{drop:.2f}" if drop >= 0 else f"+{-drop:.2f}", ha="center",
                         va="bottom", fontsize=7, rotation=90)  # fmt: skip
-    ax.set_xticks(x, [s.replace("_", "\n") for s in shifts])
-    ax.set_ylabel("Dice (macro, test split)")
-    ax.set_ylim(0, 1.1)
-    ax.set_title("Dice under acquisition shift (error bars: std over seeds; labels: drop from clean)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(4, len(losses)), loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
-    return _save(fig, path)
+    title = "Dice under acquisition shift (error bars: std over seeds; labels: drop from clean)"
+    return _finish_grouped_bars(fig, ax, path, x, shifts, "Dice (macro, test split)", 1.1, title, len(losses))
 
 
 #: name: (draw function, caption, file suffix). Order = order on the page.
