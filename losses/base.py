@@ -55,6 +55,19 @@ def check_label_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return target
 
 
+def check_class_indices(classes: object = None, **_: object) -> None:
+    """``ValueError`` unless ``classes`` is None (all classes) or a list of distinct non-negative int class indices.
+
+    smp's losses accept any value here and fail (or silently index wrongly) at the first step; this is their
+    registered ``check`` (:func:`losses.registry.check_loss`), called by the factories too.
+    """
+    if classes is None:
+        return
+    ok = isinstance(classes, (list, tuple)) and all(type(c) is int and c >= 0 for c in classes)
+    if not ok or not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be a non-empty list of distinct class indices >= 0 (or null); got {classes!r}")
+
+
 class LabelMapAdapter(SegLoss):
     """Wraps a library loss (MONAI, smp, torch) so that it takes the common ``(logits, target [N,1,...])`` call.
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from .base import LabelMapAdapter
+from .base import LabelMapAdapter, check_class_indices
 from .registry import register_loss
 
 
 @register_loss(
     "focal_tversky",
+    requires=("segmentation_models_pytorch",),
+    check=check_class_indices,
     source="segmentation_models_pytorch.losses.TverskyLoss",
     search_space={
         "alpha": {"type": "float", "low": 0.1, "high": 0.9},
@@ -27,6 +29,7 @@ def focal_tversky(
     Classes absent from the batch contribute 0 (smp masks them); ``classes`` restricts the mean (default: all,
     background included). The default γ = 0.75 is Abraham & Khan's 1/γ with their γ = 4/3.
     """
+    check_class_indices(classes)
     from segmentation_models_pytorch.losses import TverskyLoss  # on first build: listing or checking losses stays light
 
     loss = TverskyLoss(

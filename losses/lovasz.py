@@ -9,6 +9,7 @@ from .registry import register_loss
 @register_loss(
     "lovasz",
     source="segmentation_models_pytorch.losses.LovaszLoss",
+    requires=("segmentation_models_pytorch",),
     search_space={"per_image": {"type": "categorical", "choices": [False, True]}},
 )
 def lovasz(per_image: bool = False) -> LabelMapAdapter:

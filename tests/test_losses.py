@@ -290,6 +290,10 @@ def test_losses_package_never_imports_lss_vlm_or_benchmarks() -> None:
         ("dice_ce", {"lambda_ce": -0.5}),
         ("generalized_dice", {"w_type": "sqaure"}),
         ("dice_focal", {"include_background": True, "lambda": 1.0}),
+        ("jaccard", {"classes": [1.5]}),  # smp accepts any value and indexes wrongly at the first step
+        ("focal_tversky", {"classes": "1,2"}),
+        ("focal_tversky", {"classes": [2, 2]}),
+        ("lovasz", {"per_imag": True}),
     ],
 )
 def test_check_without_building_refuses_what_building_refuses(name: str, params: dict) -> None:
@@ -310,6 +314,8 @@ def test_a_loss_declares_the_slow_library_it_builds_and_its_defaults_pass_unbuil
     entry = _entry(name)
     source = inspect.getsource(sys.modules[entry.factory.__module__])
     assert ("monai" in entry.requires) == ("from monai" in source or "import monai" in source)
+    smp = "segmentation_models_pytorch"
+    assert (smp in entry.requires) == (f"from {smp}" in source or f"import {smp}" in source)
     losses.check_loss(name, {}, build=False)
     losses.check_loss(name, {}, build=True)
 

@@ -23,7 +23,7 @@ A suite with 'shifts' (the shipped 'ood' suite) then scores every completed run 
 re-synthesised under each shift preset (synthesised once, cached) into RUN/ood/<shift>/, and writes ood_shift.csv,
 .md, .json and figures/ood_shift.png: Dice and HD95 per shift and the drop from in-distribution.
 
-SUITE is a YAML path or the name of a shipped suite: quick, standard, minority, ood, paper (configs/suites/). A suite
+SUITE is a YAML path or the name of a shipped suite in configs/suites/ ('lss-bench list suites' lists them). A suite
 may name your own loss: a loss registered by a module given to --import, or 'package.module:factory' (docs/losses.md).
 
 --backend ray runs every (loss x seed) as a Ray task (pip install 'lss-vlm[ray]'), on a local Ray cluster or the one
@@ -44,9 +44,7 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "suite", metavar="SUITE", help="suite YAML or shipped suite name (quick, standard, minority, paper)"
-    )
+    parser.add_argument("suite", metavar="SUITE", help="suite YAML or shipped suite name (lss-bench list suites)")
     parser.add_argument("--seeds", type=int, default=None, metavar="N", help="run seeds 0..N-1 (default: the suite's)")
     parser.add_argument("--out", default=None, metavar="DIR", help="suite directory (default: lss_runs/<suite name>)")
     parser.add_argument("--no-resume", action="store_true", help="delete the runs and leaderboard in DIR, start over")

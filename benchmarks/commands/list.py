@@ -67,6 +67,7 @@ def _suites() -> list[tuple[str, str, str]]:
     for path in sorted(SUITE_DIR.glob("*.yaml")):
         suite = load_suite(path)
         first = suite.description.strip().split(". ", 1)[0].rstrip(".")
-        runs = f"{len(suite.losses)} losses x {len(suite.seed_list())} seeds"
+        n_losses, n_seeds = len(suite.losses), len(suite.seed_list())
+        runs = f"{n_losses} loss{'es' * (n_losses != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)}"
         rows.append((path.stem, f"{first} ({runs})", str(path.relative_to(SUITE_DIR.parent.parent))))
     return rows

@@ -17,7 +17,7 @@ plan: the runs that would be trained (loss x seed, and whether each is new, resu
 of a study, the output folder. A mistake prints one 'error:' line naming it (with a suggestion when a name is close
 to a known one) and exits with code 2.
 
-TARGET is a shipped suite name (quick, standard, minority, paper) or a YAML file: a suite (it has 'losses:'), a
+TARGET is a shipped suite name ('lss-bench list suites') or a YAML file: a suite (it has 'losses:'), a
 study (it has 'objective(s)' / 'search_space') or an experiment config. 'compare --dry-run' and 'tune --dry-run' do
 the same with the options of those commands."""
 EXAMPLES = """\

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
@@ -85,6 +84,8 @@ class UNetImageOnly(MultiViewModel):
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__(config)
         check_image_size(image_size, image_size)
+        import segmentation_models_pytorch as smp  # on first build: checking a config stays light (decoders.py)
+
         try:
             self.unet = smp.Unet(
                 encoder_name=encoder,

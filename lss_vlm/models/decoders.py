@@ -7,10 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 import torch
-from segmentation_models_pytorch.base import SegmentationHead
-from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from ..constants import LEVELS, NUM_GRADES, NUM_LABELS, NUM_LEVELS
 from ..reports.grammar import GRADE_WORDS, ReportGrammar
@@ -29,6 +26,10 @@ class SegmentationDecoder(nn.Module):
         self, encoder_channels: tuple[int, ...], decoder_channels: tuple[int, ...], num_classes: int = NUM_LABELS
     ) -> None:
         super().__init__()
+        # smp (-> timm -> torchvision) on first build: a config check ('lss-bench validate') imports this module only
+        from segmentation_models_pytorch.base import SegmentationHead
+        from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+
         self.decoder = UnetDecoder(
             encoder_channels=encoder_channels, decoder_channels=decoder_channels, n_blocks=len(decoder_channels)
         )
@@ -120,6 +121,8 @@ class ReportDecoder(nn.Module):
         self.no_repeat_ngram = no_repeat_ngram
         self.bos_id, self.eos_id, self.pad_id = vocab.bos_id, vocab.eos_id, vocab.pad_id
         self.teacher_ratio = 0.0
+        from transformers import GPT2Config, GPT2LMHeadModel  # on first build (~2 s): checking a config stays light
+
         config = GPT2Config(
             vocab_size=len(vocab),
             n_embd=width,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
@@ -58,6 +57,8 @@ class SmpEncoder(nn.Module):
 
     def __init__(self, name: str, in_channels: int = 1, weights: str | None = None) -> None:
         super().__init__()
+        import segmentation_models_pytorch as smp  # on first build: checking a config stays light (decoders.py)
+
         try:
             self.encoder = smp.encoders.get_encoder(name, in_channels=in_channels, depth=ENCODER_DEPTH, weights=weights)
         except (KeyError, ValueError, RuntimeError) as err:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..constants import LABELS, LEVELS
 from ..errors import ConfigError
@@ -74,7 +74,9 @@ def _not_offline(name: str, err: Exception) -> ConfigError:
     )
 
 
-def _tiny_bert(vocab_size: int) -> BertModel:
+def _tiny_bert(vocab_size: int) -> nn.Module:
+    from transformers import BertConfig, BertModel  # on first build: checking a config stays light
+
     config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=32,
