@@ -436,16 +436,18 @@ def ood_shift(board: Leaderboard, path: Path) -> Path | None:
     width = 0.8 / len(losses)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(shifts) + 0.3 * len(losses)), 4.4))
     x = np.arange(len(shifts))
+    spread = bool((table["n_seeds"] > 1).any())  # one seed has no std: no zero-height error bars
     for i, name in enumerate(losses):
         rows = table[table["loss"] == name].set_index("shift").reindex(shifts)
         pos = x + (i - (len(losses) - 1) / 2) * width
-        std = rows["dice_std"].fillna(0.0).to_numpy()
+        std = rows["dice_std"].fillna(0.0).to_numpy() if spread else None
         ax.bar(pos, rows["dice_mean"], width, yerr=std, capsize=2, color=colors[name], label=name)
         for xi, shift, mean, drop in zip(pos, shifts, rows["dice_mean"], rows["dice_drop_mean"]):
             if shift != CLEAN and np.isfinite(mean) and np.isfinite(drop):
                 ax.text(xi, mean + 0.02, f"−{drop:.2f}" if drop >= 0 else f"+{-drop:.2f}", ha="center",
                         va="bottom", fontsize=7, rotation=90)  # fmt: skip
-    title = "Dice under acquisition shift (error bars: std over seeds; labels: drop from clean)"
+    bars = "error bars: std over seeds" if spread else "1 seed, no error bars"
+    title = f"Dice under acquisition shift ({bars}; labels: drop from clean)"
     return _finish_grouped_bars(fig, ax, path, x, shifts, "Dice (macro, test split)", 1.1, title, len(losses))
 
 

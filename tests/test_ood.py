@@ -152,3 +152,25 @@ def test_suite_scoring_covers_completed_runs_once_and_goes_on_after_a_failure(tm
     assert not any(r[0] == "tversky" and r[1] == "seed1" for r in scored)  # failed run: not scored
     assert sum("not scored" in m and "damaged weights" in m for m in messages) == 1
     assert ood.score_suite_shifts(suite.shifts, plans, tmp_path, messages.append) == 0  # only the broken one left
+
+
+@pytest.mark.parametrize(("seeds", "has_bars"), [(1, False), (2, True)])
+def test_ood_figure_draws_std_bars_only_with_several_seeds(tmp_path: Path, monkeypatch, seeds: int, has_bars: bool):
+    from benchmarks import plots
+
+    suite = write_suite(tmp_path / "suite", {"dice": 0.7}, seeds=seeds)
+    add_ood_scores(suite)
+    seen = {}
+
+    def keep(fig, path):
+        ax = fig.axes[0]
+        seen["title"], seen["bars"] = (
+            ax.get_title(),
+            sum(type(c).__name__ == "ErrorbarContainer" for c in ax.containers),
+        )
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.ood_shift(build_leaderboard(suite), tmp_path / "ood.png")
+    assert seen["bars"] == int(has_bars)  # one bar group per loss; a single seed has no std to draw
+    assert ("std over seeds" in seen["title"]) is has_bars and ("1 seed" in seen["title"]) is not has_bars
