@@ -8,6 +8,7 @@ by its extension (PNG).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,9 +106,12 @@ def save_case_overlay(path: str | Path, case: CaseView) -> Path:
 
     columns = [j for j in range(len(VIEWS)) if bool(case.view_valid[j])]
     rows = ["image"] + (["truth"] if case.truth is not None else []) + ["prediction", "attention"]
-    fig, axes = plt.subplots(
-        len(rows), len(columns), figsize=(1.7 * len(columns) + 0.9, 1.75 * len(rows) + 0.8), squeeze=False
-    )
+    n_legend = len(LABELS) - 1
+    width = max(1.7 * len(columns) + 0.9, 4.4)  # one view (a 2D dataset) still fits the legend and the colourbar
+    legend_cols = max(1, min(n_legend, int(width // 1.8)))  # ~1.6 in an entry at fontsize 8
+    legend_rows = math.ceil(n_legend / legend_cols)
+    height = 1.75 * len(rows) + 0.8 + 0.18 * (legend_rows - 1)
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(width, height), squeeze=False)
     label_cmap = ListedColormap(LABEL_COLOURS)
     labels = {"vmin": 0, "vmax": len(LABELS) - 1, "cmap": label_cmap, "alpha": 0.65, "interpolation": "nearest"}
     attention = _normalised_attention(case, columns)
@@ -145,11 +149,11 @@ def save_case_overlay(path: str | Path, case: CaseView) -> Path:
         _row_label(ax, text, 8 if name == "attention" else 9)
     fig.suptitle(f"case {case.case_id}", fontsize=10)
     handles = [Patch(color=LABEL_COLOURS[c], label=LABELS[c]) for c in range(1, len(LABELS))]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0.03, 0.05, 0.93, 0.96))
+    fig.legend(handles=handles, loc="lower center", ncol=legend_cols, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0.03, (0.12 + 0.18 * legend_rows) / height, 1 - 0.8 / width, 0.96))  # 0.8 in: colourbar
     if shown is not None:
         bottom = axes[-1, -1].get_position()
-        cax = fig.add_axes((0.945, bottom.y0, 0.012, bottom.height))
+        cax = fig.add_axes((1 - 0.66 / width, bottom.y0, 0.12 / width, bottom.height))
         bar = fig.colorbar(plt.cm.ScalarMappable(cmap=ATTENTION_CMAP, norm=shown.norm), cax=cax)
         bar.set_label("attention (case min–max)", fontsize=7)
         bar.ax.tick_params(labelsize=6)

@@ -270,3 +270,24 @@ def test_tensorboard_event_file_holds_the_history_scalars(tmp_path):
     events = [e for f in (tmp_path / "tb").iterdir() for e in EventFileLoader(str(f)).Load()]
     scalars = {(v.tag, e.step): v for e in events for v in e.summary.value}
     assert set(scalars) == {("train/seg_loss", 1), ("train/seg_loss", 2), ("val/dice_macro", 1), ("val/dice_macro", 2)}
+
+
+@pytest.mark.parametrize("n_views", [1, 7])
+def test_overlay_legend_and_colourbar_fit_inside_the_figure(tmp_path, monkeypatch, n_views):
+    """A 2D dataset has one view: its overlay clipped the legend ("c", "posterior_eleme") and the colourbar."""
+    from benchmarks import overlay
+
+    case = _case(truth=True)
+    case.view_valid[:] = np.arange(len(case.view_valid)) < n_views
+    seen = {}
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        seen["fig"] = fig.bbox
+        seen["parts"] = [fig.legends[0].get_window_extent(renderer), fig.axes[-1].get_tightbbox(renderer)]
+
+    monkeypatch.setattr(overlay, "save_figure", keep)
+    overlay.save_case_overlay(tmp_path / "overlay.jpg", case)
+    for box in seen["parts"]:
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= seen["fig"].x1 and box.y1 <= seen["fig"].y1
