@@ -82,27 +82,25 @@ def test_an_instruction_acts_only_on_the_views_it_names(batch: dict) -> None:
         assert torch.equal(model(batch["views"])["seg_logits"], plain)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="measured 42/70 = 60 % (2026-11-30, 25 FiLM-only steps, tiny random model), below the 70 % asked; "
-    "docs/results.md, 'Test-time text intervention'",
-)
-def test_training_the_instruction_term_teaches_the_direction(batch: dict) -> None:
-    """Trained on truthful instructions paired with the true mask (only the FiLM trains; the rest is frozen), the
-    truthful instruction of an image must move its class's mean probability in the stated direction."""
+def test_training_the_instruction_term_teaches_the_direction_word(batch: dict) -> None:
+    """Trained with the instruction term (only the FiLM trains; the rest is frozen), an instruction must move its
+    class's mean probability in the direction it *states*, for the truthful sentence and for the same sentence with
+    the opposite word. Trained on truthful sentences alone, the layer learnt to correct the named class towards the
+    truth whatever the word said (at the quick budget the opposite sentence moved the area as stated in 4–9 % of
+    cases): the hinge on both sentences in ``instruction_term`` is what this test guards."""
     model = film_model()
     model.train()
     model.requires_grad_(False)
     model.instruction.requires_grad_(True)
     optimizer = torch.optim.Adam(model.instruction.parameters(), lr=3e-2)
     torch.manual_seed(0)
-    for _ in range(25):
+    for _ in range(80):
         out = model(batch["views"], view_valid=batch["view_valid"])
         term = instruction_term(model, out, batch)
         optimizer.zero_grad()
         term.backward()
         optimizer.step()
-    film, moved = model.instruction, []
+    film, moved = model.instruction, {1: [], -1: []}  # truthful, opposite
     with torch.no_grad():
         out = model(batch["views"], view_valid=batch["view_valid"])
         valid = batch["mask_valid"]
@@ -116,10 +114,16 @@ def test_training_the_instruction_term_teaches_the_direction(batch: dict) -> Non
                 if d == 0:
                     continue
                 level = VIEWS[views[n]][3:].upper().replace("_", "-") if VIEWS[views[n]].startswith("ax_") else None
-                emb = film.embed(model.text, [instruction_text(LABELS[c], d, level)])
-                after = film.head_logits(model.seg_decoder, features[n : n + 1], emb).softmax(1)[0, c].mean()
-                moved.append(float(after - base[n, c].mean()) * d > 0)
-    assert len(moved) >= 10 and sum(moved) / len(moved) >= 0.7, (sum(moved), len(moved))
+                for truthful in (1, -1):
+                    stated = d * truthful
+                    emb = film.embed(model.text, [instruction_text(LABELS[c], stated, level)])
+                    after = film.head_logits(model.seg_decoder, features[n : n + 1], emb).softmax(1)[0, c].mean()
+                    moved[truthful].append(float(after - base[n, c].mean()) * stated > 0)
+    # measured 64/70 (truthful) and 50/70 (opposite) after 80 steps; a hinge on the opposite sentence alone gave
+    # 6/70 truthful, training on truthful sentences alone 42/70 truthful and the direction word unused
+    for truthful, share in ((1, 0.7), (-1, 0.6)):
+        flags = moved[truthful]
+        assert len(flags) >= 10 and sum(flags) / len(flags) >= share, (truthful, sum(flags), len(flags))
 
 
 @pytest.fixture(scope="module")
