@@ -41,6 +41,8 @@ DEFAULT_CACHE_DIR = Path(os.environ.get("LSS_VLM_CACHE", Path.home() / ".cache" 
 
 #: Largest integer accepted for a size-like model argument (embed_dim, channels, ...): beyond it the model cannot fit.
 MAX_MODEL_INT = 1 << 16
+#: Largest LoRA rank (``*_lora_rank``; the model checks the same bound: ``lss_vlm.models.lora.check_rank``).
+MAX_LORA_RANK = 4096
 
 
 class _Section(BaseModel):
@@ -73,8 +75,10 @@ def _spells_non_finite(text: str) -> bool:
 
 
 def check_model_params(params: dict[str, Any], defaults: dict[str, Any]) -> None:
-    """Numbers of ``model.params`` in range: finite; a size-like argument (a positive integer, or a list of them, by
-    default) a whole number in 1..:data:`MAX_MODEL_INT`; ``dropout`` in [0, 1). ``ValueError`` names the key."""
+    """Numbers of ``model.params`` in range, judged by the constructor default's type: finite; a size-like argument
+    (a positive integer, or a list of them, by default) a whole number in 1..:data:`MAX_MODEL_INT`; one whose default
+    is 0 (a LoRA rank: 0 = off) a whole number in 0..:data:`MAX_LORA_RANK`; one with a float default a number (``>= 0``
+    for a ``*_weight``); ``dropout`` in [0, 1). ``ValueError`` names the key and the allowed values."""
     check_finite_tree(params, "model.params")
     for name, value in params.items():
         default, key = defaults.get(name), f"model.params.{name}"
@@ -82,6 +86,13 @@ def check_model_params(params: dict[str, Any], defaults: dict[str, Any]) -> None
             items = value if isinstance(value, list) else [value]
             if not items or not all(_is_count(v) and v <= MAX_MODEL_INT for v in items):
                 raise ValueError(f"{key}: expected whole number(s) from 1 to {MAX_MODEL_INT}, got {value!r}")
+        if _is_number(default) and default == 0 and not isinstance(default, float):
+            if not (_is_number(value) and isinstance(value, int) and 0 <= value <= MAX_LORA_RANK):
+                raise ValueError(f"{key}: expected a whole number from 0 (off) to {MAX_LORA_RANK}, got {value!r}")
+        if isinstance(default, float) and not _is_number(value):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        if isinstance(default, float) and name.endswith("_weight") and value < 0:
+            raise ValueError(f"{key}: expected a number >= 0, got {value!r}")
         if name == "dropout" and not (isinstance(value, (int, float)) and 0 <= value < 1):
             raise ValueError(f"{key}: expected a probability in [0, 1), got {value!r}")
         if isinstance(default, bool) and not isinstance(value, bool):

@@ -21,7 +21,7 @@ from lss_vlm.constants import AXIAL_VIEW_OF_LEVEL, IGNORE_LABEL, LABELS, NUM_LAB
 from lss_vlm.errors import ConfigError
 from lss_vlm.io import atomic_path, atomic_write_json
 
-from .overlay import LABEL_COLOURS, CaseView, save_figure
+from .overlay import LABEL_COLOURS, CaseView, figure_text, quiet_missing_glyphs, save_figure
 
 #: The word variant of :data:`lss_vlm.models.instruct.DIRECTION_WORDS` the measurement uses ("thicker"/"thinner").
 MEASURE_VARIANT = 1
@@ -112,10 +112,11 @@ def save_intervention_overlay(path: str | Path, before: CaseView, after: CaseVie
     for name, ax in zip(rows, axes[:, 0]):
         label = {"truth": "ground truth", "before": "prediction", "after": "with\ninstruction"}.get(name, name)
         ax.text(-0.08, 0.5, label, transform=ax.transAxes, rotation=90, va="center", ha="right", fontsize=9)
-    fig.suptitle(f"case {before.case_id}: “{instruction}”", fontsize=10)
+    fig.suptitle(figure_text(f"case {before.case_id}: “{instruction}”"), fontsize=10)
     handles = [Patch(color=LABEL_COLOURS[c], label=LABELS[c]) for c in range(1, len(LABELS))]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0.03, 0.05, 1.0, 0.95))
+    with quiet_missing_glyphs():
+        fig.tight_layout(rect=(0.03, 0.05, 1.0, 0.95))
     save_figure(fig, path)
     plt.close(fig)
     return Path(path)

@@ -52,14 +52,21 @@ def check_shift_names(shifts: Sequence[str]) -> None:
         raise ValueError(f"shifts: each preset once, got {list(shifts)}")
 
 
-def shifted_data(data: Any, shift: str) -> Any:
-    """``data`` (a :class:`benchmarks.config.DataConfig`) with its phantom under ``shift``; a prepared manifest
-    cannot be shifted (:class:`ConfigError`)."""
+def check_shiftable(data: Any, culprit: str = "shifts") -> None:
+    """A :class:`benchmarks.config.DataConfig` whose test set can be re-synthesised under a shift: the phantom's.
+    A prepared manifest cannot be shifted: :class:`ConfigError` starting with ``culprit`` (the suite key or the
+    option that asked for shifts)."""
     if data.manifest is not None:
         raise ConfigError(
-            f"shifts: the OOD scores re-synthesise the phantom under each shift, but data.manifest is set "
-            f"({data.manifest}); remove the suite's 'shifts' or train on the phantom"
+            f"{culprit}: the OOD scores re-synthesise the phantom under each shift, but data.manifest is set "
+            f"({data.manifest}); only a run trained on the phantom can be scored under a shift"
         )
+
+
+def shifted_data(data: Any, shift: str) -> Any:
+    """``data`` (a :class:`benchmarks.config.DataConfig`) with its phantom under ``shift``; a prepared manifest
+    cannot be shifted (:func:`check_shiftable`)."""
+    check_shiftable(data)
     return data.model_copy(update={"phantom": data.phantom.model_copy(update={"shift": shift})})
 
 
@@ -115,6 +122,7 @@ def score_run_shifts(run_dir: str | Path, shifts: Sequence[str]) -> dict[str, di
         raise ConfigError(f"--{exc}") from None
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    check_shiftable(cfg.data, f"--shifts: run {run_dir}")
     manifests = shifted_manifests(cfg.data, shifts)
     return {
         shift: json.loads((score_run_on_shift(run_dir, shift, m) / "metrics.json").read_text())

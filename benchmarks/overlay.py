@@ -9,6 +9,10 @@ by its extension (PNG).
 from __future__ import annotations
 
 import math
+import textwrap
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,14 +51,34 @@ class CaseView:
     mask_valid: np.ndarray | None = None
 
 
+def figure_text(text: str, width: int = 90, max_lines: int = 2) -> str:
+    """User text (an instruction, a case id) for a figure title: whitespace collapsed, wrapped at ``width``
+    characters, at most ``max_lines`` lines (the rest cut with " …"), so a long text cannot swallow the figure."""
+    return "\n".join(textwrap.wrap(" ".join(str(text).split()), width, max_lines=max_lines, placeholder=" …"))
+
+
+@contextmanager
+def quiet_missing_glyphs() -> Iterator[None]:
+    """Matplotlib draws a character its font lacks (CJK, emoji in user text) as a box and warns once per character
+    on stderr; inside this block those warnings are dropped (the figure is still written)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+        yield
+
+
 def save_figure(fig, path: str | Path, dpi: int = DPI, **kwargs) -> Path:
     """``fig.savefig`` atomically, by the path's suffix: JPEG (quality :data:`JPEG_QUALITY`) for ``.jpg``/``.jpeg``;
-    PNG reduced to a 256-colour palette (plots have few colours; about a third of the bytes) for ``.png``."""
+    PNG reduced to a 256-colour palette (plots have few colours; about a third of the bytes) for ``.png``.
+    Characters the font lacks are drawn as boxes without a warning (:func:`quiet_missing_glyphs`)."""
+    with quiet_missing_glyphs():
+        return _save_figure(fig, Path(path), dpi, **kwargs)
+
+
+def _save_figure(fig, path: Path, dpi: int, **kwargs) -> Path:
     import io
 
     from PIL import Image
 
-    path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".jpg", ".jpeg"):
         kwargs.setdefault("pil_kwargs", {"quality": JPEG_QUALITY, "optimize": True})
@@ -147,10 +171,11 @@ def save_case_overlay(path: str | Path, case: CaseView) -> Path:
     for name, ax in zip(rows, axes[:, 0]):
         text = {"truth": "ground truth", "attention": f"attention\n{case.prompt or '(none)'}"}.get(name, name)
         _row_label(ax, text, 8 if name == "attention" else 9)
-    fig.suptitle(f"case {case.case_id}", fontsize=10)
+    fig.suptitle(f"case {figure_text(case.case_id)}", fontsize=10)
     handles = [Patch(color=LABEL_COLOURS[c], label=LABELS[c]) for c in range(1, len(LABELS))]
     fig.legend(handles=handles, loc="lower center", ncol=legend_cols, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0.03, (0.12 + 0.18 * legend_rows) / height, 1 - 0.8 / width, 0.96))  # 0.8 in: colourbar
+    with quiet_missing_glyphs():
+        fig.tight_layout(rect=(0.03, (0.12 + 0.18 * legend_rows) / height, 1 - 0.8 / width, 0.96))  # 0.8 in: colourbar
     if shown is not None:
         bottom = axes[-1, -1].get_position()
         cax = fig.add_axes((1 - 0.66 / width, bottom.y0, 0.12 / width, bottom.height))

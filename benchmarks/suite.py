@@ -104,6 +104,19 @@ class SuiteConfig(BaseModel):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
 
+    @field_validator("shifts", mode="before")
+    @classmethod
+    def _shift_list(cls, value: Any) -> Any:
+        """A non-empty list of preset names (leave the key out for no OOD scores); else one line with the presets."""
+        from lss_vlm.data.phantom.config import SHIFT_PRESETS
+
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise ValueError(
+                f"shifts: expected a non-empty list of shift presets from {', '.join(SHIFT_PRESETS)} "
+                f"(leave the key out for no OOD scores), got {value!r}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> SuiteConfig:
         labels = [entry.label for entry in self.losses]
@@ -158,12 +171,20 @@ def load_suite(name_or_path: str | Path) -> SuiteConfig:
     try:
         suite = SuiteConfig.model_validate(raw)
     except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'suite'}: {e['msg']}" for e in exc.errors())
+        details = "; ".join(_error_text(e) for e in exc.errors())
         raise ConfigError(f"{path}: {details}") from None
     suite.check_metrics(str(path))
     if suite.base is not None and not suite.base.is_absolute():
         suite.base = (path.parent / suite.base).resolve()
     return suite
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    """``key: message`` of one pydantic error; a message of our validators already starts with its key."""
+    message, loc = error["msg"].removeprefix("Value error, "), error["loc"]
+    if not loc or message.startswith(f"{loc[-1]}:"):
+        return message
+    return f"{'.'.join(map(str, loc))}: {message}"
 
 
 @dataclass
@@ -188,7 +209,12 @@ def plan_runs(suite: SuiteConfig, seeds: Sequence[int] | None = None) -> list[Pl
     """
     from benchmarks.config import config_from_dict, load_config
 
-    base = load_config(suite.base, list(suite.set)).model_dump(mode="json")
+    base_config = load_config(suite.base, list(suite.set))
+    if suite.shifts:  # refused before any run is trained, not after the last one
+        from benchmarks.ood import check_shiftable
+
+        check_shiftable(base_config.data, f"suite {suite.name!r}: shifts")
+    base = base_config.model_dump(mode="json")
     plans = []
     for seed in seeds if seeds is not None else suite.seed_list():  # seed-major: every loss has seed 0 first
         for i, entry in enumerate(suite.losses):

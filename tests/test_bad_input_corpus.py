@@ -71,7 +71,7 @@ def _both(*setups: Callable[[Path, dict[str, str]], None]) -> Callable[[Path, di
 
 
 def _copy_run(kind: str) -> Callable[[Path, dict[str, str]], None]:
-    """A run folder ``{t}/run`` with the tiny config and weights of ``kind``: damaged, mismatched or none."""
+    """A run folder ``{t}/run`` with the tiny config and weights of ``kind``: damaged, mismatched, good or none."""
 
     def setup(t: Path, env: dict[str, str]) -> None:
         run = t / "run"
@@ -83,6 +83,8 @@ def _copy_run(kind: str) -> Callable[[Path, dict[str, str]], None]:
             (run / "model.safetensors").write_bytes(Path(env["tiny_weights"]).read_bytes()[:5000])
         elif kind == "mismatch":
             (run / "model.safetensors").write_bytes(Path(env["other_weights"]).read_bytes())
+        elif kind == "good":
+            (run / "model.safetensors").write_bytes(Path(env["tiny_weights"]).read_bytes())
 
     return setup
 
@@ -155,6 +157,13 @@ BAD_SETS: list[tuple[str, ...]] = [
     ("loss.params.smooth_nr", "INFINITY"), ("loss.params.kp", "nan"), ("model.params.gate_init", "1e999"),
     ("loss.params.no_such_param", "1", "no_such_param"), ("eval.num_beams", "0"), ("eval.max_report_tokens", "2"),
     ("eval.split", "holdout"), ("eval.checkpoint", "middle"),
+    # model switches and sizes judged by the type of the constructor default (validate passed these; training failed)
+    ("model.params.text_lora_rank", "-1"), ("model.params.text_lora_rank", "1.5"),
+    ("model.params.text_lora_rank", "abc"), ("model.params.text_lora_rank", "true"),
+    ("model.params.report_lora_rank", "100000"), ("model.params.instruct_weight", "-1"),
+    ("model.params.instruct_weight", "abc"), ("model.params.gate_init", "abc"), ("model.params.lora_alpha", "[1]"),
+    ("model.params.instruct_film", "maybe"), ("model.params.clinical_fusion", "3"),
+    ("train.lambda_contrastive", "-1"), ("train.lambda_contrastive", ".nan"),
 ]  # fmt: skip
 #: Keys that do not exist, and overrides that are not KEY=VALUE.
 BAD_KEYS: list[tuple[str, str]] = [
@@ -191,6 +200,30 @@ def _config(text: str | bytes) -> Callable[[Path, dict[str, str]], None]:
 
 
 SUITE_OK = _suite("base: {cfg}\nlosses: [dice]\n")
+#: A suite on the shared config, whose data.manifest is a prepared dataset: it cannot be shifted.
+SUITE_SHIFTED_MANIFEST = _suite("base: {cfg}\nlosses: [dice]\nshifts: [bias_field]\n")
+PREP_IMAGES = "prepare images --root {images} --out {t}/o --pixel-spacing 1 --no-progress"
+PREP_MY_IMAGES = "prepare images --root {t}/img --out {t}/o --pixel-spacing 1 --no-progress"
+
+
+def _images(colour_mask: bool = False, cases_csv: str | None = None) -> Callable[[Path, dict[str, str]], None]:
+    """``{t}/img``: the shared images dataset, its mask of c0 colour-coded (RGB, channels differ) or a cases.csv."""
+
+    def setup(t: Path, env: dict[str, str]) -> None:
+        import shutil
+
+        from PIL import Image
+
+        shutil.copytree(env["images"], t / "img")
+        if colour_mask:
+            rgb = np.zeros((8, 8, 3), np.uint8)
+            rgb[2:4, :, 0] = 255
+            Image.fromarray(rgb).save(t / "img" / "masks" / "c0.png")
+        if cases_csv is not None:
+            (t / "img" / "cases.csv").write_text(cases_csv)
+
+    return setup
+
 
 CASES: list[Case] = [
     *(
@@ -303,8 +336,41 @@ CASES: list[Case] = [
     Case("prepare csv binary", PREP_CSV, "m.csv", _file("in/m.csv", b"\xff\xfe\x00")),
     Case("prepare csv no rows", PREP_CSV, "m.csv", _file("in/m.csv", "case_id,img_sag_t2\n")),
     Case("prepare rsna empty root", "prepare rsna2024 --root {t}/r --out {t}/o", "{t}/r", _file("r/x.txt", "x")),
+    # --- prepare images
+    Case("images ignore 0", PREP_IMAGES + " --ignore-label 0", "--ignore-label 0"),
+    Case("images ignore is our label", PREP_IMAGES + " --ignore-label 2", "--ignore-label 2"),
+    Case("images ignore mapped", PREP_IMAGES + " --labels disc=1,vertebra=2 --ignore-label 1", "--ignore-label 1"),
+    Case("images ignore huge", PREP_IMAGES + " --ignore-label 70000", "--ignore-label 70000"),
+    Case("images ignore text", PREP_IMAGES + " --ignore-label x", "--ignore-label"),
+    Case("images labelled background", PREP_IMAGES + " --labelled-classes background", "--labelled-classes"),
+    Case("images labelled comma", PREP_IMAGES + " --labelled-classes ,", "--labelled-classes"),
+    Case("images labelled empty", PREP_IMAGES + " --labelled-classes ''", "--labelled-classes"),
+    Case("images labelled unknown", PREP_IMAGES + " --labelled-classes disc,spleen", "spleen"),
+    Case("images colour mask", PREP_MY_IMAGES, "c0.png", _images(colour_mask=True)),
+    Case(
+        "images cases.csv background",
+        PREP_MY_IMAGES,
+        "cases.csv",
+        _images(cases_csv="case_id,labelled_classes\nc0,background\n"),
+    ),
+    Case("images spacing 0", PREP_IMAGES + " --pixel-spacing 0", "--pixel-spacing"),
+    Case("images out is root", "prepare images --root {images} --out {images} --pixel-spacing 1", "inside"),
     # --- compare
     Case("suite missing", COMPARE, "s.yaml"),
+    Case("suite shifts empty", COMPARE, "shifts", _suite("losses: [dice]\nshifts: []\n")),
+    Case("suite shifts scalar", COMPARE, "bias_field", _suite("losses: [dice]\nshifts: 5\n")),
+    Case("suite shifts string", COMPARE, "t1_contrast", _suite("losses: [dice]\nshifts: bias_field\n")),
+    Case("suite shifts unknown", COMPARE, "'martian'", _suite("losses: [dice]\nshifts: [martian]\n")),
+    Case("suite shifts dup", COMPARE, "shifts", _suite("losses: [dice]\nshifts: [bias_field, bias_field]\n")),
+    Case("suite shifts on a manifest", COMPARE, "data.manifest", SUITE_SHIFTED_MANIFEST),
+    Case("validate shifts on a manifest", "validate {t}/s.yaml", "data.manifest", SUITE_SHIFTED_MANIFEST),
+    Case("dry-run shifts on a manifest", COMPARE + " --dry-run", "data.manifest", SUITE_SHIFTED_MANIFEST),
+    Case(
+        "validate set lora rank",
+        "validate {t}/s.yaml",
+        "model.params.text_lora_rank",
+        _suite("base: {cfg}\nset: [model.params.text_lora_rank=-1]\nlosses: [dice]\n"),
+    ),
     Case("suite not YAML", COMPARE, "s.yaml", _suite("losses: [dice")),
     Case("suite seeds empty", COMPARE, "seeds", _suite("losses: [dice]\nseeds: []\n")),
     Case("suite seeds 0", COMPARE, "seeds", _suite("losses: [dice]\nseeds: 0\n")),
@@ -387,6 +453,24 @@ CASES: list[Case] = [
     Case("evaluate truncated weights", "evaluate {t}/run", "model.safetensors", _copy_run("truncated")),
     Case("evaluate weights mismatch", "evaluate {t}/run", "model.safetensors", _copy_run("mismatch")),
     Case("evaluate split", "evaluate {t}/run --split holdout", "holdout", _copy_run("none")),
+    Case("evaluate shifts empty", "evaluate {t}/run --shifts ,", "--shifts", _copy_run("none")),
+    Case("evaluate shifts dup", "evaluate {t}/run --shifts bias_field,bias_field", "--shifts", _copy_run("none")),
+    Case("evaluate shifts not a run", "evaluate {t} --shifts bias_field", "not a run directory"),
+    Case("evaluate shifts manifest run", "evaluate {t}/run --shifts bias_field", "data.manifest", _copy_run("none")),
+    Case(
+        "evaluate shifts and instructions",
+        "evaluate {t}/run --shifts bias_field --instructions",
+        "--instructions",
+        _copy_run("none"),
+    ),
+    Case("evaluate instructions all", "evaluate {t}/run --instructions --split all", "--instructions"),
+    Case("evaluate manifest missing", "evaluate {t}/run --manifest {t}/none.csv", "none.csv", _copy_run("none")),
+    Case(
+        "evaluate manifest garbled",
+        "evaluate {t}/run --manifest {t}/m.csv",
+        "m.csv",
+        _both(_copy_run("good"), _file("m.csv", "a,b\n1,2\n")),
+    ),
     Case("report damaged weights", "report {t}/run --case c1", "model.safetensors", _copy_run("damaged")),
     Case("report weights mismatch", "report {t}/run --case c1", "model.safetensors", _copy_run("mismatch")),
     Case("report unknown case", "report {t}/run --case nope", "nope", _copy_run("damaged")),
@@ -447,6 +531,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     study = base / "study.yaml"
     study.write_text(f"experiment: {cfg}\n" + LR_SPACE.replace("{{", "{").replace("}}", "}"))
     run_config, tiny_weights, other_weights = _weights(base, cfg)
+    images = _write_images(base / "images_ds")
     return {
         "cfg": str(cfg),
         "nifti": str(nifti),
@@ -458,7 +543,22 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "tiny_weights": str(tiny_weights),
         "other_weights": str(other_weights),
         "base": str(base),
+        "images": str(images),
     }
+
+
+def _write_images(root: Path) -> Path:
+    """A valid two-case ``images`` dataset: 8x8 .npy images, grey PNG masks with the values 0, 1, 2."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    mask = np.zeros((8, 8), np.uint8)
+    mask[1:3], mask[5:7] = 1, 2
+    for case in ("c0", "c1"):
+        np.save(root / "images" / f"{case}.npy", np.ones((8, 8), np.float32))
+        Image.fromarray(mask).save(root / "masks" / f"{case}.png")
+    return root
 
 
 def _write_manifest(path: Path) -> None:

@@ -75,7 +75,8 @@ def test_refine_fine_tunes_rewrites_and_scores_draft_against_refined(tiny_run, t
         ({"run": "missing"}, "not a run directory"),
         ({"run": "no_reports"}, "reports.jsonl: not found"),
         ({"lm": "missing"}, "not a folder"),
-        ({"lm": "empty"}, "not a loadable causal LM"),
+        ({"lm": "empty"}, "no config.json, so not a Hugging Face model folder"),
+        ({"lm": "garbage"}, "not a loadable causal LM"),
         ({"out": "other_files"}, "holds files that are not a refine output (notes.txt)"),
         ({"extra": ["--lora-rank", "0"]}, "argument --lora-rank: expected a whole number >= 1, got '0'"),
         ({"extra": ["--lr", "nan"]}, "argument --lr: expected a number > 0, got 'nan'"),
@@ -94,8 +95,10 @@ def test_refine_bad_input_is_one_error_line_and_writes_nothing(
         shutil.copy(tiny_run / "config.yaml", run_dir / "config.yaml")
     if change.get("lm"):
         lm = str(tmp_path / "lm")
-        if change["lm"] == "empty":
+        if change["lm"] in ("empty", "garbage"):
             (tmp_path / "lm").mkdir()
+        if change["lm"] == "garbage":
+            (tmp_path / "lm" / "config.json").write_text("{}")
     if change.get("out"):
         out.mkdir()
         (out / "notes.txt").write_text("mine")

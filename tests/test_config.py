@@ -29,6 +29,25 @@ def test_overrides_are_parsed_as_yaml_and_type_checked() -> None:
     assert cfg.loss.name == "tversky" and cfg.loss.params["beta"] == pytest.approx(0.7)
 
 
+def test_model_params_are_checked_by_the_type_of_their_default() -> None:
+    """text_lora_rank=-1 / 1.5 / 'abc' and instruct_weight='abc' passed the config (and validate) and failed only
+    when the model was built, after the run folder was written. Valid values still load."""
+    cfg = load_config(
+        QUICK, ["model.params.text_lora_rank=8", "model.params.instruct_weight=2", "model.params.gate_init=-0.5"]
+    )
+    assert cfg.model.params["text_lora_rank"] == 8 and cfg.model.params["instruct_weight"] == 2
+    for override, expected in (
+        ("model.params.text_lora_rank=-1", r"text_lora_rank: expected a whole number from 0 \(off\) to 4096, got -1"),
+        ("model.params.report_lora_rank=1.5", r"report_lora_rank: .* got 1\.5"),
+        ("model.params.text_lora_rank=abc", r"text_lora_rank: .* got 'abc'"),
+        ("model.params.text_lora_rank=true", r"text_lora_rank: .* got True"),
+        ("model.params.instruct_weight=-1", r"instruct_weight: expected a number >= 0, got -1"),
+        ("model.params.lora_alpha=abc", r"lora_alpha: expected a number, got 'abc'"),
+    ):
+        with pytest.raises(ConfigError, match=expected):
+            load_config(QUICK, [override])
+
+
 def test_resolved_config_writes_every_default_and_round_trips(tmp_path: Path) -> None:
     cfg = load_config(QUICK, ["loss.name=pid_tversky"])
     path = tmp_path / "config.yaml"

@@ -212,3 +212,55 @@ def test_cases_csv_sets_patient_dataset_and_labelled_classes_per_case(tmp_path) 
     assert df.loc["13", "patient_id"] == df.loc["2", "patient_id"] == "p7"
     assert df.loc["13", "split"] == df.loc["2", "split"]  # one patient, one split
     assert df.loc["0", "dataset"] == "images" and df.loc["13", "dataset"] == "mit"
+
+
+def test_palette_and_grey_rgb_mask_pngs_give_their_label_values(tmp_path) -> None:
+    """A palette PNG mask (VOC style) was read as the luminance of its colours (index 1 in red -> 76, an 'unmapped
+    value'); it gives its indices now. A grey mask saved as RGB gives its grey values; a colour-coded one is refused."""
+    from PIL import Image
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[1:3], mask[5:7] = 1, 2
+    root = _bad_root(tmp_path)
+    (root / "masks" / "a.npy").unlink()
+    palette = Image.new("P", (8, 8))
+    palette.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
+    palette.putdata(mask.flatten().tolist())
+    palette.save(root / "masks" / "a.png")
+    result = _prepare(root, tmp_path / "pal", labels=MIT_LABELS)
+    written = np.asarray(nib.load(result.manifest.parent / read_manifest(result.manifest)["seg_sag_t2"][0]).dataobj)
+    assert (written[1:3] == LABEL_INDEX["disc"]).all() and (written[5:7] == LABEL_INDEX["vertebral_body"]).all()
+
+    Image.fromarray(np.repeat(mask[..., None], 3, axis=2)).save(root / "masks" / "a.png")
+    result = _prepare(root, tmp_path / "grey", labels=MIT_LABELS)
+    written = np.asarray(nib.load(result.manifest.parent / read_manifest(result.manifest)["seg_sag_t2"][0]).dataobj)
+    assert (written[1:3] == LABEL_INDEX["disc"]).all()
+
+    colour = np.zeros((8, 8, 3), np.uint8)
+    colour[mask == 1] = (255, 0, 0)
+    Image.fromarray(colour).save(root / "masks" / "a.png")
+    with pytest.raises(DataError, match=r"masks/a\.png: colour-coded mask"):
+        _prepare(root, tmp_path / "colour", labels=MIT_LABELS)
+    assert not (tmp_path / "colour").exists()
+
+
+def test_ignore_label_that_means_a_class_or_background_is_refused(tmp_path) -> None:
+    """--ignore-label 0 turned all background into 'not annotated', 1-5 without --labels one of our classes, and a
+    value --labels maps was silently ignored; each is one error now. A free value still works."""
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:4], mask[6:] = 2, 7
+    root = _bad_root(tmp_path, mask=mask)
+    for value, labels, culprit in ((0, None, "background"), (3, None, "thecal_sac"), (2, "disc=2", "maps 2 to disc")):
+        with pytest.raises(ConfigError, match=f"--ignore-label {value}: .*{culprit}"):
+            _prepare(root, tmp_path / "out", labels=labels, ignore_label=value)
+    result = _prepare(root, tmp_path / "out", labels="disc=2", ignore_label=7)
+    written = np.asarray(nib.load(result.manifest.parent / read_manifest(result.manifest)["seg_sag_t2"][0]).dataobj)
+    assert (written[6:] == IGNORE_LABEL).all() and (written[2:4] == LABEL_INDEX["disc"]).all()
+
+
+@pytest.mark.parametrize("text", ["background", ",", "bg, background", ""])
+def test_labelled_classes_naming_no_foreground_class_is_refused(tmp_path, text) -> None:
+    """'background' or ',' became the empty cell, which means 'every class labelled': the opposite of the intent."""
+    with pytest.raises(ConfigError, match="--labelled-classes"):
+        _prepare(_bad_root(tmp_path), tmp_path / "out", labelled_classes=text)
+    assert not (tmp_path / "out").exists()

@@ -147,6 +147,7 @@ def test_report_instruct_and_evaluate_instructions_on_a_trained_run(
 ) -> None:
     """Both commands on a run trained with the switch; bad input is one error line naming the culprit."""
     import json
+    import warnings
 
     import pandas as pd
 
@@ -168,6 +169,18 @@ def test_report_instruct_and_evaluate_instructions_on_a_trained_run(
     assert set(effect["direction"]) == {1, -1} and effect["instruction"].str.endswith("than predicted").all()
     summary = json.loads((run / "eval_instructions_test" / "instruction_effect.json").read_text())
     assert summary["truthful"]["n"] == int(effect["truthful"].sum()) and "ligamentum_flavum" in summary["by_class"]
+
+    # non-ASCII and very long text: the figure title is cut to two lines, missing glyphs do not warn on stderr
+    for text in ("le disque à L4-L5 est plus épais 椎間板 🙂", "the disc is thicker than predicted " * 300):
+        out_png = run / "odd.png"
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            assert main(["report", str(run), "--case", case_id, "--instruct", text, "--out", str(out_png)]) == 0
+        assert not [w for w in seen if "Glyph" in str(w.message)], [str(w.message) for w in seen]
+        captured = capsys.readouterr()
+        assert "error" not in captured.err and out_png.stat().st_size > 10_000
+        echo = next(line for line in captured.out.splitlines() if line.startswith(f"case {case_id}"))
+        assert "instruction:" in echo and len(echo) < 300  # the instruction is echoed shortened
 
     for args, culprit in (
         (["report", str(run), "--case", case_id, "--instruct", " "], "--instruct"),

@@ -42,13 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--manifest", default=None, metavar="M", help="score on this prepared dataset's manifest.csv")
     parser.add_argument("--out", default=None, metavar="DIR", help="folder of the result files")
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()  # each writes its own results: one at a time
+    mode.add_argument(
         "--shifts",
         default=None,
         metavar="S[,S...]",
         help="score on the phantom under these shift presets (t1_contrast, low_field_noise, anisotropic, bias_field)",
     )
-    parser.add_argument(
+    mode.add_argument(
         "--instructions",
         action="store_true",
         help="measure how instructions move each class's Dice and area (a run trained with instruct_film)",

@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_instruction(args: argparse.Namespace, out) -> int:
     """``--instruct``: the case without and with the instruction, the before/after PNG and the area table."""
+    import textwrap
+
     from benchmarks.evaluation import inspect_case
     from benchmarks.intervention import area_changes, save_intervention_overlay
     from lss_vlm.models.instruct import instruction_views
@@ -84,7 +86,7 @@ def _run_instruction(args: argparse.Namespace, out) -> int:
     before = inspect_case(args.run_dir, args.case, args.prompt)
     after = inspect_case(args.run_dir, args.case, args.prompt, instruction=args.instruct)
     save_intervention_overlay(out, before.view, after.view, args.instruct)
-    print(f"case {args.case} ({before.split} split), instruction: {args.instruct!r}")
+    print(f"case {args.case} ({before.split} split), instruction: {textwrap.shorten(repr(args.instruct), 200)}")
     header = ("class", "area before", "area after", "change", "Dice before", "Dice after")
     print("\n{:<20} {:>11} {:>10} {:>8} {:>11} {:>10}".format(*header))
     for row in area_changes(before.view, after.view, views):

@@ -110,6 +110,11 @@ class ReportRefiner:
         path = Path(self.model_path).expanduser()
         if not path.is_dir():
             raise ConfigError(f"refine model {path}: not a folder (give the local folder of a Hugging Face causal LM)")
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"refine model {path}: no config.json, so not a Hugging Face model folder (give the folder "
+                "save_pretrained wrote: config.json, the weights and the tokenizer files)"
+            )
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             self.model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True).to(self.device)

@@ -37,7 +37,14 @@ import pandas as pd
 
 from ...constants import IGNORE_LABEL, LABELS, VIEWS
 from ...errors import ConfigError, DataError
-from ..labels import DEFAULT_IGNORE_VALUE, apply_label_mapping, label_index, parse_label_mapping
+from ..labels import (
+    DEFAULT_IGNORE_VALUE,
+    MASK_VALUE_MAX,
+    MASK_VALUE_MIN,
+    apply_label_mapping,
+    label_index,
+    parse_label_mapping,
+)
 from ..manifest import LABELLED_COLUMN
 from ..readers.volume import DISPLAY_DIRECTIONS, Slice2D
 from .base import DATASETS, CaseWriter, PrepareSummary, empty_row, progress_bar
@@ -80,7 +87,37 @@ def parse_labelled_option(text: str | None, where: str = "--labelled-classes") -
             ) from None
         if index:
             indices.add(index)
+    if not indices:  # 'background' or ',' would otherwise read as the empty cell: every class labelled
+        raise ConfigError(
+            f"{where}: {text!r} names no foreground class; expected one or more of {', '.join(LABELS[1:])} "
+            "(leave it out when every class is labelled)"
+        )
     return ",".join(LABELS[i] for i in sorted(indices))
+
+
+def check_ignore_label(value: Any, mapping: dict[int, int] | None) -> int:
+    """``--ignore-label``: a whole source value in the 16-bit mask range that does not already mean something: not 0
+    (background), not a value ``--labels`` maps to a class, and without ``--labels`` not one of our labels 1-5
+    (their pixels would silently become "not annotated"). :class:`ConfigError` naming the value otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"--ignore-label {value!r}: expected a whole number")
+    value = int(value)
+    if not MASK_VALUE_MIN <= value <= MASK_VALUE_MAX or value == 0:
+        raise ConfigError(
+            f"--ignore-label {value}: expected a mask value from {MASK_VALUE_MIN} to {MASK_VALUE_MAX} other than 0 "
+            "(background)"
+        )
+    if mapping is None and 0 < value < len(LABELS):
+        raise ConfigError(
+            f"--ignore-label {value}: without --labels the masks use our values, and {value} is {LABELS[value]}; "
+            f"give a value outside 0-{len(LABELS) - 1} (default {DEFAULT_IGNORE_VALUE})"
+        )
+    if mapping is not None and mapping.get(value, IGNORE_LABEL) != IGNORE_LABEL:
+        raise ConfigError(
+            f"--ignore-label {value}: --labels maps {value} to {LABELS[mapping[value]]}; give a value --labels "
+            "does not map"
+        )
+    return value
 
 
 def display_affine(view: str, spacing: tuple[float, float]) -> np.ndarray:
@@ -98,7 +135,8 @@ def display_affine(view: str, spacing: tuple[float, float]) -> np.ndarray:
 
 
 def read_2d(path: Path, what: str = "image") -> np.ndarray:
-    """The 2D array ``[row, col]`` of a PNG (RGB → luminance), ``.npy`` or 2D NIfTI (affine ignored).
+    """The 2D array ``[row, col]`` of a PNG, ``.npy`` or 2D NIfTI (affine ignored). A colour PNG image becomes its
+    luminance; a mask PNG gives its palette indices or grey values (a colour-coded mask is refused: :func:`_png_mask`).
 
     Raises :class:`DataError` naming the file for unreadable files and for 3D arrays (trailing unit axes are dropped).
     """
@@ -108,7 +146,7 @@ def read_2d(path: Path, what: str = "image") -> np.ndarray:
             from PIL import Image
 
             with Image.open(path) as img:
-                array = np.asarray(img.convert("L") if img.mode in ("RGB", "RGBA", "P", "LA") else img)
+                array = _png_mask(img, path) if what == "mask" else _png_image(img)
         elif name.endswith(".npy"):
             array = np.load(path, allow_pickle=False)
         else:
@@ -127,6 +165,29 @@ def read_2d(path: Path, what: str = "image") -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise DataError(f"{path}: {what} has non-numeric dtype {array.dtype}")
     return array
+
+
+def _png_image(img: Any) -> np.ndarray:
+    """An image PNG's pixels: colour (RGB, palette, with alpha) → luminance; grey and 16-bit as stored."""
+    return np.asarray(img.convert("L") if img.mode in ("RGB", "RGBA", "P", "PA", "LA") else img)
+
+
+def _png_mask(img: Any, path: Path) -> np.ndarray:
+    """A mask PNG's label values: a palette PNG's indices (its colours are only how a viewer shows them), a grey
+    PNG's values, and an RGB(A) PNG only when it is grey (R = G = B); a colour-coded mask is a :class:`DataError`
+    (its luminance would be an arbitrary number, not a label)."""
+    if img.mode in ("P", "PA"):
+        indices = np.asarray(img)
+        return indices[..., 0] if img.mode == "PA" else indices
+    if img.mode in ("LA", "RGB", "RGBA"):
+        bands = np.asarray(img.convert("RGB"))
+        if not (np.array_equal(bands[..., 0], bands[..., 1]) and np.array_equal(bands[..., 0], bands[..., 2])):
+            raise DataError(
+                f"{path}: colour-coded mask ({img.mode} PNG with R, G, B differing); masks hold label values: save "
+                "it as a greyscale or palette PNG, or as .npy"
+            )
+        return bands[..., 0]
+    return np.asarray(img)
 
 
 def _stem(path: Path) -> str:
@@ -162,7 +223,7 @@ class ImagesAdapter:
         pixel_spacing: Any = None,
         labels: str | None = None,
         labelled_classes: str | None = None,
-        ignore_label: int = DEFAULT_IGNORE_VALUE,
+        ignore_label: int | None = None,
         absent_means_unlabelled: bool = False,
         dataset_name: str = "images",
         seed: int = 0,
@@ -174,8 +235,13 @@ class ImagesAdapter:
         self.view = view
         self.spacing = parse_pixel_spacing(pixel_spacing)
         self.mapping = parse_label_mapping(labels) if labels else None
+        if labelled_classes is not None and not str(labelled_classes).strip():
+            raise ConfigError("--labelled-classes: empty; name the annotated classes or leave the option out")
         self.labelled = parse_labelled_option(labelled_classes)
-        self.ignore_value = int(ignore_label)
+        if ignore_label is None:
+            self.ignore_value = DEFAULT_IGNORE_VALUE  # a value --labels maps wins over it (labels.apply_label_mapping)
+        else:
+            self.ignore_value = check_ignore_label(ignore_label, self.mapping)
         self.absent_means_unlabelled = bool(absent_means_unlabelled)
         self.dataset_name = dataset_name
         self.seed = seed
