@@ -70,8 +70,13 @@ def reference_points(manifest: pd.DataFrame) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- centres from the masks
 #: Sagittal view whose disc components give the level centres (RSNA 2024's level points lie on it too).
 LOCALISATION_VIEW = "sag_t2"
-#: A disc component smaller than this fraction of the largest one is segmentation debris, not a disc.
-MIN_COMPONENT_FRACTION = 0.2
+#: A disc (its fragments merged) smaller than this fraction of the largest one is segmentation debris, not a disc.
+#: 0.1, not more: a disc cut by the bottom of the field of view (L5-S1, seen at 9 of 54 px) is still a disc.
+MIN_COMPONENT_FRACTION = 0.1
+#: Disc components whose centroid rows lie within this distance (mm) of each other are fragments of one disc: a disc
+#: is ~8-12 mm high and consecutive lumbar discs are ~30-40 mm apart. Unmerged, a disc predicted in two pieces at
+#: 64 px was counted as two levels and shifted every level above it by one (median error = one level, 36 mm).
+DISC_MERGE_MM = 12.0
 
 
 def disc_level_centres(
@@ -79,15 +84,18 @@ def disc_level_centres(
     disc_label: int = LABEL_INDEX["disc"],
     num_levels: int = NUM_LEVELS,
     min_fraction: float = MIN_COMPONENT_FRACTION,
+    row_spacing_mm: float | None = None,
 ) -> np.ndarray:
     """Centre ``(row, col)`` in pixels of each disc level, ``[num_levels, 2]`` (NaN where no disc is found).
 
     ``mask [H, W]`` is a label map of a sagittal view in the canonical orientation (rows run superior → inferior, see
     :mod:`lss_vlm.data.transforms`). The disc pixels are split into 8-connected components
-    (``scipy.ndimage.label``); components under ``min_fraction`` of the largest one are dropped, the rest are ordered
-    superior → inferior by centroid row, and the **most caudal** component is L5-S1, the one above it L4-L5, and so
-    on (counting from the sacrum, as radiologists number lumbar levels): a T12-L1 disc at the top of the field of
-    view is left out, and when fewer than ``num_levels`` discs are found the cranial levels stay NaN.
+    (``scipy.ndimage.label``); with ``row_spacing_mm`` (the rows' pixel spacing), components whose centroid rows lie
+    within :data:`DISC_MERGE_MM` of each other are merged into one disc (pixel-weighted centre). Discs under
+    ``min_fraction`` of the largest are dropped, the rest are ordered superior → inferior by centre row, and the
+    **most caudal** is L5-S1, the one above it L4-L5, and so on (counting from the sacrum, as radiologists number
+    lumbar levels): a T12-L1 disc at the top of the field of view is left out, and when fewer than ``num_levels``
+    discs are found the cranial levels stay NaN.
     """
     from scipy import ndimage
 
@@ -96,12 +104,29 @@ def disc_level_centres(
     if count == 0:
         return centres
     index = np.arange(1, count + 1)
-    sizes = ndimage.sum_labels(np.ones(labels.shape), labels, index)
-    keep = index[sizes >= min_fraction * sizes.max()]
-    found = np.asarray(ndimage.center_of_mass(np.ones(labels.shape), labels, keep), dtype=float).reshape(-1, 2)
+    sizes = np.asarray(ndimage.sum_labels(np.ones(labels.shape), labels, index), dtype=float)
+    points = np.asarray(ndimage.center_of_mass(np.ones(labels.shape), labels, index), dtype=float).reshape(-1, 2)
+    gap = DISC_MERGE_MM / row_spacing_mm if row_spacing_mm and row_spacing_mm > 0 else 0.0
+    discs = _merge_fragments(points, sizes, gap)
+    largest = max(size for _, size in discs)
+    found = np.array([centre for centre, size in discs if size >= min_fraction * largest]).reshape(-1, 2)
     found = found[np.argsort(found[:, 0])][-num_levels:]  # superior -> inferior, the caudal-most num_levels
     centres[num_levels - len(found) :] = found
     return centres
+
+
+def _merge_fragments(points: np.ndarray, sizes: np.ndarray, gap: float) -> list[tuple[np.ndarray, float]]:
+    """Components ``points [K, 2]`` (centroids) of ``sizes [K]`` pixels grouped along the rows: a component whose row
+    is within ``gap`` > 0 of the previous one (rows sorted) joins its group; ``(pixel-weighted centre, pixels)`` each.
+    """
+    order = np.argsort(points[:, 0], kind="stable")
+    groups: list[list[int]] = []
+    for k in order:
+        if groups and gap > 0 and points[k, 0] - points[groups[-1][-1], 0] <= gap:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    return [(np.average(points[g], axis=0, weights=sizes[g]), float(sizes[g].sum())) for g in groups]
 
 
 def canal_level_points(
@@ -135,10 +160,10 @@ def centres_to_mm(centres: np.ndarray, affine: np.ndarray | None, spacing: np.nd
     return np.concatenate([centres * np.asarray(spacing, float)[None], np.zeros((len(centres), 1))], axis=1)
 
 
-def level_points(mask: np.ndarray) -> np.ndarray:
+def level_points(mask: np.ndarray, row_spacing_mm: float | None = None) -> np.ndarray:
     """Spinal-canal point of each disc level of a sagittal label map ``[L, 2]`` (pixels, NaN where no disc is found):
-    :func:`canal_level_points` of :func:`disc_level_centres`."""
-    return canal_level_points(mask, disc_level_centres(mask))
+    :func:`canal_level_points` of :func:`disc_level_centres` (``row_spacing_mm`` merges the fragments of a disc)."""
+    return canal_level_points(mask, disc_level_centres(mask, row_spacing_mm=row_spacing_mm))
 
 
 def reference_points_by_case(manifest: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -180,12 +205,14 @@ class LevelLocalisation:
             view_affine = np.asarray(affine[i, j].cpu()) if affine is not None else None
             spacing = np.asarray(batch["spacing"][i, j].cpu())
             true = self.references.get(str(case_id))
+            rows_mm = float(spacing[0])
             if true is None and bool(batch["mask_valid"][i, j]):
-                true = centres_to_mm(level_points(np.asarray(batch["masks"][i, j].cpu())), view_affine, spacing)
+                true_points = level_points(np.asarray(batch["masks"][i, j].cpu()), rows_mm)
+                true = centres_to_mm(true_points, view_affine, spacing)
             if true is None:
                 continue
             self._true.append(np.asarray(true, float))
-            self._pred.append(centres_to_mm(level_points(np.asarray(pred[i, j].cpu())), view_affine, spacing))
+            self._pred.append(centres_to_mm(level_points(np.asarray(pred[i, j].cpu()), rows_mm), view_affine, spacing))
 
     def aggregate(self) -> dict[str, float]:
         """:func:`level_localisation_metrics` plus ``loc_detected``; NaN everywhere when no case had a reference."""
