@@ -73,10 +73,11 @@ LOCALISATION_VIEW = "sag_t2"
 #: A disc (its fragments merged) smaller than this fraction of the largest one is segmentation debris, not a disc.
 #: 0.1, not more: a disc cut by the bottom of the field of view (L5-S1, seen at 9 of 54 px) is still a disc.
 MIN_COMPONENT_FRACTION = 0.1
-#: Disc components whose centroid rows lie within this distance (mm) of each other are fragments of one disc: a disc
-#: is ~8-12 mm high and consecutive lumbar discs are ~30-40 mm apart. Unmerged, a disc predicted in two pieces at
-#: 64 px was counted as two levels and shifted every level above it by one (median error = one level, 36 mm).
-DISC_MERGE_MM = 12.0
+#: Disc components whose centroid rows lie within this distance (mm) of each other are fragments of one disc: half
+#: the smallest row distance between consecutive lumbar disc centres (~30 mm at the lordotic L4-L5/L5-S1; a disc is
+#: ~8-12 mm high). Unmerged, a disc predicted in two pieces at 64 px was counted as two levels and shifted every
+#: level above it by one (median error = one level, 36 mm).
+DISC_MERGE_MM = 15.0
 
 
 def disc_level_centres(
