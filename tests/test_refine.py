@@ -93,5 +93,8 @@ def test_a_folder_without_a_causal_lm_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="not a folder"):
         ReportRefiner(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no config.json, so not a Hugging Face model folder"):
+        ReportRefiner(tmp_path / "empty")
+    (tmp_path / "empty" / "config.json").write_text('{"model_type": "gpt2"}')  # a config but no weights/tokenizer
     with pytest.raises(ConfigError, match="not a loadable causal LM"):
         ReportRefiner(tmp_path / "empty")
