@@ -31,6 +31,7 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # ~20-30 s on 2 cores: the default run stays under 10 min
 def test_refine_fine_tunes_rewrites_and_scores_draft_against_refined(tiny_run, tiny_lm, tiny_phantom, capsys) -> None:
     out = tiny_run / "refined_here"
     argv = ["refine", str(tiny_run), "--lm", tiny_lm, "--max-new-tokens", "6", "--device", "cpu", "--out", str(out)]

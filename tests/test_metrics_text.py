@@ -273,6 +273,7 @@ def test_bertscore_with_the_offline_minilm_ranks_matching_reports_first():
 # ------------------------------------------------------------------------------------------------ several report sets
 
 
+@pytest.mark.slow  # ~20-30 s on 2 cores: the default run stays under 10 min
 @requires_java()
 def test_report_sets_in_two_jvms_score_exactly_as_separate_calls(monkeypatch):
     import subprocess
@@ -293,6 +294,7 @@ def test_report_sets_in_two_jvms_score_exactly_as_separate_calls(monkeypatch):
     assert together[""]["cider"] != together["composed/"]["cider"]
 
 
+@pytest.mark.slow  # ~20-30 s on 2 cores: the default run stays under 10 min
 @requires_java()
 def test_one_meteor_jvm_scores_several_corpora_and_restarts_after_a_failure():
     from lss_vlm.metrics.text import MeteorScorer, meteor_score

@@ -198,6 +198,7 @@ def test_sqlite_two_worker_processes_share_an_exact_budget(tmp_path: Path) -> No
     assert summary_of(out)["finished"] == 8 and "8/8 trials" in result.stdout
 
 
+@pytest.mark.slow  # ~20-30 s on 2 cores: the default run stays under 10 min
 def test_killed_worker_trial_is_failed_retried_and_budget_reached(tmp_path: Path) -> None:
     # 8 epochs of 0.5 s: 3.5 s of work left after the first report, so the kill lands mid-trial even when a loaded
     # machine delays the poll (with 1.5 s left, a trial finished before SIGKILL arrived at load ~9)
