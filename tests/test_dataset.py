@@ -15,7 +15,7 @@ import torch
 from lss_vlm.constants import CLINICAL_COLUMNS, LEVELS, NUM_LABELS, VIEWS
 from lss_vlm.data.dataset import build_dataloader, build_dataset
 from lss_vlm.data.manifest import IMAGE_COLUMNS, read_manifest
-from lss_vlm.data.transforms import DEFAULT_FOV_MM
+from lss_vlm.data.transforms import DEFAULT_FOV_MM, DropMetad
 from lss_vlm.errors import DataError
 
 V, L = len(VIEWS), len(LEVELS)
@@ -267,3 +267,29 @@ def test_split_with_no_cases(tiny_phantom: Path, tmp_path: Path) -> None:
         build_dataloader(tmp_path / "manifest.csv", "val")
     with pytest.raises(DataError, match="unknown split 'dev'"):
         build_dataloader(tmp_path / "manifest.csv", "dev")
+
+
+@pytest.mark.parametrize("profile", ["standard", "domain_randomisation"])
+def test_untracked_augmentation_draws_the_same_pixels(
+    tiny_phantom: Path, monkeypatch: pytest.MonkeyPatch, profile: str
+) -> None:
+    """Augmentation on plain tensors (metadata dropped after the cache, MONAI tracking off while drawing) gives the
+    pixels of the MetaTensor chain, item for item; only the affine of an augmented item becomes NaN."""
+
+    def items(reference: bool) -> list[dict]:
+        with monkeypatch.context() as patch:
+            if reference:  # the chain as it was: metadata kept and tracked through the random transforms
+                patch.setattr(DropMetad, "__call__", lambda self, data: dict(data))
+            dataset = build_dataset(tiny_phantom, "train", 48, augment=True, seed=3, augment_profile=profile)
+            if reference:
+                dataset.untracked_draws = False
+            return [dataset[i] for i in range(len(dataset)) for _ in range(2)]
+
+    fast, slow = items(False), items(True)
+    assert len(fast) == len(slow) >= 4
+    for a, b in zip(fast, slow):
+        assert torch.equal(a["views"], b["views"]) and torch.equal(a["masks"], b["masks"])
+        assert torch.isnan(a["affine"]).all()
+    assert any(torch.isfinite(b["affine"]).all() for b in slow)  # the old chain carried the moved affine
+    plain = build_dataset(tiny_phantom, "train", 48, augment=False)[0]
+    assert torch.isfinite(plain["affine"][plain["view_valid"]]).all()  # unaugmented items keep the scanner affine

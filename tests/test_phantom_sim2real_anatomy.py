@@ -26,6 +26,7 @@ from lss_vlm.data.phantom.anatomy import (
 )
 from lss_vlm.data.phantom.generate import _grid, _spine_anatomy
 from lss_vlm.data.phantom.prevertebral import ExtraTissue, paint_prevertebral, sample_prevertebral
+from lss_vlm.data.phantom.randomisation import RandomisationRanges, randomised_acquire
 from lss_vlm.errors import ConfigError
 
 BODY, DISC, SAC, POSTERIOR = (LABEL_INDEX[n] for n in ("vertebral_body", "disc", "thecal_sac", "posterior_elements"))
@@ -146,3 +147,32 @@ def test_new_options_need_domain_randomisation_and_valid_ranges() -> None:
         PhantomConfig(domain_randomisation=True, parasagittal_mm=(20.0, 4.0))
     assert "prevertebral" not in PhantomConfig().fingerprint_dict()
     assert PhantomConfig(domain_randomisation=True, prevertebral=True).fingerprint_dict()["prevertebral"] is True
+
+
+def test_texture_varies_intensity_inside_a_tissue_and_leaves_masks_and_default_alone(tmp_path) -> None:
+    """``texture_sd``: a smooth random modulation of each tissue's intensity; masks unchanged, off by default."""
+    with pytest.raises(ConfigError, match="need domain_randomisation"):
+        PhantomConfig(texture_sd=0.3)
+    with pytest.raises(ConfigError, match="texture_sd must be in"):
+        PhantomConfig(domain_randomisation=True, texture_sd=1.5)
+    assert "texture_sd" not in PhantomConfig(domain_randomisation=True).fingerprint_dict()
+
+    def phantom(name: str, texture: float):
+        return synthesize(tmp_path / name, n_cases=6, size=64, seed=2, domain_randomisation=True, texture_sd=texture)
+
+    flat, textured = phantom("flat", 0.0), phantom("textured", 0.6)
+    for _, row in pd.read_csv(flat).iterrows():  # texture has its own random stream: the anatomy is unchanged
+        assert np.array_equal(_array(flat.parent / row["seg_sag_t2"]), _array(textured.parent / row["seg_sag_t2"]))
+        assert not np.array_equal(_array(flat.parent / row["img_sag_t2"]), _array(textured.parent / row["img_sag_t2"]))
+
+    # with every other draw switched off, a tissue is one grey without texture and a smooth pattern with it
+    tissue = np.zeros((64, 64), dtype=np.int64)
+    tissue[8:56, 8:56] = 1
+    quiet = dict(sigma_max=0.0, blur_px_max=0.0, bias_max=0.0, gamma_log_sd=0.0, noise_max=0.0, realistic_share=0.0)
+    plain = randomised_acquire(tissue, np.random.default_rng(0), RandomisationRanges(**quiet)).astype(float)
+    rough = randomised_acquire(tissue, np.random.default_rng(0), RandomisationRanges(**quiet, texture_sd=0.5))
+    inside, rough = tissue == 1, rough.astype(float)
+    assert plain[inside].std() == 0
+    assert rough[inside].std() > 0.05 * rough[inside].mean()
+    step = np.abs(np.diff(rough[8:56, 8:56], axis=1)).mean()  # smooth: neighbours differ far less than the spread
+    assert step < 0.3 * rough[inside].std()

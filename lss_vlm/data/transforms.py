@@ -407,6 +407,20 @@ def assemble_case(data: Mapping[str, Any], spatial_size: int, spacing: Mapping[s
     }
 
 
+class DropMetad(Transform):
+    """``MetaTensor`` → plain ``torch.Tensor`` for the present ``keys`` (pixels unchanged, metadata dropped)."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = tuple(keys)
+
+    def __call__(self, data: Mapping[str, Any]) -> dict:
+        out = dict(data)
+        for key in self.keys:
+            if isinstance(out.get(key), MetaTensor):
+                out[key] = out[key].as_tensor()
+        return out
+
+
 class AssembleCased(Transform):
     """Final step: :func:`assemble_case` (a class, not a lambda, so worker processes can pickle it)."""
 
@@ -424,9 +438,16 @@ def build_case_transform(
     seed: int = 0,
     augment_profile: str = "standard",
 ) -> Compose:
-    """The whole chain of one case; MONAI's CacheDataset caches it up to the first random transform."""
+    """The whole chain of one case; MONAI's CacheDataset caches it up to the first random transform.
+
+    With ``augment``, the cached views become plain tensors before the random transforms (:class:`DropMetad`):
+    CacheDataset deep-copies every cached item for each draw, and copying MONAI's ``MetaTensor`` metadata was about
+    half of the time a training epoch spent waiting for batches (``benchmarks/perf/data_wait.py``). The pixels are
+    unchanged; augmented items carry a NaN ``affine`` (the random affine moves the pixels off the scanner grid, and
+    training never reads it)."""
     steps = deterministic_transforms(spatial_size, spacing)
     if augment:
+        steps.append(DropMetad([image_key(v) for v in VIEWS] + [mask_key(v) for v in VIEWS]))
         steps += augmentation_transforms(spatial_size, augment_profile)
     steps.append(AssembleCased(spatial_size, spacing))
     return Compose(steps).set_random_state(seed=seed)

@@ -38,7 +38,7 @@ from .anatomy import (
 from .cohort import Study, clinical_values, phantom_splits, plan_studies, sample_grades
 from .config import PhantomConfig, resolve_config
 from .prevertebral import paint_prevertebral, sample_prevertebral
-from .randomisation import elastic_deform, randomised_acquire
+from .randomisation import RandomisationRanges, elastic_deform, randomised_acquire
 
 PHANTOM_VERSION = 2  # 2: reference reports are equal-length paraphrases quoting area and AP diameter
 MIN_CASES = 5  # enough patients for a non-empty train, val and test split
@@ -137,7 +137,15 @@ def _midline(geom: CanalGeometry, area: float, degenerated: bool) -> MidlineLeve
 
 
 def _write_sagittal(
-    case_dir: Path, spine, midline, rng, gain, noise: float, cfg: PhantomConfig, extra_rng: np.random.Generator
+    case_dir: Path,
+    spine,
+    midline,
+    rng,
+    gain,
+    noise: float,
+    cfg: PhantomConfig,
+    extra_rng: np.random.Generator,
+    texture_rng: np.random.Generator,
 ) -> tuple[float, float]:
     """Draw the sagittal slice, write ``sag_t1``, ``sag_t2`` and their shared mask; return the pixel spacing.
     ``extra_rng`` draws the options added later (parasagittal slice, prevertebral structures), so that turning them
@@ -159,7 +167,7 @@ def _write_sagittal(
         tissue, labels = elastic_deform((tissue, labels), rng, 3.0 / min(spacing))
     for view, weighting in (("sag_t1", "t1"), ("sag_t2", "t2")):
         if cfg.domain_randomisation:
-            image = randomised_acquire(tissue, rng)
+            image = randomised_acquire(tissue, rng, RandomisationRanges(texture_sd=cfg.texture_sd), texture_rng)
         else:
             image = acquire(tissue, weighting, rng, gain, noise, cfg.bias_field, (blur, blur))
         _save(case_dir / f"{view}.nii.gz", image, affine, cfg.size)
@@ -171,6 +179,7 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
     """Generate one case: views and masks written under ``root/cases/<case_id>/``; returns its manifest row."""
     prng = np.random.default_rng([seed, 1, study.patient_index])  # anatomy shared by a patient's studies
     rng = np.random.default_rng([seed, 2, study.index])
+    texture_rng = np.random.default_rng([seed, 4, study.index])  # own stream: texture leaves the anatomy alone
     size = cfg.size
     latent = prng.standard_normal() + 0.4 * study.visit
     grades_target = sample_grades(latent, rng, cfg)
@@ -203,7 +212,7 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
         x, y = _grid(size, ax_spacing, rotation, centre)
         labels, tissue = render_axial(x, y, geom, anatomy, pixels, degenerated)
         if cfg.domain_randomisation:  # no deformation: it would change the sac area that sets the grade
-            image = randomised_acquire(tissue, rng)
+            image = randomised_acquire(tissue, rng, RandomisationRanges(texture_sd=cfg.texture_sd), texture_rng)
         else:
             image = acquire(tissue, cfg.axial_weighting, rng, gain, noise, cfg.bias_field, (blur, blur))
         # rows run posterior, columns to the patient's left, slices superior (radiological display)
@@ -223,7 +232,7 @@ def make_case(study: Study, seed: int, cfg: PhantomConfig, root: Path) -> dict[s
 
     spine = _spine_anatomy(prng, np.array([m.degenerated for m in midline], float))
     extra_rng = np.random.default_rng([seed, 3, study.index])
-    sag_spacing = _write_sagittal(case_dir, spine, midline, rng, gain, noise, cfg, extra_rng)
+    sag_spacing = _write_sagittal(case_dir, spine, midline, rng, gain, noise, cfg, extra_rng, texture_rng)
     for view in ("sag_t1", "sag_t2"):
         row[f"img_{view}"] = f"cases/{study.case_id}/{view}.nii.gz"
         row[f"seg_{view}"] = f"cases/{study.case_id}/sag_seg.nii.gz"

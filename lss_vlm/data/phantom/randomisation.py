@@ -10,7 +10,10 @@ the views that share a mask); per view the intensities are drawn anew (:func:`ra
    (``elastic_mm`` mm standard deviation, nearest-neighbour resampling, so labels stay exact).
 2. **Per-label Gaussian mixture intensities**: each tissue class ``t`` gets a mean ``μ_t ~ U(0, 1)`` and a standard
    deviation ``σ_t ~ U(0, σ_max)`` drawn for this image; pixel values are ``N(μ_t, σ_t)`` (with probability
-   ``realistic_share`` the means are the T1/T2 table of :mod:`.acquisition` instead, jittered).
+   ``realistic_share`` the means are the T1/T2 table of :mod:`.acquisition` instead, jittered). With
+   ``texture_sd > 0`` each tissue's mean is also modulated by a smooth random field, ``μ_t · (1 + a_t · s(x, y))``
+   with ``a_t ~ U(0, texture_sd)`` and ``s`` a unit-variance field of ~10-pixel blobs: marrow heterogeneity, a disc's
+   nucleus and annulus, so that a tissue is not one flat grey as it never is on a real scan. Off by default.
 3. **Slice thickness / resolution**: blur with a random Gaussian, stronger along one random in-plane axis
    (``σ ~ U(0, blur_px_max)`` px), mimicking thick or anisotropic acquisitions.
 4. **Bias field**: ``exp(b · s(x, y))`` with ``s`` a smooth random field and ``b ~ U(0, bias_max)``.
@@ -43,6 +46,7 @@ class RandomisationRanges:
     bias_max: float = 0.5
     gamma_log_sd: float = 0.35
     noise_max: float = 0.06
+    texture_sd: float = 0.0
 
 
 def elastic_deform(
@@ -61,10 +65,14 @@ def elastic_deform(
 
 
 def randomised_acquire(
-    tissue: np.ndarray, rng: np.random.Generator, ranges: RandomisationRanges = RandomisationRanges()
+    tissue: np.ndarray,
+    rng: np.random.Generator,
+    ranges: RandomisationRanges = RandomisationRanges(),
+    texture_rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """A domain-randomised image (int16 ``[H, W]``) of the tissue map ``tissue [H, W]`` (steps 2-6 of the module
-    docstring; deform the maps first with :func:`elastic_deform`)."""
+    docstring; deform the maps first with :func:`elastic_deform`). ``texture_rng`` draws the texture (default
+    ``rng``): a generator of its own keeps ``rng``'s stream, hence the anatomy drawn after, as without texture."""
     n = max(len(Tissue), int(tissue.max()) + 1)  # the prevertebral structures add classes after Tissue's
     if rng.random() < ranges.realistic_share:
         weighting = str(rng.choice(["t1", "t2"]))
@@ -75,6 +83,11 @@ def randomised_acquire(
     means[0] = rng.uniform(0.0, 0.1)  # air outside the body stays dark, as on every real scan
     sigmas = rng.uniform(0.0, ranges.sigma_max, n)
     image = means[tissue] + sigmas[tissue] * rng.standard_normal(tissue.shape)
+    if ranges.texture_sd > 0:  # drawn only when asked: the phantom without texture is unchanged
+        texture_rng = rng if texture_rng is None else texture_rng
+        amplitude = texture_rng.uniform(0.0, ranges.texture_sd, n)
+        field = smooth_field(texture_rng, tissue.shape, cells=max(4, tissue.shape[0] // 10))
+        image = image * (1.0 + amplitude[tissue] * field)
     sigma = rng.uniform(0.0, ranges.blur_px_max, 2)
     sigma[rng.integers(2)] *= 0.3  # thick-slice blur mostly along one in-plane axis
     image = ndimage.gaussian_filter(image, sigma=sigma, mode="nearest", truncate=3.0)
