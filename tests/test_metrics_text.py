@@ -278,7 +278,7 @@ def test_bertscore_with_the_offline_minilm_ranks_matching_reports_first():
 def test_report_sets_in_two_jvms_score_exactly_as_separate_calls(monkeypatch):
     import subprocess
 
-    from lss_vlm.metrics.text import reference_ceiling, score_report_sets
+    from lss_vlm.metrics.text import close_shared_meteors, reference_ceiling, score_report_sets
 
     references, _ = _corpus(n_refs=3)
     generated = {k: v[1] for k, v in references.items()} | {"case1": "", "case3": '"unclosed quote at L1-L2 (left)'}
@@ -288,10 +288,13 @@ def test_report_sets_in_two_jvms_score_exactly_as_separate_calls(monkeypatch):
     started = []
     popen = subprocess.Popen
     monkeypatch.setattr(subprocess, "Popen", lambda cmd, **kw: started.append(cmd) or popen(cmd, **kw))
+    close_shared_meteors()
     together, ceiling = score_report_sets(references, {"": generated, "composed/": shuffled}, ceiling=True)
     assert len(started) == 2  # one PTB tokenizer and one METEOR JVM for both sets and the ceiling
     assert together == separate and ceiling == separate_ceiling  # bit-identical, not approximately equal
     assert together[""]["cider"] != together["composed/"]["cider"]
+    again, _ = score_report_sets(references, {"": generated, "composed/": shuffled})
+    assert len(started) == 3 and again == together  # the next run of the process reuses the METEOR JVM
 
 
 @pytest.mark.slow  # ~20-30 s on 2 cores: the default run stays under 10 min

@@ -26,6 +26,8 @@ compared with the true grades by macro-F1 (in the spirit of CheXpert-labeller F1
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import math
 import os
@@ -38,7 +40,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -336,6 +338,39 @@ class MeteorScorer:
         return math.nan
 
 
+#: The METEOR JVMs kept for the life of the process (:func:`shared_meteor`), by (pid, java, heap).
+_SHARED_METEORS: dict[tuple[int, str, str], MeteorScorer] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def shared_meteor(timeout_s: float | None = None) -> Iterator[MeteorScorer]:
+    """The process's METEOR JVM (a :class:`MeteorScorer` kept between calls), used by one caller at a time.
+
+    Starting METEOR (JVM + its paraphrase tables) costs seconds, scoring a split a fraction of one; every run of a
+    suite scores its reports in the same process, so they share one JVM instead of starting one each. Keyed by
+    process (a forked child starts its own), ``java`` on PATH and ``LSS_METEOR_XMX``; the JVMs are killed at exit
+    (:func:`close_shared_meteors`), and a JVM whose parent dies reads end-of-input and exits. A failed call
+    restarts the JVM on the next one, as :class:`MeteorScorer` does.
+    """
+    key = (os.getpid(), _java(), os.environ.get("LSS_METEOR_XMX", "2G"))
+    with _SHARED_LOCK:
+        scorer = _SHARED_METEORS.get(key)
+        if scorer is None:
+            scorer = _SHARED_METEORS[key] = MeteorScorer()
+        scorer.timeout = jvm_timeout_s() if timeout_s is None else timeout_s
+        yield scorer
+
+
+@atexit.register
+def close_shared_meteors() -> None:
+    """Kill the JVMs of :func:`shared_meteor` (at exit; tests call it to start from none)."""
+    with _SHARED_LOCK:
+        for scorer in _SHARED_METEORS.values():
+            scorer.close()
+        _SHARED_METEORS.clear()
+
+
 def meteor_score(
     gts: Mapping[str, Sequence[str]],
     res: Mapping[str, Sequence[str]],
@@ -414,9 +449,10 @@ def score_report_sets(
 
     The texts of every set (and, with ``ceiling``, the references of :func:`reference_ceiling`) go through one PTB
     tokenizer call, each set's block in the order :func:`score_reports` uses (the tokenizer reads line by line, so a
-    text's tokens do not depend on its neighbours), and one :class:`MeteorScorer` JVM scores every set in turn. The
-    scores are those of separate calls (a test checks equality), at the cost of two JVM starts instead of two per set
-    (generated and composed reports, plus one for the ceiling: 5 before).
+    text's tokens do not depend on its neighbours), and the process's METEOR JVM (:func:`shared_meteor`, started by
+    the first call and reused by the next) scores every set in turn. The scores are those of separate calls (a test
+    checks equality); a call costs one PTB tokenizer start, plus one METEOR start in the process's first call (it
+    was two JVMs per set, generated and composed reports, plus one for the ceiling: 5).
 
     Args:
         references: ``{case_id: [reference report, ...]}``.
@@ -441,7 +477,7 @@ def score_report_sets(
     tokenized = ptb_tokenize(texts, timeout_s) if texts else []
     out: dict[str, dict[str, float]] = {}
     start = 0
-    with MeteorScorer(timeout_s) as meteor:
+    with shared_meteor(timeout_s) as meteor:
         for name, (_, hyps) in prepared.items():
             out[name] = {"n_reports": float(len(hyps))}
             if not hyps:
