@@ -220,3 +220,32 @@ def test_missing_views_do_not_influence_grades_or_reports(spca: torch.nn.Module)
     torch.testing.assert_close(a["grade_logits"], b["grade_logits"])
     torch.testing.assert_close(a["report_logits"], b["report_logits"])
     assert not torch.allclose(a["grade_logits"][0, 0], c["grade_logits"][0, 0])  # the view matters when valid
+
+
+@pytest.mark.parametrize("name", ["spca_vlm", "global_pool_fusion"])
+def test_views_no_case_has_are_not_encoded_and_the_present_ones_do_not_change(name: str) -> None:
+    """A one-view dataset used to encode 7 views (6 blank): now only the present columns run; in eval mode their
+    outputs equal those of the full computation, and absent views get zero logits, grid and maps."""
+    torch.manual_seed(0)
+    model = build_model(name, **TINY).eval()
+    views = _views(2, 32)
+    valid = torch.zeros(2, NUM_VIEWS, dtype=torch.bool)
+    valid[:, 1] = True  # sag_t2 only
+    valid[0, 4] = True  # one case also has an axial view
+    seen = []
+    hook = model.encoder.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    with torch.no_grad():
+        fast = model(views, view_valid=valid)
+        model.present_views = lambda view_valid: None  # the full computation, as before
+        full = model(views, view_valid=valid)
+    hook.remove()
+    assert seen == [2 * 2, 2 * NUM_VIEWS]  # 2 cases x the 2 present columns, then every view
+    present = [1, 4]
+    assert torch.allclose(fast["seg_logits"][:, present], full["seg_logits"][:, present], atol=1e-5)
+    assert torch.allclose(fast["grade_logits"], full["grade_logits"], atol=1e-5)
+    absent = [i for i in range(NUM_VIEWS) if i not in present]
+    assert not fast["seg_logits"][:, absent].any()
+    for key, maps in fast["attention"].items():
+        assert maps.shape[:2] == (2, NUM_VIEWS)
+        if key != "grade":
+            assert not maps[:, absent].any() and torch.allclose(maps[:, present], full["attention"][key][:, present])

@@ -40,11 +40,15 @@ class GlobalPoolFusion(nn.Module):
         self.out_channels = tuple(channels)
 
     def forward(
-        self, features: list[torch.Tensor], num_views: int, prompts: PromptEncoding
+        self,
+        features: list[torch.Tensor],
+        num_views: int,
+        prompts: PromptEncoding,
+        view_index: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         features = list(features)
         i = pyramid_index(PATCH_STRIDE)
-        tokens = self.tokenizer(features[i], num_views)
+        tokens = self.tokenizer(features[i], num_views, view_index)
         pooled = tokens.mean(dim=(2, 3))  # [N, d]: the global pooling under test
         text = self.text_proj(prompts.pooled.mean(0)).expand_as(pooled)
         fused = self.mix(torch.cat([pooled, text], dim=1))

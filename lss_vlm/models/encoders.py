@@ -116,11 +116,13 @@ class PatchTokenizer(nn.Module):
         code = self._position_cache[key].to(device)
         return code.t().reshape(1, self.embed_dim, height, width)
 
-    def forward(self, feature: torch.Tensor, num_views: int) -> torch.Tensor:
-        """``feature [B*V, C, h, w]`` (views folded into the batch, case-major) → tokens ``[B*V, d, h, w]``."""
+    def forward(self, feature: torch.Tensor, num_views: int, view_index: torch.Tensor | None = None) -> torch.Tensor:
+        """``feature [B*V, C, h, w]`` (views folded into the batch, case-major) → tokens ``[B*V, d, h, w]``.
+        ``view_index [V]``: which views the V columns are (default: the first V, in order)."""
         tokens = self.proj(feature)
         n, d, h, w = tokens.shape
-        views = self.view_embedding[:num_views].repeat(n // num_views, 1).reshape(n, d, 1, 1)
+        table = self.view_embedding[:num_views] if view_index is None else self.view_embedding[view_index]
+        views = table.repeat(n // num_views, 1).reshape(n, d, 1, 1)
         return tokens + views + self.position_code(h, w, tokens.device)
 
 

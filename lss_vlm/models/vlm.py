@@ -82,14 +82,18 @@ class SpcaFusion(nn.Module):
         self.out_channels = tuple(channels)
 
     def forward(
-        self, features: list[torch.Tensor], num_views: int, prompts: PromptEncoding
+        self,
+        features: list[torch.Tensor],
+        num_views: int,
+        prompts: PromptEncoding,
+        view_index: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         features = list(features)
         maps: dict[str, torch.Tensor] = {}
         num_prompts = len(prompts.pooled)
         for s in self.strides:
             i = pyramid_index(s)
-            tokens = self.tokenizers[str(s)](features[i], num_views)
+            tokens = self.tokenizers[str(s)](features[i], num_views, view_index)
             features[i], maps[f"spca/s{s}"] = self.blocks[str(s)](
                 tokens, prompts.tokens, prompts.token_prompt, num_prompts
             )
@@ -228,6 +232,20 @@ class VisionLanguageModel(MultiViewModel):
         """Mean text embedding of each level query ``[L, d_text]``."""
         return prompts.pooled[[self.prompts.index(f"level/{level}") for level in LEVELS]]
 
+    def present_views(self, view_valid: torch.Tensor | None) -> torch.Tensor | None:
+        """Indices of the views that some case of the batch has, or None when every view is there (or unknown).
+
+        A view no case has (a one-view dataset: 6 of 7 views) is not encoded at all: it was 6/7 of the compute,
+        and its blank images entered the encoder's batch-norm statistics in training. Each view is encoded on its
+        own (the views meet only in the grade head, which masks absent ones), so in eval mode the present views'
+        outputs do not change (a test checks it). The FiLM instruction path keeps every view."""
+        if view_valid is None or self.instruction is not None:
+            return None
+        columns = view_valid.bool().any(dim=0)
+        if bool(columns.all()) or not bool(columns.any()):
+            return None
+        return columns.nonzero().flatten()
+
     def encode(
         self, views: torch.Tensor, view_valid: torch.Tensor | None = None, clinical: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
@@ -235,20 +253,28 @@ class VisionLanguageModel(MultiViewModel):
         with clinical fusion also ``clinical_memory [B, L, d]``, with a contrastive head ``level_features [B, L, 3d]``.
         ``clinical [B, F]``: NaN = unknown; ``None`` = all unknown (the mask tokens)."""
         b, v, h, w = self.check_views(views)
-        features = self.encoder(views.reshape(b * v, 1, h, w))
+        present = self.present_views(view_valid)
+        if present is not None:  # encode only the views some case of the batch has
+            views = views[:, present]
+        n = views.shape[1]
+        features = self.encoder(views.reshape(b * n, 1, h, w))
         prompts = self.prompts.encoding()
-        features, maps = self.fusion(features, v, prompts)
+        features, maps = self.fusion(features, n, prompts, present)
         seg_features = None
         if self.instruction is None:
-            seg = self.seg_decoder(features).reshape(b, v, NUM_LABELS, h, w)
+            seg = self.seg_decoder(features).reshape(b, n, NUM_LABELS, h, w)
         else:
-            seg, seg_features = self.instruction.segment(self.seg_decoder, features, b, v)
+            seg, seg_features = self.instruction.segment(self.seg_decoder, features, b, n)
         grid = features[pyramid_index(PATCH_STRIDE)]
-        grid = grid.reshape(b, v, *grid.shape[1:])
+        grid = grid.reshape(b, n, *grid.shape[1:])
+        maps = {name: m.reshape(b, n, *m.shape[1:]) for name, m in maps.items()}
+        if present is not None:  # absent views: zero logits (background), zero patch grid, zero maps
+            seg, grid = scatter_views(seg, present, v), scatter_views(grid, present, v)
+            maps = {name: scatter_views(m, present, v) for name, m in maps.items()}
         level_features, grade_maps = self.grade_head.pool(grid, self.level_text(prompts), view_valid)
         fused = level_features if self.clinical is None else self.clinical(level_features, clinical)
         grade_logits = self.grade_head.classifier(fused)
-        attention = {name: m.reshape(b, v, *m.shape[1:]) for name, m in maps.items()}
+        attention = dict(maps)
         attention["grade"] = grade_maps
         out = {"seg_logits": seg, "grade_logits": grade_logits, "attention": attention, "grid": grid}
         if self.clinical is not None:
@@ -459,6 +485,13 @@ class VisionLanguageModel(MultiViewModel):
         if causes is None and "cause_logits" in out:
             causes = self.predicted_causes(out["cause_logits"])
         return self.report_decoder.generate(memory, memory_mask, probs, num_beams, max_length, causes)
+
+
+def scatter_views(tensor: torch.Tensor, present: torch.Tensor, num_views: int) -> torch.Tensor:
+    """``[B, n, ...]`` of the ``present`` views → ``[B, num_views, ...]``, zeros for the others."""
+    out = tensor.new_zeros(tensor.shape[0], num_views, *tensor.shape[2:])
+    out[:, present] = tensor
+    return out
 
 
 MODELS.register("spca_vlm")(VisionLanguageModel)
