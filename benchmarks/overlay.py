@@ -96,7 +96,8 @@ def _save_figure(fig, path: Path, dpi: int, **kwargs) -> Path:
     return path
 
 
-def _label_layer(labels: np.ndarray) -> np.ma.MaskedArray:
+def label_layer(labels: np.ndarray) -> np.ma.MaskedArray:
+    """``labels`` with background (0) and ignored pixels (:data:`IGNORE_LABEL`) masked out, to draw over an image."""
     return np.ma.masked_where((labels == 0) | (labels == IGNORE_LABEL), labels)
 
 
@@ -152,7 +153,7 @@ def save_case_overlay(path: str | Path, case: CaseView) -> Path:
             column[row].imshow(image, cmap="gray")
             has_mask = row == "prediction" or case.mask_valid is None or bool(case.mask_valid[j])
             if has_mask:
-                column[row].imshow(_label_layer(labelmap[j]), **labels)
+                column[row].imshow(label_layer(labelmap[j]), **labels)
             else:
                 column[row].text(w / 2, h / 2, "no mask", color="white", ha="center", va="center", fontsize=8)
         low, high = float(np.min(image)), float(np.max(image))

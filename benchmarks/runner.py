@@ -35,6 +35,7 @@ from lss_vlm.io import atomic_path, atomic_write_json
 
 from .clinical import build_clinical_stats, uses_clinical_fusion, write_clinical_outputs
 from .config import ExperimentConfig, config_hash, dump_config
+from .contact_sheet import write_contact_sheet
 from .data import resolve_manifest
 from .evaluation import evaluate_model
 from .run_loading import (
@@ -170,6 +171,7 @@ def evaluate_run(
     split: str | None = None,
     manifest: str | Path | None = None,
     out: str | Path | None = None,
+    contact_sheet: int = 0,
 ) -> dict[str, float]:
     """Re-score a finished run's ``model.safetensors`` on ``split`` (default: the config's ``eval.split``; ``"all"``
     = every case of the manifest).
@@ -178,7 +180,8 @@ def evaluate_run(
     (spatial size, target spacing); the run's files are never modified. ``out``: where ``metrics.json``,
     ``per_case.csv``, ... go. Without ``out``, the config's split on the run's own data rewrites the run directory's
     results; any other evaluation writes into ``run_dir/eval_<split>/`` (``eval_<dataset folder>_<split>/`` for
-    another manifest).
+    another manifest). ``contact_sheet``: also draw the ``contact_sheet`` worst-scored views into ``cases.jpg`` beside
+    ``per_case.csv`` (:mod:`benchmarks.contact_sheet`; 0 = none).
     """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
@@ -195,12 +198,16 @@ def evaluate_run(
             out = run_dir / (
                 f"eval_{manifest.resolve().parent.name}_{split}" if manifest is not None else f"eval_{split}"
             )
-        return _evaluate(model, loader, cfg, Path(out), device)
-    previous = run_dir / "metrics.json"
-    summary = read_json_mapping(previous) if previous.is_file() else {}
-    metrics = _evaluate(model, loader, cfg, run_dir, device)
-    metrics.update({k: summary[k] for k in TRAINING_SUMMARY_KEYS if k in summary})
-    atomic_write_json(previous, metrics)
+        metrics = _evaluate(model, loader, cfg, Path(out), device)
+    else:
+        previous = run_dir / "metrics.json"
+        summary = read_json_mapping(previous) if previous.is_file() else {}
+        metrics = _evaluate(model, loader, cfg, run_dir, device)
+        metrics.update({k: summary[k] for k in TRAINING_SUMMARY_KEYS if k in summary})
+        atomic_write_json(previous, metrics)
+        out = run_dir
+    if contact_sheet > 0:
+        write_contact_sheet(model, loader, device, Path(out), contact_sheet, amp=cfg.train.amp)
     return metrics
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from benchmarks.cli import main as cli
 from benchmarks.config import dump_config, load_config
@@ -57,7 +58,9 @@ def test_prepare_train_evaluate_on_real_slices(real_manifest, tiny_phantom, tmp_
     before = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     out = tmp_path / "cross"
     argv = ["evaluate", str(run), "--manifest", str(real_manifest), "--split", "all", "--out", str(out)]
-    assert cli(argv) == 0
+    assert cli([*argv, "--contact-sheet", "1"]) == 0
+    with Image.open(out / "cases.jpg") as sheet:  # the worst view, truth beside prediction
+        assert sheet.format == "JPEG" and sheet.width > sheet.height
     per_case = pd.read_csv(out / "per_case.csv", dtype={"case_id": str})
     assert sorted(per_case["case_id"]) == ["13", "2"]  # every case with a mask, whatever its split
     assert math.isnan(per_case.set_index("case_id").loc["13", "dice/vertebral_body"])  # not labelled there

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: Views drawn when ``--contact-sheet`` is given without a number.
+DEFAULT_CONTACT_SHEET = 24
+
 HELP = "score a trained run on a split or on another dataset (metrics.json, per_case.csv, reports.jsonl)"
 DESCRIPTION = """Re-score the model.safetensors of a trained run directory on a split.
 
@@ -12,6 +15,8 @@ confusion_matrix.csv, calibration.csv and overlay.jpg in the run directory; anot
 RUN_DIR/eval_<split>/.
 --manifest scores the run on another prepared dataset (same preprocessing as the run) without touching the run:
 results go to --out (default RUN_DIR/eval_<dataset folder>_<split>/). --split all scores every case.
+--contact-sheet [N] also draws the N views with the lowest mean Dice (default 24), ground truth beside prediction
+and the per-class Dice in each title, into cases.jpg beside per_case.csv: where the model fails, at a glance.
 --shifts t1_contrast,bias_field scores a phantom run on the test split of its phantom re-synthesised under each shift
 preset (synthesised once, cached): segmentation and grade metrics into RUN_DIR/ood/<shift>/ (no reports), and a line
 per shift with Dice and HD95 and their change from the run's own metrics.json (docs/leaderboard.md, "The
@@ -27,6 +32,7 @@ examples:
   lss-bench evaluate lss_runs/train/phantom_quick-dice-seed0
   lss-bench evaluate lss_runs/train/phantom_quick-dice-seed0 --split val
   lss-bench evaluate runs/sim2real --manifest data/vert/manifest.csv --split all --out results/sim2real_on_vert
+  lss-bench evaluate runs/sim2real --manifest data/vert/manifest.csv --split all --contact-sheet 12
   lss-bench evaluate runs/instruct --instructions
   lss-bench evaluate lss_runs/train/phantom_quick-dice-seed0 --shifts t1_contrast,low_field_noise,anisotropic,bias_field
 """
@@ -42,6 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--manifest", default=None, metavar="M", help="score on this prepared dataset's manifest.csv")
     parser.add_argument("--out", default=None, metavar="DIR", help="folder of the result files")
+    parser.add_argument(
+        "--contact-sheet",
+        type=_count,
+        nargs="?",
+        const=DEFAULT_CONTACT_SHEET,
+        default=0,
+        metavar="N",
+        help=f"also draw the N worst-scored views (truth beside prediction) into cases.jpg "
+        f"(N defaults to {DEFAULT_CONTACT_SHEET})",
+    )
     mode = parser.add_mutually_exclusive_group()  # each writes its own results: one at a time
     mode.add_argument(
         "--shifts",
@@ -56,15 +72,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _count(text: str) -> int:
+    """A positive whole number of views for ``--contact-sheet``."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of views, got {text!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     from benchmarks.commands.train import _headline
     from benchmarks.runner import evaluate_run
 
+    if args.contact_sheet and (args.instructions or args.shifts is not None):
+        from lss_vlm.errors import ConfigError
+
+        raise ConfigError("--contact-sheet: draws a plain evaluation's views; drop --shifts/--instructions")
     if args.instructions:
         return _run_instructions(args)
     if args.shifts is not None:
         return _run_shifts(args)
-    metrics = evaluate_run(args.run_dir, args.split, manifest=args.manifest, out=args.out)
+    metrics = evaluate_run(
+        args.run_dir, args.split, manifest=args.manifest, out=args.out, contact_sheet=args.contact_sheet
+    )
     print(_headline(metrics))
     return 0
 
