@@ -240,6 +240,38 @@ def build_report_vocab(cfg: ExperimentConfig, out_dir: Path, save: bool = True) 
 
 
 # ------------------------------------------------------------------------------------------------------------ steps
+def _load_init_weights(model: torch.nn.Module, path: Path) -> None:
+    """``train.init_weights``: every tensor of ``path`` that fits the model by name and shape; the report decoder's
+    word embeddings stay fresh when the two runs' report vocabularies differ (the saved ``report_vocab.json`` beside
+    ``path``, or none), since a word's row means another word there. What is left out is named in one
+    :class:`~lss_vlm.engine.checkpoints.InitWeightsWarning`."""
+    import json
+    import warnings
+
+    from lss_vlm.engine.checkpoints import InitWeightsWarning, load_matching_weights
+    from lss_vlm.models.decoders import ReportDecoder
+    from lss_vlm.reports.vocabulary import VOCAB_FILE
+
+    run_dir = path.parents[2] if path.parent.parent.name == "checkpoints" else path.parent  # checkpoints/best/…
+    saved = run_dir / VOCAB_FILE
+    theirs = json.loads(saved.read_text(encoding="utf-8")).get("tokens") if saved.is_file() else None
+    fresh = tuple(
+        f"{prefix}.{tensor}"
+        for prefix, module in model.named_modules()
+        if isinstance(module, ReportDecoder) and list(module.vocab.tokens) != theirs
+        for tensor in ReportDecoder.VOCABULARY_TENSORS
+    )
+    loaded, skipped = load_matching_weights(model, path, fresh)
+    if skipped:
+        shown = "; ".join(skipped[:4]) + (f"; and {len(skipped) - 4} more" if len(skipped) > 4 else "")
+        warnings.warn(
+            f"train.init_weights {path}: {loaded} tensors loaded, {len(skipped)} kept at their fresh "
+            f"initialisation: {shown}",
+            InitWeightsWarning,
+            stacklevel=2,
+        )
+
+
 def _train_and_evaluate(
     cfg: ExperimentConfig,
     out_dir: Path,
@@ -265,7 +297,7 @@ def _train_and_evaluate(
     if cfg.train.init_weights is not None:  # fine-tuning: same architecture, weights of another run
         if not Path(cfg.train.init_weights).is_file():
             raise ConfigError(f"train.init_weights: {cfg.train.init_weights} not found")
-        load_weights(model, cfg.train.init_weights)
+        _load_init_weights(model, Path(cfg.train.init_weights))
     warmup = {}
     if not (resume and (out_dir / "checkpoints").is_dir()):  # the same for every loss: cached per model, data, seed
         warmup = cached_warm_up(model, cfg, lambda: _warm_up_report_decoder(model, cfg))

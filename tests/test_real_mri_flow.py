@@ -13,6 +13,7 @@ from PIL import Image
 
 from benchmarks.cli import main as cli
 from benchmarks.config import dump_config, load_config
+from lss_vlm.engine.checkpoints import InitWeightsWarning
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vertebrae"
 
@@ -76,6 +77,25 @@ def test_prepare_train_evaluate_on_real_slices(real_manifest, tiny_phantom, tmp_
     assert cli(["evaluate", str(tmp_path / "ph"), "--manifest", str(real_manifest), "--split", "all"]) == 0
     default_out = tmp_path / "ph" / "eval_prepared_all"
     assert (default_out / "metrics.json").is_file() and (default_out / "per_case.csv").is_file()
+
+    # fine-tuned on the real slices from the phantom run, whose report decoder has the phantom's vocabulary (the
+    # real set has no reports): it used to fail ("the weights do not fit"); the image side loads, the words stay fresh
+    weights = tmp_path / "ph" / "model.safetensors"
+    with pytest.warns(InitWeightsWarning, match=r"lm_head\.weight \(the runs' report vocabularies differ\)"):
+        code = cli(
+            [
+                "train",
+                str(config),
+                "--out",
+                str(tmp_path / "ft"),
+                "--quiet",
+                "--set",
+                "eval.split=val",
+                "--set",
+                f"train.init_weights={weights}",
+            ]
+        )
+    assert code == 0 and json.loads((tmp_path / "ft" / "status.json").read_text())["status"] == "completed"
 
     capsys.readouterr()
     assert cli(["evaluate", str(run), "--manifest", str(tmp_path / "missing.csv")]) == 2

@@ -55,6 +55,53 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
         ) from None
 
 
+class InitWeightsWarning(UserWarning):
+    """Some tensors of ``train.init_weights`` did not fit the model and kept their fresh initialisation."""
+
+
+def load_matching_weights(
+    model: nn.Module, path: str | os.PathLike[str], fresh: tuple[str, ...] = ()
+) -> tuple[int, list[str]]:
+    """Load the tensors of a safetensors file whose name and shape match ``model``'s (fine-tuning from another run,
+    as Hugging Face's ``from_pretrained(ignore_mismatched_sizes=True)``); what the library call lacks: a shape
+    filter before ``load_state_dict``, a list of what was left out, and a refusal when nothing fits.
+
+    ``fresh``: model tensor names to leave at their initialisation even when a tensor of that name and shape is in the
+    file (a report decoder's word embeddings when the two runs' vocabularies differ). Tied tensors are stored once.
+
+    Returns ``(loaded, skipped)``: the number of model tensors loaded and one line per model tensor left out
+    (``name (reason)``). Raises :class:`DataError` naming ``path`` when the file is damaged or fewer than half of
+    the model's tensors fit (the weights of another architecture).
+    """
+    from safetensors.torch import load_file
+
+    try:
+        stored = load_file(str(path), device=str(next(model.parameters()).device))
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{path}: damaged or not a safetensors file ({exc})") from None
+    own = model.state_dict()
+    use, skipped, absent = {}, [], []
+    for name, tensor in own.items():
+        if name in fresh:
+            skipped.append(f"{name} (the runs' report vocabularies differ)")
+        elif name not in stored:
+            absent.append(name)
+        elif tuple(stored[name].shape) != tuple(tensor.shape):
+            shapes = "x".join(map(str, stored[name].shape)), "x".join(map(str, tensor.shape))
+            skipped.append(f"{name} (shape {shapes[0]} in the file, {shapes[1]} here)")
+        else:
+            use[name] = stored[name]
+    tied = {own[name].data_ptr() for name in use}  # a tied tensor is written once, under one of its names
+    skipped += [f"{name} (not in the file)" for name in absent if own[name].data_ptr() not in tied]
+    if len(use) * 2 < len(own):
+        raise DataError(
+            f"{path}: only {len(use)} of the model's {len(own)} tensors fit (by name and shape); "
+            "these are the weights of another model"
+        )
+    model.load_state_dict(use, strict=False)
+    return len(use), skipped
+
+
 def save_checkpoint(
     folder: str | os.PathLike[str],
     model: nn.Module,

@@ -100,6 +100,10 @@ class ReportDecoder(nn.Module):
       (``train.init_weights``); from scratch the frozen random body limits what the adapters can learn.
     """
 
+    #: Tensors indexed by the report vocabulary's token ids (tied input and output embeddings): they mean nothing
+    #: under another vocabulary, so fine-tuning from a run with other words leaves them fresh (benchmarks.runner).
+    VOCABULARY_TENSORS: tuple[str, ...] = ("lm.lm_head.weight", "lm.transformer.wte.weight")
+
     def __init__(
         self,
         vocab: ReportVocabulary,
