@@ -254,7 +254,11 @@ def _load_init_weights(model: torch.nn.Module, path: Path) -> None:
 
     run_dir = path.parents[2] if path.parent.parent.name == "checkpoints" else path.parent  # checkpoints/best/…
     saved = run_dir / VOCAB_FILE
-    theirs = json.loads(saved.read_text(encoding="utf-8")).get("tokens") if saved.is_file() else None
+    try:  # a missing or unreadable vocabulary counts as another one: the word embeddings stay fresh
+        data = json.loads(saved.read_text(encoding="utf-8"))
+        theirs = data.get("tokens") if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        theirs = None
     fresh = tuple(
         f"{prefix}.{tensor}"
         for prefix, module in model.named_modules()
@@ -294,7 +298,7 @@ def _train_and_evaluate(
     clinical_stats = build_clinical_stats(cfg, out_dir if main else None)  # normalisation fit on the training split
     model = build_model_from_config(cfg, build_report_vocab(cfg, out_dir, save=main), clinical_stats)
     columns = getattr(model, "clinical_columns", None)
-    if cfg.train.init_weights is not None:  # fine-tuning: same architecture, weights of another run
+    if cfg.train.init_weights is not None:  # fine-tuning: the weights of another run that fit this model
         if not Path(cfg.train.init_weights).is_file():
             raise ConfigError(f"train.init_weights: {cfg.train.init_weights} not found")
         _load_init_weights(model, Path(cfg.train.init_weights))
