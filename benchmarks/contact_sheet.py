@@ -10,6 +10,7 @@ image with the ground-truth labels, image with the predicted labels, the per-cla
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,9 @@ def write_contact_sheet(model: Any, loader: Any, device: Any, out_dir: Path, n: 
     per_case = pd.read_csv(out_dir / "per_case.csv", dtype={"case_id": str, "view": str})
     rows = worst_views(per_case, n)
     if rows.empty:
+        warnings.warn(
+            f"{out_dir}: no view of this split has a scored class; no {CONTACT_SHEET_FILE} written", stacklevel=2
+        )
         return None
     wanted = {(str(r.case_id), str(r.view)) for r in rows.itertuples()}
     arrays = collect_views(predict(model, loader, device, amp=amp), wanted)

@@ -75,3 +75,12 @@ def test_tile_arrays_are_plain_numpy() -> None:
     batch = {"case_id": ["z"], "views": views, "masks": torch.zeros(1, len(VIEWS), 8, 8, dtype=torch.int64)}
     found = collect_views([(batch, {"seg_logits": torch.zeros(1, len(VIEWS), 6, 8, 8)})], {("z", VIEWS[0])})
     assert all(isinstance(a, np.ndarray) for a in found[("z", VIEWS[0])])
+
+
+def test_no_scored_view_warns_and_writes_nothing(tmp_path) -> None:
+    from benchmarks.contact_sheet import write_contact_sheet
+
+    _per_case().assign(**{"dice/vertebral_body": NAN, "dice/disc": NAN}).to_csv(tmp_path / "per_case.csv", index=False)
+    with pytest.warns(UserWarning, match="no view of this split has a scored class"):
+        assert write_contact_sheet(None, [], None, tmp_path, 5) is None
+    assert not (tmp_path / "cases.jpg").exists()
