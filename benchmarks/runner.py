@@ -245,19 +245,18 @@ def _load_init_weights(model: torch.nn.Module, path: Path) -> None:
     word embeddings stay fresh when the two runs' report vocabularies differ (the saved ``report_vocab.json`` beside
     ``path``, or none), since a word's row means another word there. What is left out is named in one
     :class:`~lss_vlm.engine.checkpoints.InitWeightsWarning`."""
-    import json
     import warnings
 
     from lss_vlm.engine.checkpoints import InitWeightsWarning, load_matching_weights
+    from lss_vlm.errors import DataError
     from lss_vlm.models.decoders import ReportDecoder
-    from lss_vlm.reports.vocabulary import VOCAB_FILE
+    from lss_vlm.reports.vocabulary import VOCAB_FILE, ReportVocabulary
 
     run_dir = path.parents[2] if path.parent.parent.name == "checkpoints" else path.parent  # checkpoints/best/…
     saved = run_dir / VOCAB_FILE
     try:  # a missing or unreadable vocabulary counts as another one: the word embeddings stay fresh
-        data = json.loads(saved.read_text(encoding="utf-8"))
-        theirs = data.get("tokens") if isinstance(data, dict) else None
-    except (OSError, ValueError):
+        theirs = list(ReportVocabulary.load(saved).tokens)
+    except DataError:
         theirs = None
     fresh = tuple(
         f"{prefix}.{tensor}"
