@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from lss_vlm.constants import LABEL_INDEX
 from lss_vlm.data.phantom import PhantomConfig, synthesize
@@ -21,10 +22,12 @@ from lss_vlm.data.phantom.anatomy import (
     SAC_HALF_WIDTH,
     MidlineLevel,
     Tissue,
+    body_depth_at,
     render_sagittal,
     spine_coordinates,
 )
 from lss_vlm.data.phantom.generate import _grid, _spine_anatomy
+from lss_vlm.data.phantom.ligaments import PLL_HALF_WIDTH, LigamentAnatomy, paint_ligaments
 from lss_vlm.data.phantom.prevertebral import ExtraTissue, paint_prevertebral, sample_prevertebral
 from lss_vlm.data.phantom.randomisation import RandomisationRanges, randomised_acquire
 from lss_vlm.errors import ConfigError
@@ -176,3 +179,63 @@ def test_texture_varies_intensity_inside_a_tissue_and_leaves_masks_and_default_a
     assert rough[inside].std() > 0.05 * rough[inside].mean()
     step = np.abs(np.diff(rough[8:56, 8:56], axis=1)).mean()  # smooth: neighbours differ far less than the spread
     assert step < 0.3 * rough[inside].std()
+
+
+def test_spinal_ligaments_frame_bodies_and_discs_without_touching_a_label(slice_setup) -> None:
+    """ALL in front of the bone, PLL behind it near the midline only, cartilaginous endplates inside the discs next
+    to each body: all of the tissue LIGAMENT, all within their thickness of the bone, no label changed."""
+    spine, levels, _, _ = slice_setup
+    u, w = _grid(256, (0.8, 0.8), 0.0, (-4.0, 5.0))  # 0.8 mm pixels: the PLL fits in the 1 mm epidural gap
+    z, a = -w, -u
+    _, v = spine_coordinates(z, a, spine)
+    anatomy = LigamentAnatomy(anterior=1.8, posterior=1.4, endplate=1.0)
+    for lateral in (0.0, 5.0, 14.0):
+        labels, tissue = render_sagittal(z, a, spine, levels, lateral)
+        painted_labels, painted = labels.copy(), tissue.copy()
+        paint_ligaments(painted, painted_labels, z, a, v, body_depth_at(spine, lateral), lateral, anatomy)
+        assert np.array_equal(painted_labels, labels)
+        changed = painted != tissue
+        assert (painted[changed] == Tissue.LIGAMENT).all() and not (tissue == Tissue.LIGAMENT).any()
+        assert np.isin(labels[changed], [0, DISC]).all()
+        bone = (labels == BODY) | (labels == DISC)
+        near = ndimage.distance_transform_edt(~bone, sampling=(0.8, 0.8)) <= 1.8 + 0.4  # + half a pixel
+        assert near[changed & (labels == 0)].all()  # the ligaments hug the bone
+        front = changed & (labels == 0) & (v < 0)
+        back = changed & (labels == 0) & (v >= 0)
+        assert front.sum() > 150  # a line along the front of the column
+        assert (back.sum() > 40) == (lateral < PLL_HALF_WIDTH)  # the PLL is a midline band
+        endplates = changed & (labels == DISC)
+        assert endplates.sum() > 100
+        inside = ndimage.distance_transform_edt(labels != BODY, sampling=(0.8, 0.8))
+        assert (inside[endplates] <= 1.0 + 0.4).all()  # within the endplate's thickness of a body's edge
+
+
+def test_spinal_ligaments_option_changes_images_not_masks_and_is_off_by_default(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="need domain_randomisation"):
+        PhantomConfig(spinal_ligaments=True)
+    assert "spinal_ligaments" not in PhantomConfig(domain_randomisation=True).fingerprint_dict()
+    # 128 px (1.5-1.8 mm pixels): at the 48 px of the other tests a 1-2 mm layer covers no pixel
+    common = {"n_cases": 5, "size": 128, "seed": 5, "domain_randomisation": True, "prevertebral": True}
+    plain = synthesize(tmp_path / "plain", **common)
+    lined = synthesize(tmp_path / "lined", spinal_ligaments=True, **common)
+    rows = pd.read_csv(plain)
+    for column in ("seg_sag_t2", "seg_ax_l4_l5", "img_ax_l4_l5"):
+        assert all(np.array_equal(_array(plain.parent / r), _array(lined.parent / r)) for r in rows[column])
+    assert not all(np.array_equal(_array(plain.parent / r), _array(lined.parent / r)) for r in rows["img_sag_t2"])
+
+
+def test_spinal_ligaments_thinner_than_a_pixel_still_show(slice_setup) -> None:
+    """A 1 mm layer on 1.6 mm pixels covers more than half of the pixels along the bone: it must be drawn (a
+    pixel-centre test alone drew none of the three layers at the sim2real resolution)."""
+    spine, levels, z, a = slice_setup
+    _, v = spine_coordinates(z, a, spine)
+    labels, tissue = render_sagittal(z, a, spine, levels, 0.0)
+    painted = tissue.copy()
+    paint_ligaments(painted, labels, z, a, v, body_depth_at(spine, 0.0), 0.0, LigamentAnatomy(1.0, 1.0, 1.0))
+    changed = painted != tissue
+    assert (changed & (labels == 0) & (v < 0)).sum() > 40  # ALL
+    assert (changed & (labels == 0) & (v >= 0)).sum() > 20  # PLL
+    assert (changed & (labels == DISC)).sum() > 40  # cartilaginous endplates
+    thinner = tissue.copy()  # a layer under half a pixel is left to the blur, as partial volume would
+    paint_ligaments(thinner, labels, z, a, v, body_depth_at(spine, 0.0), 0.0, LigamentAnatomy(0.5, 0.5, 0.5))
+    assert np.array_equal(thinner, tissue)

@@ -47,7 +47,10 @@ class PhantomConfig:
         own random intensities); ``parasagittal_share`` of the cases get a sagittal slice ``parasagittal_mm`` off
         the midline instead of the mid-sagittal one (narrower or no sac, pedicles and foramina, articular
         pillars; see :func:`lss_vlm.data.phantom.anatomy.render_sagittal`); ``texture_sd``: each tissue's intensity
-        varies smoothly inside it by a random relative amount up to this (marrow heterogeneity; 0 = flat tissues).
+        varies smoothly inside it by a random relative amount up to this (marrow heterogeneity; 0 = flat tissues);
+        ``spinal_ligaments`` draws the anterior and posterior longitudinal ligaments and the cartilaginous endplates
+        in the sagittal slice (:mod:`lss_vlm.data.phantom.ligaments`; thin dark layers, no label changes), so that
+        the dark frame of a real vertebral body is not all labelled body.
     Output
         ``reports_per_case``: reference reports per case (≥ 3).
     """
@@ -83,6 +86,7 @@ class PhantomConfig:
     parasagittal_share: float = 0.0
     parasagittal_mm: Range = (4.0, 22.0)
     texture_sd: float = 0.0
+    spinal_ligaments: bool = False
     reports_per_case: int = 3
 
     def __post_init__(self) -> None:
@@ -117,10 +121,11 @@ class PhantomConfig:
             raise ConfigError(f"parasagittal_share must be in [0, 1], got {self.parasagittal_share}")
         if not 0 <= self.texture_sd <= 1:
             raise ConfigError(f"texture_sd must be in [0, 1], got {self.texture_sd}")
-        if (self.prevertebral or self.parasagittal_share > 0 or self.texture_sd > 0) and not self.domain_randomisation:
+        later = self.prevertebral or self.parasagittal_share > 0 or self.texture_sd > 0 or self.spinal_ligaments
+        if later and not self.domain_randomisation:
             raise ConfigError(
-                "prevertebral, parasagittal_share and texture_sd need domain_randomisation: true (they only exist "
-                "in the domain-randomised phantom)"
+                "prevertebral, parasagittal_share, texture_sd and spinal_ligaments need domain_randomisation: true "
+                "(they only exist in the domain-randomised phantom)"
             )
         ranges = ("sagittal_fov_mm", "axial_fov_mm", "anisotropy", "slice_thickness_mm", "noise_sigma", "sac_fill")
         for name in (*ranges, "parasagittal_mm"):
@@ -158,7 +163,13 @@ class PhantomConfig:
 
 
 #: Options added after phantom version 2; at their defaults they change nothing and stay out of the fingerprint.
-LATER_OPTIONS: tuple[str, ...] = ("prevertebral", "parasagittal_share", "parasagittal_mm", "texture_sd")
+LATER_OPTIONS: tuple[str, ...] = (
+    "prevertebral",
+    "parasagittal_share",
+    "parasagittal_mm",
+    "texture_sd",
+    "spinal_ligaments",
+)
 
 
 #: Named acquisition shifts for the out-of-distribution suite: name → (description, option overrides).

@@ -31,12 +31,15 @@ from .anatomy import (
     MidlineLevel,
     SpineAnatomy,
     Tissue,
+    body_depth_at,
     design_canal,
     render_axial,
     render_sagittal,
+    spine_coordinates,
 )
 from .cohort import Study, clinical_values, phantom_splits, plan_studies, sample_grades
 from .config import PhantomConfig, resolve_config
+from .ligaments import paint_ligaments, sample_ligaments
 from .prevertebral import paint_prevertebral, sample_prevertebral
 from .randomisation import RandomisationRanges, elastic_deform, randomised_acquire
 
@@ -158,8 +161,13 @@ def _write_sagittal(
     if cfg.parasagittal_share > 0 and extra_rng.random() < cfg.parasagittal_share:
         lateral = float(extra_rng.choice([-1.0, 1.0]) * extra_rng.uniform(*cfg.parasagittal_mm))
     labels, tissue = render_sagittal(-w, -u, spine, midline, lateral)  # rows run inferior, columns posterior
-    if cfg.prevertebral:
-        paint_prevertebral(tissue, labels, -w, -u, spine, sample_prevertebral(extra_rng, spine), lateral)
+    prevertebral = sample_prevertebral(extra_rng, spine) if cfg.prevertebral else None
+    if cfg.spinal_ligaments:  # before the prevertebral structures, which fill the soft tissue left free
+        _, v = spine_coordinates(-w, -u, spine)
+        depth = body_depth_at(spine, abs(lateral))
+        paint_ligaments(tissue, labels, -w, -u, v, depth, lateral, sample_ligaments(extra_rng))
+    if prevertebral is not None:
+        paint_prevertebral(tissue, labels, -w, -u, spine, prevertebral, lateral)
     thickness = float(rng.uniform(*cfg.slice_thickness_mm))
     blur = cfg.blur_px * np.sqrt(thickness / 3.5)
     affine = _affine(spacing, thickness, (0, 0, -1), (0, -1, 0), (1, 0, 0))
