@@ -22,7 +22,6 @@ from lss_vlm.data.phantom.anatomy import (
     SAC_HALF_WIDTH,
     MidlineLevel,
     Tissue,
-    body_depth_at,
     render_sagittal,
     spine_coordinates,
 )
@@ -192,7 +191,7 @@ def test_spinal_ligaments_frame_bodies_and_discs_without_touching_a_label(slice_
     for lateral in (0.0, 5.0, 14.0):
         labels, tissue = render_sagittal(z, a, spine, levels, lateral)
         painted_labels, painted = labels.copy(), tissue.copy()
-        paint_ligaments(painted, painted_labels, z, a, v, body_depth_at(spine, lateral), lateral, anatomy)
+        paint_ligaments(painted, painted_labels, z, a, spine, anatomy, lateral)
         assert np.array_equal(painted_labels, labels)
         changed = painted != tissue
         assert (painted[changed] == Tissue.LIGAMENT).all() and not (tissue == Tissue.LIGAMENT).any()
@@ -231,11 +230,11 @@ def test_spinal_ligaments_thinner_than_a_pixel_still_show(slice_setup) -> None:
     _, v = spine_coordinates(z, a, spine)
     labels, tissue = render_sagittal(z, a, spine, levels, 0.0)
     painted = tissue.copy()
-    paint_ligaments(painted, labels, z, a, v, body_depth_at(spine, 0.0), 0.0, LigamentAnatomy(1.0, 1.0, 1.0))
+    paint_ligaments(painted, labels, z, a, spine, LigamentAnatomy(1.0, 1.0, 1.0))
     changed = painted != tissue
     assert (changed & (labels == 0) & (v < 0)).sum() > 40  # ALL
     assert (changed & (labels == 0) & (v >= 0)).sum() > 20  # PLL
     assert (changed & (labels == DISC)).sum() > 40  # cartilaginous endplates
     thinner = tissue.copy()  # a layer under half a pixel is left to the blur, as partial volume would
-    paint_ligaments(thinner, labels, z, a, v, body_depth_at(spine, 0.0), 0.0, LigamentAnatomy(0.5, 0.5, 0.5))
+    paint_ligaments(thinner, labels, z, a, spine, LigamentAnatomy(0.5, 0.5, 0.5))
     assert np.array_equal(thinner, tissue)

@@ -31,11 +31,9 @@ from .anatomy import (
     MidlineLevel,
     SpineAnatomy,
     Tissue,
-    body_depth_at,
     design_canal,
     render_axial,
     render_sagittal,
-    spine_coordinates,
 )
 from .cohort import Study, clinical_values, phantom_splits, plan_studies, sample_grades
 from .config import PhantomConfig, resolve_config
@@ -163,9 +161,7 @@ def _write_sagittal(
     labels, tissue = render_sagittal(-w, -u, spine, midline, lateral)  # rows run inferior, columns posterior
     prevertebral = sample_prevertebral(extra_rng, spine) if cfg.prevertebral else None
     if cfg.spinal_ligaments:  # before the prevertebral structures, which fill the soft tissue left free
-        _, v = spine_coordinates(-w, -u, spine)
-        depth = body_depth_at(spine, abs(lateral))
-        paint_ligaments(tissue, labels, -w, -u, v, depth, lateral, sample_ligaments(extra_rng))
+        paint_ligaments(tissue, labels, -w, -u, spine, sample_ligaments(extra_rng), lateral)
     if prevertebral is not None:
         paint_prevertebral(tissue, labels, -w, -u, spine, prevertebral, lateral)
     thickness = float(rng.uniform(*cfg.slice_thickness_mm))

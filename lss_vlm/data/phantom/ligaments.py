@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .anatomy import BODY, DISC, Tissue
+from .anatomy import BODY, DISC, SpineAnatomy, Tissue, body_depth_at, spine_coordinates
 
 #: Half-width (mm) of the posterior longitudinal ligament: a midline band, wider over the discs than the bodies.
 PLL_HALF_WIDTH = 8.0
@@ -61,16 +61,15 @@ def paint_ligaments(
     labels: np.ndarray,
     z: np.ndarray,
     a: np.ndarray,
-    v: np.ndarray,
-    depth: float,
-    lateral: float,
+    spine: SpineAnatomy,
     anatomy: LigamentAnatomy,
+    lateral: float = 0.0,
 ) -> None:
-    """Paint the ALL, the PLL and the cartilaginous endplates into the sagittal ``tissue [H, W]`` map, in place.
-
-    ``z``/``a``: pixel centres (mm, superior / anterior); ``v``: distance behind the posterior vertebral line (mm,
-    :func:`lss_vlm.data.phantom.anatomy.spine_coordinates`); ``depth``: the bodies' antero-posterior depth in this
-    slice (mm); ``lateral``: the slice's distance from the midline (mm). ``labels`` is read, never changed."""
+    """Paint the ALL, the PLL and the cartilaginous endplates into the sagittal ``tissue [H, W]`` map of the slice
+    ``lateral`` mm off the midline, in place (``z``/``a``: pixel centres in mm, superior / anterior, as for
+    :func:`lss_vlm.data.phantom.anatomy.render_sagittal`). ``labels`` is read, never changed."""
+    _, v = spine_coordinates(z, a, spine)
+    depth = body_depth_at(spine, abs(lateral))
     sampling = _spacing(z, a)
     bone = (labels == BODY) | (labels == DISC)
     if not bone.any():
