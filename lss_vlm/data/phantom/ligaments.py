@@ -6,8 +6,9 @@ On a real T2 (and T1) sagittal slice every vertebral body is framed by dark line
 (PLL, behind them, in the canal's midline), and towards each disc the **cartilaginous endplate**, a layer of hyaline
 cartilage that belongs to the disc (Standring, *Gray's Anatomy*, 42nd ed., ch. 42; Modic & Ross, Radiology 2007).
 Without them the phantom's only dark frame is the cortex, which is labelled vertebral body; a model trained on it
-labels the whole dark band of a real scan as body: on the MIT sagittal set its bodies were 5-25 % too large and its
-discs 7-15 % too thin (docs/results.md, "Real MRI").
+labels the whole dark band of a real scan as body: on most midline slices of the MIT sagittal set its bodies were
+6-22 % too large and its discs 3-15 % too thin. With this option the zero-shot disc Dice there did not improve
+(docs/results.md, "Real MRI"); it is off in ``configs/experiments/sim2real.yaml``.
 
 All three are drawn with the tissue :attr:`Tissue.LIGAMENT` (own random intensity under domain randomisation,
 dark in the realistic T1/T2 table) and never change a label: the ALL and the PLL replace background tissue just
