@@ -121,11 +121,11 @@ class PhantomConfig:
             raise ConfigError(f"parasagittal_share must be in [0, 1], got {self.parasagittal_share}")
         if not 0 <= self.texture_sd <= 1:
             raise ConfigError(f"texture_sd must be in [0, 1], got {self.texture_sd}")
-        later = self.prevertebral or self.parasagittal_share > 0 or self.texture_sd > 0 or self.spinal_ligaments
-        if later and not self.domain_randomisation:
+        changed = [name for name in LATER_OPTIONS if _differs_from_default(self, name)]
+        if changed and not self.domain_randomisation:
             raise ConfigError(
-                "prevertebral, parasagittal_share, texture_sd and spinal_ligaments need domain_randomisation: true "
-                "(they only exist in the domain-randomised phantom)"
+                f"{', '.join(changed)}: {', '.join(LATER_OPTIONS)} need domain_randomisation: true (they only exist "
+                "in the domain-randomised phantom)"
             )
         ranges = ("sagittal_fov_mm", "axial_fov_mm", "anisotropy", "slice_thickness_mm", "noise_sigma", "sac_fill")
         for name in (*ranges, "parasagittal_mm"):
@@ -162,7 +162,15 @@ class PhantomConfig:
         return {k: v for k, v in self.to_dict().items() if k not in LATER_OPTIONS or v != getattr(defaults, k)}
 
 
+def _differs_from_default(config: PhantomConfig, name: str) -> bool:
+    """Whether option ``name`` holds another value than its default (a YAML list equals the same tuple)."""
+    value = getattr(config, name)
+    default = next(f.default for f in dataclasses.fields(config) if f.name == name)
+    return (tuple(value) if isinstance(value, list) else value) != default
+
+
 #: Options added after phantom version 2; at their defaults they change nothing and stay out of the fingerprint.
+#: All of them exist only in the domain-randomised phantom.
 LATER_OPTIONS: tuple[str, ...] = (
     "prevertebral",
     "parasagittal_share",
