@@ -73,6 +73,23 @@ def test_run_profile_prints_the_split(timed_run: Path, capsys: pytest.CaptureFix
     assert run_profile.main([str(timed_run.parent)]) == 2  # no timing.json there
 
 
+def test_run_profile_sums_a_suite_folder(timed_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A suite folder: stages summed over its runs, the step share of the sums, and the per-run spread."""
+    timing = json.loads((timed_run / "timing.json").read_text())
+    other = {**timing, "time/train_steps_s": 90.0, "time/total_s": 100.0, "time/steps_fraction": 0.9}
+    for name, data in (("dice/seed0", timing), ("ce/seed1", other)):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "timing.json").write_text(json.dumps(data))
+    assert run_profile.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    steps = timing["time/train_steps_s"] + 90.0
+    total = timing["time/total_s"] + 100.0
+    assert "2 runs, stages summed" in out
+    assert f"{100 * steps / total:.1f} % of the wall time" in out
+    low = 100 * timing["time/steps_fraction"]
+    assert f"{low:.1f} / {(low + 90) / 2:.1f} / 90.0 %" in out and "1 of 2 runs at >= 70 %" in out
+
+
 def test_compile_and_amp_are_no_ops_on_cpu() -> None:
     from lss_vlm.engine.trainer import Trainer, TrainerSettings
     from lss_vlm.engine.validation import autocast_context
