@@ -18,12 +18,15 @@ from scipy import ndimage
 from lss_vlm.constants import LABEL_INDEX
 from lss_vlm.data.phantom import PhantomConfig, synthesize
 from lss_vlm.data.phantom.anatomy import (
+    BODY_HALF_WIDTH,
     CANAL_HALF_WIDTH,
     SAC_HALF_WIDTH,
     MidlineLevel,
     Tissue,
+    VertebralOutline,
     render_sagittal,
     spine_coordinates,
+    spine_layout,
 )
 from lss_vlm.data.phantom.generate import _grid, _spine_anatomy
 from lss_vlm.data.phantom.ligaments import PLL_HALF_WIDTH, LigamentAnatomy, paint_ligaments
@@ -238,3 +241,45 @@ def test_spinal_ligaments_thinner_than_a_pixel_still_show(slice_setup) -> None:
     thinner = tissue.copy()  # a layer under half a pixel is left to the blur, as partial volume would
     paint_ligaments(thinner, labels, z, a, spine, LigamentAnatomy(0.5, 0.5, 0.5))
     assert np.array_equal(thinner, tissue)
+
+
+def test_waisted_bodies_leave_discs_alone_on_a_far_lateral_slice(slice_setup) -> None:
+    """``vertebral_waist``: the midline is unchanged; 23 mm off it the bodies keep only their endplate rims (no
+    body pixel near mid-height) while the discs stay; beyond the bodies' half-width only the overhanging discs are
+    left, and beyond those nothing of either."""
+    spine, levels, z, a = slice_setup
+    outline = VertebralOutline(waist=3.0, disc_overhang=1.5)
+    for x in (0.0, 10.0):
+        assert np.array_equal(render_sagittal(z, a, spine, levels, x)[0], render_sagittal(z, a, spine, levels, x,
+                              VertebralOutline())[0])  # fmt: skip
+    assert np.array_equal(render_sagittal(z, a, spine, levels, 0.0)[0], render_sagittal(z, a, spine, levels, 0.0,
+                          outline)[0])  # fmt: skip
+    plain, _ = render_sagittal(z, a, spine, levels, 23.0)
+    waisted, _ = render_sagittal(z, a, spine, levels, 23.0, outline)
+    s, _ = spine_coordinates(z, a, spine)
+    body_s, _ = spine_layout(spine)
+    mid_height = np.abs(s[..., None] - body_s[:-1]).min(-1) < 2.0  # within 2 mm of a lumbar body's centre
+    assert ((plain == BODY) & mid_height).sum() > 20 and not ((waisted == BODY) & mid_height).any()
+    assert 0 < (waisted == BODY).sum() < 0.5 * (plain == BODY).sum()
+    assert (waisted == DISC).sum() >= (plain == DISC).sum() > 20
+    beyond, _ = render_sagittal(z, a, spine, levels, BODY_HALF_WIDTH + 0.5, outline)
+    assert not (beyond == BODY).any() and (beyond == DISC).sum() > 10
+    for labels in (render_sagittal(z, a, spine, levels, BODY_HALF_WIDTH + 0.5)[0],
+                   render_sagittal(z, a, spine, levels, BODY_HALF_WIDTH + 2.0, outline)[0]):  # fmt: skip
+        assert not np.isin(labels, [BODY, DISC]).any()
+
+
+def test_vertebral_waist_changes_only_off_midline_masks_and_needs_randomisation(tmp_path) -> None:
+    common = {"n_cases": 5, "size": 48, "seed": 5, "domain_randomisation": True, "prevertebral": True}
+    plain = synthesize(tmp_path / "plain", **common)
+    waisted = synthesize(tmp_path / "waisted", vertebral_waist=True, **common)
+    rows = pd.read_csv(plain)
+    for image in ("img_sag_t2", "seg_sag_t2"):  # all midline slices: the waist changes nothing there
+        assert all(np.array_equal(_array(plain.parent / r), _array(waisted.parent / r)) for r in rows[image])
+    far = {"parasagittal_share": 1.0, "parasagittal_mm": (22.0, 26.0)}
+    plain = synthesize(tmp_path / "plain_far", **common, **far)
+    waisted = synthesize(tmp_path / "waisted_far", vertebral_waist=True, **common, **far)
+    bodies = [int((_array(m.parent / r) == BODY).sum()) for m in (plain, waisted) for r in rows["seg_sag_t2"]]
+    assert sum(bodies[5:]) < sum(bodies[:5])  # far lateral: the waisted bodies thin out
+    with pytest.raises(ConfigError, match="vertebral_waist"):
+        PhantomConfig(vertebral_waist=True)

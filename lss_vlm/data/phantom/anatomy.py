@@ -297,11 +297,13 @@ def spine_coordinates(z: np.ndarray, a: np.ndarray, spine: SpineAnatomy) -> tupl
     return -rc * np.arctan2(z, da), rc - np.hypot(z, da)
 
 
-def body_depth_at(spine: SpineAnatomy, lateral: float) -> float:
+def body_depth_at(spine: SpineAnatomy, lateral: float, half_width: float | None = None) -> float:
     """Antero-posterior depth (mm) of the vertebral bodies ``lateral`` mm off the midline: the body's axial
-    outline is taken as an ellipse of half-width :data:`BODY_HALF_WIDTH` with a flat posterior wall, so the anterior
-    margin recedes off-midline (exactly ``body_depth`` on the midline)."""
-    return spine.body_depth * float(np.sqrt(max(1.0 - (lateral / BODY_HALF_WIDTH) ** 2, 0.0)))
+    outline is taken as an ellipse of half-width ``half_width`` (default :data:`BODY_HALF_WIDTH`) with a flat
+    posterior wall, so the anterior margin recedes off-midline (exactly ``body_depth`` on the midline; 0 beyond
+    ``half_width``)."""
+    half_width = BODY_HALF_WIDTH if half_width is None else half_width
+    return spine.body_depth * float(np.sqrt(max(1.0 - (lateral / half_width) ** 2, 0.0)))
 
 
 #: Half-widths (mm) of the lumbar vertebral body, bony canal and dural sac, used off the midline (parasagittal
@@ -309,8 +311,33 @@ def body_depth_at(spine: SpineAnatomy, lateral: float) -> float:
 BODY_HALF_WIDTH, CANAL_HALF_WIDTH, SAC_HALF_WIDTH = 25.0, 11.0, 8.5
 
 
-def render_sagittal(
-    z: np.ndarray, a: np.ndarray, spine: SpineAnatomy, levels: list[MidlineLevel], lateral: float = 0.0
+@dataclass(frozen=True)
+class VertebralOutline:
+    """Coronal outline of the lumbar bodies and discs (phantom option ``vertebral_waist``), in mm.
+
+    A lumbar body is waisted: its lateral cortex is concave between the endplate rims, so its half-width at
+    mid-height is ``waist`` less than at the endplates; the disc's annulus reaches ``disc_overhang`` beyond the
+    endplate rims (Panjabi et al., Spine 1992, 17:299, for the endplate widths; the waist and overhang ranges of
+    :func:`sample_outline` are our reading of coronal images, not measured values). On a sagittal slice 20-27 mm
+    off the midline the discs therefore stay while the bodies thin to their endplate rims or vanish, the look of
+    the far-lateral slices of real sagittal series."""
+
+    waist: float = 0.0
+    disc_overhang: float = 0.0
+
+
+def sample_outline(rng: np.random.Generator) -> VertebralOutline:
+    """One case's outline: waist 1.5-4 mm, disc overhang 0.5-2 mm per side."""
+    return VertebralOutline(waist=float(rng.uniform(1.5, 4.0)), disc_overhang=float(rng.uniform(0.5, 2.0)))
+
+
+def render_sagittal(  # noqa: PLR0913
+    z: np.ndarray,
+    a: np.ndarray,
+    spine: SpineAnatomy,
+    levels: list[MidlineLevel],
+    lateral: float = 0.0,
+    outline: VertebralOutline | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Label and tissue maps of a sagittal slice. ``z`` superior, ``a`` anterior (mm); the posterior
     vertebral line is a lordotic arc through the origin (L3 centre). Each pixel is tested against its nearest
@@ -319,7 +346,9 @@ def render_sagittal(
     ``lateral``: distance of the slice from the midline (mm, sign ignored; 0 = the mid-sagittal slice). Off the
     midline the bodies and discs get shallower (:func:`body_depth_at`), the sac narrows and is gone beyond
     :data:`SAC_HALF_WIDTH`, beyond :data:`CANAL_HALF_WIDTH` the canal gives way to pedicles and neural foramina
-    (fat around a nerve root), and the spinous processes give way to the shorter articular pillars."""
+    (fat around a nerve root), and the spinous processes give way to the shorter articular pillars. ``outline``
+    (:class:`VertebralOutline`) waists the bodies and lets the discs overhang them; ``None`` draws both as one
+    ellipse of half-width :data:`BODY_HALF_WIDTH`. Nothing of a body or disc is drawn beyond its half-width."""
     x = abs(float(lateral))
     s, v = spine_coordinates(z, a, spine)
     labels = np.zeros(z.shape, np.uint8)
@@ -327,6 +356,7 @@ def render_sagittal(
     body_s, disc_s = spine_layout(spine)
     body_h, disc_h = np.asarray(spine.body_heights), np.asarray(spine.disc_heights)
     depth = body_depth_at(spine, x)
+    disc_depth = depth if outline is None else body_depth_at(spine, x, BODY_HALF_WIDTH + outline.disc_overhang)
     # per-disc midline numbers; index 0 is T12-L1 (never stenotic)
     bulges = np.array([0.3] + [lv.bulge for lv in levels])
     ant_lv = np.array([spine.anterior_gap] + [lv.bulge + lv.disc_to_sac for lv in levels])
@@ -387,20 +417,40 @@ def render_sagittal(
     tissue[roots] = Tissue.NERVE
 
     # discs (with posterior bulge) and vertebral bodies (drawn last: endplates win)
-    q = (ds / (hd / 2 + 1.0)) ** 4 + ((v + depth / 2) / (depth / 2 + 1.2)) ** 4
-    disc = ((q <= 1) & (v <= 0)) | ((bump > 0) & (v > -1.0) & (v <= bulges[d] * bump))
-    labels[disc], tissue[disc] = DISC, Tissue.ANNULUS
-    nucleus = (ds / (hd * 0.3)) ** 2 + ((v + depth / 2 + 1.0) / (depth * 0.3)) ** 2 <= 1
-    tissue[nucleus] = np.where(degenerated[d], Tissue.DEGENERATED_NUCLEUS, Tissue.NUCLEUS)[nucleus]
+    if disc_depth > 0:
+        q = (ds / (hd / 2 + 1.0)) ** 4 + ((v + disc_depth / 2) / (disc_depth / 2 + 1.2)) ** 4
+        disc = ((q <= 1) & (v <= 0)) | ((bump > 0) & (v > -1.0) & (v <= bulges[d] * bump))
+        labels[disc], tissue[disc] = DISC, Tissue.ANNULUS
+        nucleus = (ds / (hd * 0.3)) ** 2 + ((v + disc_depth / 2 + 1.0) / (disc_depth * 0.3)) ** 2 <= 1
+        tissue[nucleus] = np.where(degenerated[d], Tissue.DEGENERATED_NUCLEUS, Tissue.NUCLEUS)[nucleus]
     b = _nearest(s, body_s)
-    bd = depth * np.where(b == len(body_s) - 1, 0.8, 1.0)
-    q = ((s - body_s[b]) / (body_h[b] / 2)) ** 4 + ((v + bd / 2) / (bd / 2)) ** 4
-    body = q <= 1
+    bd = _body_depths(spine, x, s, b, body_s, body_h, outline) if outline is not None else depth
+    bd = bd * np.where(b == len(body_s) - 1, 0.8, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # bd = 0 beyond the body: q is inf or nan, no body
+        q = ((s - body_s[b]) / (body_h[b] / 2)) ** 4 + ((v + bd / 2) / (bd / 2)) ** 4
+    body = (q <= 1) & (bd > 0)
     labels[body], tissue[body] = BODY, Tissue.MARROW
     tissue[body & (q > 0.72)] = Tissue.CORTEX
     if x > CANAL_HALF_WIDTH - 1.0:
         _foramina(labels, tissue, s, v, canal, wall, body_s, body_h, x)
     return labels, tissue
+
+
+def _body_depths(  # noqa: PLR0913
+    spine: SpineAnatomy,
+    x: float,
+    s: np.ndarray,
+    b: np.ndarray,
+    body_s: np.ndarray,
+    body_h: np.ndarray,
+    outline: VertebralOutline,
+) -> np.ndarray:
+    """Per-pixel depth (mm) of the waisted body ``b`` at slice offset ``x``: the half-width falls from
+    :data:`BODY_HALF_WIDTH` at the endplates to ``BODY_HALF_WIDTH - waist`` at mid-height (a parabola in the
+    height)."""
+    rel = (s - body_s[b]) / (body_h[b] / 2)  # -1 upper endplate, 0 mid-height, 1 lower endplate
+    half_width = BODY_HALF_WIDTH - outline.waist * np.clip(1.0 - rel**2, 0.0, 1.0)
+    return spine.body_depth * np.sqrt(np.clip(1.0 - (x / half_width) ** 2, 0.0, None))
 
 
 def _foramina(labels, tissue, s, v, canal, wall, body_s, body_h, x: float) -> None:  # noqa: PLR0913

@@ -50,7 +50,10 @@ class PhantomConfig:
         varies smoothly inside it by a random relative amount up to this (marrow heterogeneity; 0 = flat tissues);
         ``spinal_ligaments`` draws the anterior and posterior longitudinal ligaments and the cartilaginous endplates
         in the sagittal slice (:mod:`lss_vlm.data.phantom.ligaments`; thin dark layers, no label changes), so that
-        the dark frame of a real vertebral body is not all labelled body.
+        the dark frame of a real vertebral body is not all labelled body; ``vertebral_waist`` waists the vertebral
+        bodies (concave lateral cortex) and lets the discs overhang them
+        (:class:`lss_vlm.data.phantom.anatomy.VertebralOutline`), so that a slice near the lateral margin of the
+        spine (``parasagittal_mm`` up to ~27) shows discs with thin or no bodies between them.
     Output
         ``reports_per_case``: reference reports per case (≥ 3).
     """
@@ -87,6 +90,7 @@ class PhantomConfig:
     parasagittal_mm: Range = (4.0, 22.0)
     texture_sd: float = 0.0
     spinal_ligaments: bool = False
+    vertebral_waist: bool = False
     reports_per_case: int = 3
 
     def __post_init__(self) -> None:
@@ -177,6 +181,7 @@ LATER_OPTIONS: tuple[str, ...] = (
     "parasagittal_mm",
     "texture_sd",
     "spinal_ligaments",
+    "vertebral_waist",
 )
 
 

@@ -34,6 +34,7 @@ from .anatomy import (
     design_canal,
     render_axial,
     render_sagittal,
+    sample_outline,
 )
 from .cohort import Study, clinical_values, phantom_splits, plan_studies, sample_grades
 from .config import PhantomConfig, resolve_config
@@ -158,10 +159,12 @@ def _write_sagittal(
     lateral = 0.0
     if cfg.parasagittal_share > 0 and extra_rng.random() < cfg.parasagittal_share:
         lateral = float(extra_rng.choice([-1.0, 1.0]) * extra_rng.uniform(*cfg.parasagittal_mm))
-    labels, tissue = render_sagittal(-w, -u, spine, midline, lateral)  # rows run inferior, columns posterior
     prevertebral = sample_prevertebral(extra_rng, spine) if cfg.prevertebral else None
-    if cfg.spinal_ligaments:  # before the prevertebral structures, which fill the soft tissue left free
-        paint_ligaments(tissue, labels, -w, -u, spine, sample_ligaments(extra_rng), lateral)
+    ligaments = sample_ligaments(extra_rng) if cfg.spinal_ligaments else None
+    outline = sample_outline(extra_rng) if cfg.vertebral_waist else None  # drawn last: the others keep their draws
+    labels, tissue = render_sagittal(-w, -u, spine, midline, lateral, outline)  # rows inferior, columns posterior
+    if ligaments is not None:  # before the prevertebral structures, which fill the soft tissue left free
+        paint_ligaments(tissue, labels, -w, -u, spine, ligaments, lateral)
     if prevertebral is not None:
         paint_prevertebral(tissue, labels, -w, -u, spine, prevertebral, lateral)
     thickness = float(rng.uniform(*cfg.slice_thickness_mm))
