@@ -219,6 +219,14 @@ class TrainConfig(_Section):
         description="weight of the image-text InfoNCE between each level's pooled patch tokens and its reference "
         "sentence (0 = off; > 0 builds the model with contrastive_head=true)",
     )
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="exponential moving average of the weights after every step, d in (0, 1), e.g. 0.999 "
+        "(SWAD-style weight averaging for transfer); validation, the best checkpoint and model.safetensors use "
+        "the average; null = off",
+    )
     seed: int = Field(0, ge=0)
     init_weights: Path | None = Field(
         None,

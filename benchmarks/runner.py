@@ -286,7 +286,7 @@ def _train_and_evaluate(
     and return an empty dict after training."""
     import losses
     from lss_vlm.engine import distributed
-    from lss_vlm.engine.checkpoints import load_weights, save_weights
+    from lss_vlm.engine.checkpoints import save_weights
     from lss_vlm.engine.seeding import seed_everything
     from lss_vlm.engine.trainer import Trainer, TrainerSettings
 
@@ -341,6 +341,7 @@ def _train_and_evaluate(
         monitor_mode=t.early_stopping.mode,
         patience=t.early_stopping.patience,
         quiet=t.quiet,
+        ema_decay=t.ema_decay,
     )
     trainer = Trainer(
         model,
@@ -363,7 +364,7 @@ def _train_and_evaluate(
     if not main:
         return {}
     chosen = trainer.best_checkpoint if cfg.eval.checkpoint == "best" else trainer.last_checkpoint
-    load_weights(trainer.model, chosen / "model.safetensors")
+    trainer.load_for_evaluation(chosen)
     save_weights(trainer.model, out_dir / "model.safetensors")
     loader = build_split_loader(cfg, cfg.eval.split, clinical_columns=columns)
     metrics = evaluate_model(trainer.model, loader, cfg, out_dir, trainer.device, timing)

@@ -242,3 +242,72 @@ def test_checkpoint_round_trip_restores_optimizer_and_loss_state(tmp_path: Path)
     assert other.scheduler.state_dict()["last_epoch"] == trainer.scheduler.state_dict()["last_epoch"]
     for key, value in weights(trainer).items():
         assert torch.equal(value, weights(other)[key]), key
+
+
+def ema_weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.ema.module.state_dict().items()}
+
+
+def test_weight_average_follows_the_ema_formula_and_is_what_is_validated(tmp_path: Path) -> None:
+    from lss_vlm.engine.validation import validate
+
+    trainer = make_trainer(tmp_path, epochs=2, ema_decay=0.6)
+    seen: list[torch.Tensor] = []
+    update = trainer.ema.update_parameters
+    name = next(n for n, p in trainer.model.named_parameters() if p.requires_grad)  # the text encoder is frozen
+
+    def trained(model: torch.nn.Module) -> torch.Tensor:
+        return dict(model.named_parameters())[name].detach().clone()
+
+    def recording(model: torch.nn.Module) -> None:
+        seen.append(trained(model))
+        update(model)
+
+    trainer.ema.update_parameters = recording
+    result = trainer.fit()
+    assert len(seen) == 4  # 2 steps an epoch x 2 epochs
+    expected = seen[0]  # the first update copies the weights, then θ_ema ← d·θ_ema + (1 − d)·θ
+    for theta in seen[1:]:
+        expected = 0.6 * expected + 0.4 * theta
+    assert not torch.equal(seen[0], seen[-1])
+    assert torch.allclose(trained(trainer.ema.module), expected, atol=1e-6)
+    assert not torch.equal(trained(trainer.ema.module), trained(trainer.model))
+    val = validate(trainer.ema.module, trainer.val_loader, trainer.device, False)
+    logged = {k.removeprefix("val/"): v for k, v in result.history[-1].items() if k.startswith("val/")}
+    assert logged == pytest.approx(val, abs=1e-9, nan_ok=True)
+    raw = validate(trainer.model, trainer.val_loader, trainer.device, False)
+    assert raw != pytest.approx(val, abs=1e-9, nan_ok=True)  # the raw model scores otherwise
+    averaged = ema_weights(trainer)
+    trainer.load_for_evaluation(trainer.last_checkpoint)  # what the run saves as model.safetensors: the average
+    for key, value in weights(trainer).items():
+        assert torch.equal(value, averaged[key]), key
+
+
+def test_resume_with_weight_average_equals_uninterrupted_run(tmp_path: Path) -> None:
+    full = make_trainer(tmp_path / "full", ema_decay=0.9)
+    full_result = full.fit()
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(epoch: int, val: dict) -> None:
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        make_trainer(tmp_path / "split", on_epoch=stop_after_two, ema_decay=0.9).fit()
+    resumed = make_trainer(tmp_path / "split", ema_decay=0.9)
+    assert_same_history(resumed.fit(resume=True).history, full_result.history)
+    for key, value in ema_weights(full).items():
+        assert torch.equal(value, ema_weights(resumed)[key]), key
+
+
+def test_weight_average_refuses_a_checkpoint_without_one_and_a_bad_decay(tmp_path: Path) -> None:
+    from lss_vlm.errors import ConfigError, DataError
+
+    make_trainer(tmp_path, epochs=1).fit()
+    with pytest.raises(DataError, match="no weight average"):
+        make_trainer(tmp_path, epochs=2, ema_decay=0.9).fit(resume=True)
+    for decay in (0.0, 1.0, -0.5):
+        with pytest.raises(ConfigError, match="train.ema_decay"):
+            make_trainer(tmp_path / "bad", ema_decay=decay)

@@ -110,8 +110,10 @@ def save_checkpoint(
     loss: nn.Module,
     trainer_state: dict[str, Any],
     scaler: Any = None,
+    ema: nn.Module | None = None,
 ) -> None:
-    """Write a complete training checkpoint to ``folder`` (replaced atomically)."""
+    """Write a complete training checkpoint to ``folder`` (replaced atomically); ``ema``, the trainer's weight
+    average, goes into ``state.pt``."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
@@ -124,6 +126,7 @@ def save_checkpoint(
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": rng_state(),
             "trainer": trainer_state,
+            "ema": ema.state_dict() if ema is not None else None,
         }
         state = _plain(state)
         torch.save(state, tmp / STATE_FILE)
@@ -151,8 +154,12 @@ def load_checkpoint(
     loss: nn.Module | None = None,
     scaler: Any = None,
     restore_rng: bool = True,
+    ema: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Restore what :func:`save_checkpoint` wrote into the given objects; returns the saved trainer state."""
+    """Restore what :func:`save_checkpoint` wrote into the given objects; returns the saved trainer state.
+
+    Raises :class:`DataError` when ``ema`` is given and the checkpoint holds no weight average (it was trained
+    without ``train.ema_decay``)."""
     found = _complete(Path(folder))
     if found is None:
         raise FileNotFoundError(f"{folder}: no complete checkpoint")
@@ -166,6 +173,13 @@ def load_checkpoint(
         loss.load_state_dict(state["loss"])
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
+    if ema is not None:
+        if state.get("ema") is None:
+            raise DataError(
+                f"{found}: this checkpoint has no weight average (trained without train.ema_decay); "
+                "resume or evaluate it with the config it was trained with, or start over with --restart"
+            )
+        ema.load_state_dict(state["ema"])
     if restore_rng:
         set_rng_state(state["rng"])
     return state["trainer"]

@@ -22,6 +22,13 @@ forward of the training step goes through :class:`~torch.nn.parallel.Distributed
 the whole validation split (same metrics, same early-stopping decision) and only rank 0 writes checkpoints. After each
 epoch the ranks check that their loss state (e.g. the PID controller) agrees, and stop with an error if not.
 
+Weight averaging (``ema_decay``, off when ``None``): an exponential moving average of the weights and BatchNorm
+buffers, ``θ_ema ← d · θ_ema + (1 − d) · θ`` after every optimizer step (Polyak & Juditsky 1992; timm's ``ModelEmaV3``),
+kept by :class:`torch.optim.swa_utils.AveragedModel`. Averaged weights sit in flatter minima and transfer better across
+domains (SWAD, Cha et al., NeurIPS 2021; Arpit et al., NeurIPS 2022). When it is on, validation, the best checkpoint's
+choice and :meth:`Trainer.load_for_evaluation` use the average; the raw weights keep training and are what
+``model.safetensors`` of a checkpoint holds, the average is saved in its ``state.pt`` and restored on resume.
+
 ``state.timing`` accumulates wall seconds per stage (``train_steps``, ``data``, ``validation``, ``checkpoints``),
 saved in the checkpoint so a resumed run reports its whole training.
 """
@@ -39,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from monai.data.utils import set_rnd
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -84,6 +92,7 @@ class TrainerSettings:
     compile: bool = False  # torch.compile the training forward on CUDA (a no-op on CPU)
     lambda_cause: float = 0.0  # weight of the cause BCE; acts only when the model has a cause head
     lambda_con: float = 0.0  # image-text InfoNCE weight; 0 = the term is not computed
+    ema_decay: float | None = None  # weight-average decay d in (0, 1); None = no averaging
 
 
 @dataclass
@@ -119,6 +128,19 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device: 'cuda' requested but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(name)
+
+
+def _weight_average(model: nn.Module, decay: float | None) -> AveragedModel | None:
+    """An EMA copy of ``model`` (parameters and buffers) with decay ``decay``; ``None`` when ``decay`` is ``None``.
+
+    Raises :class:`ConfigError` when ``decay`` is not in (0, 1)."""
+    if decay is None:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ConfigError(f"train.ema_decay: {decay} is not in (0, 1); e.g. 0.999, or null for no weight averaging")
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    ema.eval()
+    return ema
 
 
 def _constant(_: int) -> float:
@@ -165,6 +187,7 @@ class Trainer:
         self.scheduler = self._build_scheduler()
         # loss scaling only for float16; bfloat16 has float32's exponent range
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and amp_dtype(self.device) == torch.float16)
+        self.ema = _weight_average(self.model, settings.ema_decay)
         self.state = _State()
 
     # ------------------------------------------------------------------------------------------------------ public
@@ -175,6 +198,19 @@ class Trainer:
     @property
     def best_checkpoint(self) -> Path:
         return self.checkpoint_dir / "best"
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and evaluated: the weight average when ``ema_decay`` is set, else
+        :attr:`model`."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def load_for_evaluation(self, folder: Path) -> None:
+        """Load checkpoint ``folder`` and put the weights it evaluates (the average when ``ema_decay`` is set) into
+        :attr:`model`, ready for :func:`save_weights` and the final evaluation."""
+        load_checkpoint(folder, self.model, ema=self.ema, restore_rng=False)
+        if self.ema is not None:
+            self.model.load_state_dict(self.ema.module.state_dict())
 
     def fit(self, resume: bool = True) -> FitResult:
         """Train for ``settings.epochs`` (or until early stopping); resume from ``last`` when it exists.
@@ -239,7 +275,7 @@ class Trainer:
         row.update(self._train_one_epoch(epoch))
         self._call_hook("on_epoch_end")
         started = time.perf_counter()
-        val = validate(self.model, self.val_loader, self.device, self.use_amp)
+        val = validate(self.eval_model, self.val_loader, self.device, self.use_amp)
         self._timed("validation", started)
         self._call_hook("on_validation", self._per_class(val, "area_ratio"))  # controllers reading held-out masks
         self._check_ranks_in_sync(epoch)
@@ -303,6 +339,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self._call_hook("on_step_end")
         self._log_controller(epoch, step)
         return {f"train/{name}": float(value.detach()) for name, value in values.items()}
@@ -427,9 +465,11 @@ class Trainer:
             return
         started = time.perf_counter()
         state = self.state.__dict__.copy()
-        save_checkpoint(folder, self.model, self.optimizer, self.scheduler, self.loss, state, self.scaler)
+        save_checkpoint(folder, self.model, self.optimizer, self.scheduler, self.loss, state, self.scaler, self.ema)
         self._timed("checkpoints", started)
 
     def _restore(self, folder: Path) -> None:
-        saved = load_checkpoint(folder, self.model, self.optimizer, self.scheduler, self.loss, self.scaler)
+        saved = load_checkpoint(
+            folder, self.model, self.optimizer, self.scheduler, self.loss, self.scaler, ema=self.ema
+        )
         self.state = _State(**{"timing": {}, **saved})  # checkpoints written before stage timers have none
