@@ -166,20 +166,26 @@ def test_fit_logs_every_term_and_keeps_best_and_last(tmp_path: Path) -> None:
     assert {"output/ligamentum_flavum", "output_min/disc", "output_max/disc", "clamp_fraction/disc"} <= set(log)
 
 
+class Interrupt(Exception):
+    """Raised by :func:`stop_after_two` to kill a run after its second epoch."""
+
+
+def stop_after_two(epoch: int, val: dict) -> None:
+    if epoch == 2:
+        raise Interrupt
+
+
+def killed_after_two_epochs(folder: Path, loss_name: str = "dice", **overrides) -> Trainer:
+    """A trainer on ``folder`` whose previous run died after epoch 2 of 3 (its ``checkpoints/last`` holds epoch 2)."""
+    with pytest.raises(Interrupt):
+        make_trainer(folder, loss_name, on_epoch=stop_after_two, **overrides).fit()
+    return make_trainer(folder, loss_name, **overrides)
+
+
 def test_resume_from_last_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None:
     full = make_trainer(tmp_path / "full", "pid_tversky")
     full_result = full.fit()
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_two(epoch: int, val: dict) -> None:
-        if epoch == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        make_trainer(tmp_path / "split", "pid_tversky", on_epoch=stop_after_two).fit()
-    resumed = make_trainer(tmp_path / "split", "pid_tversky")
+    resumed = killed_after_two_epochs(tmp_path / "split", "pid_tversky")
     assert resumed.state.epoch == 0  # state comes from the checkpoint inside fit()
     result = resumed.fit(resume=True)
 
@@ -286,17 +292,7 @@ def test_weight_average_follows_the_ema_formula_and_is_what_is_validated(tmp_pat
 def test_resume_with_weight_average_equals_uninterrupted_run(tmp_path: Path) -> None:
     full = make_trainer(tmp_path / "full", ema_decay=0.9)
     full_result = full.fit()
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_two(epoch: int, val: dict) -> None:
-        if epoch == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        make_trainer(tmp_path / "split", on_epoch=stop_after_two, ema_decay=0.9).fit()
-    resumed = make_trainer(tmp_path / "split", ema_decay=0.9)
+    resumed = killed_after_two_epochs(tmp_path / "split", ema_decay=0.9)
     assert_same_history(resumed.fit(resume=True).history, full_result.history)
     for key, value in ema_weights(full).items():
         assert torch.equal(value, ema_weights(resumed)[key]), key

@@ -303,7 +303,13 @@ def body_depth_at(spine: SpineAnatomy, lateral: float, half_width: float | None 
     posterior wall, so the anterior margin recedes off-midline (exactly ``body_depth`` on the midline; 0 beyond
     ``half_width``)."""
     half_width = BODY_HALF_WIDTH if half_width is None else half_width
-    return spine.body_depth * float(np.sqrt(max(1.0 - (lateral / half_width) ** 2, 0.0)))
+    return float(_elliptical_depth(spine.body_depth, lateral, half_width))
+
+
+def _elliptical_depth(depth: float, lateral: float, half_width: float | np.ndarray) -> np.ndarray:
+    """Depth (mm) of an axial outline that is an ellipse of half-width ``half_width`` and depth ``depth`` with a
+    flat posterior wall, ``lateral`` mm off the midline: ``depth · sqrt(1 − (lateral / half_width)²)``, 0 beyond."""
+    return depth * np.sqrt(np.clip(1.0 - (lateral / half_width) ** 2, 0.0, None))
 
 
 #: Half-widths (mm) of the lumbar vertebral body, bony canal and dural sac, used off the midline (parasagittal
@@ -450,7 +456,7 @@ def _body_depths(  # noqa: PLR0913
     height)."""
     rel = (s - body_s[b]) / (body_h[b] / 2)  # -1 upper endplate, 0 mid-height, 1 lower endplate
     half_width = BODY_HALF_WIDTH - outline.waist * np.clip(1.0 - rel**2, 0.0, 1.0)
-    return spine.body_depth * np.sqrt(np.clip(1.0 - (x / half_width) ** 2, 0.0, None))
+    return _elliptical_depth(spine.body_depth, x, half_width)
 
 
 def _foramina(labels, tissue, s, v, canal, wall, body_s, body_h, x: float) -> None:  # noqa: PLR0913
