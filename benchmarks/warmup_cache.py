@@ -6,7 +6,8 @@ Cache entry: ``<cache_dir>/report_warmup/<key>.safetensors`` (the decoder's stat
 bytes, ``train.seed``/``deterministic``, the torch version and the sources of ``lss_vlm.models`` and
 ``lss_vlm.reports``: the model is built from the same seed and the warm-up is deterministic, so loading an entry gives
 the weights a fresh warm-up would. Runs that fine-tune (``train.init_weights``) are not cached. Entries are written
-atomically; delete the folder to drop them.
+atomically; delete the folder to drop them. A file lock per key (``<key>.lock``, filelock) makes runs that start
+together, e.g. two Ray workers on the same seed, warm up once: the second waits and loads the first one's entry.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
 from lss_vlm.io import atomic_path, atomic_write_json
@@ -60,15 +62,16 @@ def cached_warm_up(
     folder = Path(cfg.data.cache_dir or DEFAULT_CACHE_DIR).expanduser() / FOLDER
     key = warmup_key(cfg)
     weights, summary = folder / f"{key}.safetensors", folder / f"{key}.json"
-    if weights.is_file() and summary.is_file():
-        device = next(decoder.parameters()).device
-        decoder.load_state_dict(load_file(str(weights), device=str(device)))
-        return {**json.loads(summary.read_text(encoding="utf-8")), "report_warmup/cached": 1.0}
-    result = warm_up()
-    if result:
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().clone().contiguous() for k, v in decoder.state_dict().items()}  # untie shared
-        with atomic_path(weights) as tmp:
-            save_file(state, str(tmp))
-        atomic_write_json(summary, result)
-    return result
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder / f"{key}.lock"):
+        if weights.is_file() and summary.is_file():
+            device = next(decoder.parameters()).device
+            decoder.load_state_dict(load_file(str(weights), device=str(device)))
+            return {**json.loads(summary.read_text(encoding="utf-8")), "report_warmup/cached": 1.0}
+        result = warm_up()
+        if result:
+            state = {k: v.detach().clone().contiguous() for k, v in decoder.state_dict().items()}  # untie shared
+            with atomic_path(weights) as tmp:
+                save_file(state, str(tmp))
+            atomic_write_json(summary, result)
+        return result

@@ -51,6 +51,42 @@ def test_report_warm_up_is_cached_across_losses_and_exact(timed_run: Path, tiny_
     assert cached == pytest.approx(fresh, nan_ok=True)
 
 
+def test_runs_that_warm_up_together_warm_up_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of one seed starting together (two Ray workers): one warms up, the other waits and loads its entry."""
+    import threading
+    import time
+
+    from benchmarks import warmup_cache
+
+    monkeypatch.setattr(warmup_cache, "warmup_key", lambda cfg: "samekey")
+    cfg = load_config(None, [f"data.cache_dir={tmp_path}"])
+    calls: list[int] = []
+    models = [torch.nn.Module() for _ in range(2)]
+    results: dict[int, dict[str, float]] = {}
+
+    def run(i: int) -> None:
+        models[i].report_decoder = torch.nn.Linear(2, 2)
+
+        def warm_up() -> dict[str, float]:
+            calls.append(i)
+            time.sleep(0.5)  # long enough for the other run to arrive while this one warms up
+            with torch.no_grad():
+                models[i].report_decoder.weight.fill_(7.0)
+            return {"report_warmup/steps": 3.0}
+
+        results[i] = warmup_cache.cached_warm_up(models[i], cfg, warm_up)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    waited = 1 - calls[0]
+    assert results[waited] == {"report_warmup/steps": 3.0, "report_warmup/cached": 1.0}
+    assert torch.all(models[waited].report_decoder.weight == 7.0)
+
+
 def test_timing_json_splits_the_run_into_stages(timed_run: Path) -> None:
     timing = json.loads((timed_run / "timing.json").read_text())
     for stage in STAGES:
