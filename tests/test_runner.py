@@ -162,6 +162,23 @@ def test_completed_run_is_not_retrained_and_evaluate_reproduces_metrics(finished
     assert metrics_of(run_dir).to_dict() == pytest.approx(metrics, nan_ok=True)
 
 
+def test_run_with_weight_averaging_saves_and_evaluates_the_average(tiny_phantom: Path, tmp_path: Path) -> None:
+    """``train.ema_decay``: the run's ``model.safetensors`` is the weight average kept in the best checkpoint's
+    ``state.pt``, not the raw weights of that checkpoint, and ``evaluate`` scores it as training did."""
+    from safetensors.torch import load_file
+
+    cfg = load_config(None, [*tiny_overrides(tiny_phantom, text_metrics=False), "train.ema_decay=0.5"])
+    metrics = run_experiment(cfg, tmp_path / "ema")
+    saved = load_file(str(tmp_path / "ema" / "model.safetensors"))
+    raw = load_file(str(tmp_path / "ema" / "checkpoints" / "best" / "model.safetensors"))
+    state = torch.load(tmp_path / "ema" / "checkpoints" / "best" / "state.pt", weights_only=True)
+    average = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
+    assert int(state["ema"]["n_averaged"]) > 1
+    assert all(torch.equal(v, average[k]) for k, v in saved.items())
+    assert any(not torch.equal(v, raw[k]) for k, v in saved.items())
+    assert evaluate_run(tmp_path / "ema") == pytest.approx(metrics, nan_ok=True)
+
+
 def test_pruned_run_records_status_then_resumes_to_the_same_metrics(
     tiny_config_no_text: ExperimentConfig, finished_run: tuple[Path, dict], tmp_path: Path
 ) -> None:
