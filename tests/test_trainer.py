@@ -278,6 +278,9 @@ def test_weight_average_follows_the_ema_formula_and_is_what_is_validated(tmp_pat
     assert not torch.equal(seen[0], seen[-1])
     assert torch.allclose(trained(trainer.ema.module), expected, atol=1e-6)
     assert not torch.equal(trained(trainer.ema.module), trained(trainer.model))
+    counters = {k: v for k, v in trainer.model.state_dict().items() if k.endswith("num_batches_tracked")}
+    assert counters and all(int(v) == 4 for v in counters.values())  # copied, not averaged and truncated
+    assert all(torch.equal(trainer.ema.module.state_dict()[k], v) for k, v in counters.items())
     val = validate(trainer.ema.module, trainer.val_loader, trainer.device, False)
     logged = {k.removeprefix("val/"): v for k, v in result.history[-1].items() if k.startswith("val/")}
     assert logged == pytest.approx(val, abs=1e-9, nan_ok=True)

@@ -138,9 +138,24 @@ def _weight_average(model: nn.Module, decay: float | None) -> AveragedModel | No
         return None
     if not 0.0 < decay < 1.0:
         raise ConfigError(f"train.ema_decay: {decay} is not in (0, 1); e.g. 0.999, or null for no weight averaging")
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    ema = AveragedModel(model, multi_avg_fn=_ema_of_floats(decay), use_buffers=True)
     ema.eval()
     return ema
+
+
+def _ema_of_floats(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Any], None]:
+    """torch's EMA update (:func:`get_ema_multi_avg_fn`) for floating-point tensors; other buffers (BatchNorm's
+    ``num_batches_tracked``, boolean masks) are copied, not averaged and truncated."""
+    ema_update = get_ema_multi_avg_fn(decay)
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: Any) -> None:
+        if averaged and averaged[0].is_floating_point():  # AveragedModel groups the tensors by device and dtype
+            ema_update(averaged, current, n_averaged)
+        else:
+            for mine, theirs in zip(averaged, current, strict=True):
+                mine.copy_(theirs)
+
+    return update
 
 
 def _constant(_: int) -> float:
