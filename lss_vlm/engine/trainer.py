@@ -61,7 +61,7 @@ from .batches import (
     valid_view_labelled,
     valid_view_pairs,
 )
-from .checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
+from .checkpoints import WEIGHTS_FILE, checkpoint_exists, load_checkpoint, load_weights, save_checkpoint
 from .instruction import instruction_term
 from .seeding import derive_seed, seed_everything
 from .validation import amp_dtype, autocast_context, validate
@@ -223,9 +223,11 @@ class Trainer:
     def load_for_evaluation(self, folder: Path) -> None:
         """Load checkpoint ``folder`` and put the weights it evaluates (the average when ``ema_decay`` is set) into
         :attr:`model`, ready for :func:`save_weights` and the final evaluation."""
+        if self.ema is None:  # the weights file alone; state.pt (optimizer, RNG) is not needed to evaluate
+            load_weights(self.model, folder / WEIGHTS_FILE)
+            return
         load_checkpoint(folder, self.model, ema=self.ema, restore_rng=False)
-        if self.ema is not None:
-            self.model.load_state_dict(self.ema.module.state_dict())
+        self.model.load_state_dict(self.ema.module.state_dict())
 
     def fit(self, resume: bool = True) -> FitResult:
         """Train for ``settings.epochs`` (or until early stopping); resume from ``last`` when it exists.
