@@ -254,6 +254,11 @@ class EvalConfig(_Section):
         description="cap on generated report tokens; null = the model's limit (1.25 x longest reference)",
     )
     text_metrics: bool = Field(True, description="BLEU/METEOR/ROUGE-L/CIDEr (needs Java); off = skipped")
+    measure_on: Literal["native", "model"] = Field(
+        "native",
+        description="grid of the reports' measurements (area, AP diameter): native = each axial view's acquired "
+        "pixels (class probabilities resampled back), model = the model's grid",
+    )
     overlay_prompt: str | None = Field(
         None, description="prompt of the attention map in overlay.jpg; null = label/thecal_sac"
     )

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lss_vlm.constants import CAUSES, GRADES, LEVELS, VIEWS, level_key
+from lss_vlm.constants import AXIAL_VIEWS, CAUSES, GRADES, LEVELS, VIEWS, level_key
 from lss_vlm.engine.batches import model_inputs
 from lss_vlm.engine.validation import predict, update_metrics
 from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
@@ -135,7 +135,7 @@ def evaluate_model(
         generation_cpu_s += time.process_time() - started_cpu
         started = time.perf_counter()
         for i, case_id in enumerate(batch["case_id"]):
-            cases.append(_case_result(batch, pred, generated, i))
+            cases.append(_case_result(batch, out, generated, i, cfg.eval.measure_on))
             if overlay_case is None or case_id < overlay_case.case_id:
                 overlay_case = case_view(model, batch, out, i, cfg.eval.overlay_prompt)
         composer_s += time.perf_counter() - started
@@ -164,7 +164,9 @@ def _add_time(timing: dict[str, float], stage: str, seconds: float) -> None:
     timing[stage] = timing.get(stage, 0.0) + seconds
 
 
-def _case_result(batch: dict[str, Any], pred: torch.Tensor, generated: list[str], i: int) -> CaseResult:
+def _case_result(
+    batch: dict[str, Any], out: dict[str, Any], generated: list[str], i: int, measure_on: str = "native"
+) -> CaseResult:
     result = CaseResult(
         case_id=batch["case_id"][i],
         generated=generated[i],
@@ -173,7 +175,7 @@ def _case_result(batch: dict[str, Any], pred: torch.Tensor, generated: list[str]
         true_areas=[float(a) for a in batch["areas"][i].tolist()],
         true_causes=_true_causes(batch, i),
     )
-    composed = _compose(batch, pred, i)
+    composed = _compose(batch, out, i, measure_on)
     if composed is not None:
         result.generated = fill_slots(result.generated, composed.measurements)  # numbers measured on predicted masks
         result.composed = composed.text
@@ -191,17 +193,41 @@ def _true_causes(batch: dict[str, Any], i: int) -> list[list[str] | None]:
     return [None if any(math.isnan(v) for v in row) else [c for c, v in zip(CAUSES, row) if v > 0.5] for row in rows]
 
 
-def _compose(batch: dict[str, Any], pred: torch.Tensor, i: int) -> Any:
-    """The structured report composed from the predicted masks of case ``i`` (None without a composer)."""
+def _compose(batch: dict[str, Any], out: dict[str, Any], i: int, measure_on: str = "native") -> Any:
+    """The structured report composed from the predicted masks of case ``i`` (None without a composer).
+
+    ``measure_on="native"``: each axial view's class probabilities are resampled onto the view's acquired grid
+    (:func:`lss_vlm.data.native_grid.to_native_grid`) and measured there, where the references were measured; a view
+    without a recorded grid (e.g. augmented) is measured on the model's grid, as with ``"model"``."""
     try:
         from lss_vlm.reports.composer import compose_report
     except ImportError:
         return None
-    valid = batch.get("view_valid")
-    views = [j for j in range(len(VIEWS)) if valid is None or bool(valid[i, j])]
-    masks = {VIEWS[j]: pred[i, j].cpu().numpy() for j in views}
-    spacing = {VIEWS[j]: tuple(float(x) for x in batch["spacing"][i, j].tolist()) for j in views}
+    masks, spacing = _measurement_masks(batch, out["seg_logits"], i, measure_on)
     return compose_report(masks, spacing, grades=None)
+
+
+def _measurement_masks(
+    batch: dict[str, Any], seg_logits: torch.Tensor, i: int, measure_on: str
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[float, float]]]:
+    """``({axial view: label map}, {axial view: (row_mm, col_mm)})`` of case ``i`` on the grid named by
+    ``measure_on`` (``seg_logits``: ``[B, V, C, H, W]``)."""
+    from lss_vlm.data.native_grid import has_native_grid, native_spacing, to_native_grid
+
+    valid = batch.get("view_valid")
+    masks: dict[str, np.ndarray] = {}
+    spacing: dict[str, tuple[float, float]] = {}
+    for j, view in enumerate(VIEWS):
+        if view not in AXIAL_VIEWS or (valid is not None and not bool(valid[i, j])):
+            continue
+        grids = [batch[k][i, j].cpu() for k in ("affine", "native_affine", "native_shape") if k in batch]
+        if measure_on == "native" and len(grids) == 3 and has_native_grid(*grids):
+            probabilities = to_native_grid(seg_logits[i, j].float().softmax(dim=0), *grids)
+            masks[view], spacing[view] = probabilities.argmax(dim=0).numpy(), native_spacing(grids[1])
+        else:
+            masks[view] = seg_logits[i, j].argmax(dim=0).cpu().numpy()
+            spacing[view] = tuple(float(x) for x in batch["spacing"][i, j].tolist())
+    return masks, spacing
 
 
 def _report_metrics(
@@ -362,8 +388,7 @@ def inspect_case(
             view_valid=one.get("view_valid"),
             **model_inputs(model, one),
         )
-        pred = out["seg_logits"][i : i + 1].argmax(dim=2)
-        composed = _compose(one, pred, 0)
+        composed = _compose(batch, out, i, cfg.eval.measure_on)
         return InspectedCase(
             split=split,
             view=case_view(model, batch, out, i, prompt),

@@ -36,7 +36,7 @@ def test_batch_follows_the_contract(tiny_phantom: Path) -> None:
     batch = next(iter(loader))
     assert set(batch) == {
         "case_id", "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "reports", "clinical",
-        "causes", "labelled", "affine",
+        "causes", "labelled", "affine", "native_affine", "native_shape",
     }  # fmt: skip
     assert batch["causes"].shape == (3, L, 3) and batch["causes"].dtype == torch.float32
     assert batch["affine"].shape == (3, V, 4, 4) and batch["affine"].dtype == torch.float64

@@ -15,7 +15,10 @@ key             type                        meaning
 ``areas``       float32 ``[B, L]``           true dural-sac area (mm²), NaN unknown
 ``spacing``     float32 ``[B, V, 2]``        mm per pixel (row, col) after resampling
 ``affine``      float64 ``[B, V, 4, 4]``     pixel ``(row, col, 0)`` → patient RAS mm of each view after resampling
-                                            and pad/crop (NaN for a missing view)
+                                            and pad/crop (NaN for a missing view, or an augmented item)
+``native_affine`` float64 ``[B, V, 4, 4]``  the same for the view's acquired grid (canonical orientation, before
+                                            resampling; :mod:`~lss_vlm.data.native_grid`); NaN when missing
+``native_shape``  int64 ``[B, V, 3]``       that grid's shape ``(rows, cols, 1)``; 0 when missing
 ``reports``     ``list[list[str]]``          reference reports
 ``clinical``    float32 ``[B, F]``           the ``clinical_columns`` asked for (default the six: age, sex, BMI,
                                             symptom months, claudication, ODI); NaN unknown or absent
@@ -64,8 +67,8 @@ from .transforms import (
 )
 
 TENSOR_KEYS: tuple[str, ...] = (
-    "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "affine", "clinical", "causes",
-    "labelled"
+    "views", "masks", "mask_valid", "view_valid", "grades", "areas", "spacing", "affine", "native_affine",
+    "native_shape", "clinical", "causes", "labelled"
 )  # fmt: skip
 
 

@@ -41,6 +41,7 @@ from monai.transforms import (
 
 from ..constants import IGNORE_LABEL, LEVELS, NUM_CAUSES, NUM_LABELS, VIEWS
 from ..errors import DataError
+from .native_grid import RecordNativeGridd, native_grid_of
 
 #: Orientation codes (nibabel convention: direction of increasing index) of (rows, columns, slice).
 CANONICAL_AXCODES: dict[str, str] = {"sagittal": "IPR", "axial": "PLS"}
@@ -285,6 +286,7 @@ def deterministic_transforms(spatial_size: int, spacing: Mapping[str, tuple[floa
         row, col = spacing[kind]
         steps += [
             Orientationd(keys=keys, axcodes=CANONICAL_AXCODES[kind], labels=RAS_LABELS, allow_missing_keys=True),
+            RecordNativeGridd(keys=images),
             Spacingd(keys=images, pixdim=(row, col, -1.0), mode="bilinear", allow_missing_keys=True),
             ResampleLabelsd(keys=masks, pixdim=(row, col, -1.0)),
         ]
@@ -377,6 +379,8 @@ def assemble_case(data: Mapping[str, Any], spatial_size: int, spacing: Mapping[s
     view_valid = torch.zeros(n, dtype=torch.bool)
     mask_valid = torch.zeros(n, dtype=torch.bool)
     affine = torch.full((n, 4, 4), math.nan, dtype=torch.float64)
+    native_affine = torch.full((n, 4, 4), math.nan, dtype=torch.float64)
+    native_shape = torch.zeros(n, 3, dtype=torch.int64)
     for i, view in enumerate(VIEWS):
         img = data.get(image_key(view))
         if img is not None:
@@ -384,6 +388,9 @@ def assemble_case(data: Mapping[str, Any], spatial_size: int, spacing: Mapping[s
             view_valid[i] = True
             if isinstance(img, MetaTensor):
                 affine[i] = torch.as_tensor(img.affine, dtype=torch.float64).reshape(4, 4)
+            native = native_grid_of(img)
+            if native is not None:
+                native_affine[i], native_shape[i] = native[0].reshape(4, 4), native[1].reshape(3)
         mask = data.get(mask_key(view))
         if mask is not None:
             labels = torch.as_tensor(mask).reshape(size, size).round().long()
@@ -400,6 +407,8 @@ def assemble_case(data: Mapping[str, Any], spatial_size: int, spacing: Mapping[s
         "areas": torch.as_tensor(data["areas"], dtype=torch.float32),
         "spacing": spacing_t,
         "affine": affine,
+        "native_affine": native_affine,
+        "native_shape": native_shape,
         "reports": list(data["reports"]),
         "clinical": torch.as_tensor(data["clinical"], dtype=torch.float32),
         "causes": torch.as_tensor(data.get("causes", [[math.nan] * NUM_CAUSES] * len(LEVELS)), dtype=torch.float32),
