@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lss_vlm.constants import AXIAL_VIEWS, CAUSES, GRADES, LEVELS, VIEWS, level_key
+from lss_vlm.constants import AXIAL_VIEWS, CAUSES, GRADES, LEVELS, NUM_LABELS, VIEWS, level_key
 from lss_vlm.engine.batches import model_inputs
 from lss_vlm.engine.validation import predict, update_metrics
 from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
@@ -30,7 +30,7 @@ from lss_vlm.metrics.localisation import LevelLocalisation
 from lss_vlm.metrics.segmentation import SegmentationMetrics
 from lss_vlm.metrics.text import TEXT_METRICS
 from lss_vlm.models.lora import parameter_report
-from lss_vlm.reports.vocabulary import fill_slots
+from lss_vlm.reports.vocabulary import fill_slots, remeasure
 
 from .config import ExperimentConfig
 from .data import resolve_manifest
@@ -56,6 +56,8 @@ class CaseResult:
     true_causes: list[list[str] | None] = field(default_factory=list)  # per level; None = unknown (not stenotic)
     composed: str = ""
     composed_areas: list[float] = field(default_factory=list)
+    #: the references with the numbers measured on the true masks, as the predicted ones are (measurement ceiling)
+    measured_references: list[str] = field(default_factory=list)
 
 
 def attention_for_prompt(model: nn.Module, out: dict[str, Any], index: int, prompt: str | None) -> tuple[Any, str]:
@@ -134,8 +136,9 @@ def evaluate_model(
         generation_s += time.perf_counter() - started
         generation_cpu_s += time.process_time() - started_cpu
         started = time.perf_counter()
+        grids = (out["seg_logits"].float().softmax(dim=2), _true_probabilities(batch))
         for i, case_id in enumerate(batch["case_id"]):
-            cases.append(_case_result(batch, out, generated, i, cfg.eval.measure_on))
+            cases.append(_case_result(batch, grids, generated, i, cfg.eval.measure_on))
             if overlay_case is None or case_id < overlay_case.case_id:
                 overlay_case = case_view(model, batch, out, i, cfg.eval.overlay_prompt)
         composer_s += time.perf_counter() - started
@@ -165,8 +168,13 @@ def _add_time(timing: dict[str, float], stage: str, seconds: float) -> None:
 
 
 def _case_result(
-    batch: dict[str, Any], out: dict[str, Any], generated: list[str], i: int, measure_on: str = "native"
+    batch: dict[str, Any],
+    probabilities: tuple[torch.Tensor, torch.Tensor],
+    generated: list[str],
+    i: int,
+    measure_on: str = "native",
 ) -> CaseResult:
+    """Case ``i``'s reports; ``probabilities``: ``(predicted, true)`` ``[B, V, C, H, W]`` on the model's grid."""
     result = CaseResult(
         case_id=batch["case_id"][i],
         generated=generated[i],
@@ -175,13 +183,15 @@ def _case_result(
         true_areas=[float(a) for a in batch["areas"][i].tolist()],
         true_causes=_true_causes(batch, i),
     )
-    composed = _compose(batch, out, i, measure_on)
+    composed = _compose(batch, probabilities[0], i, measure_on)
     if composed is not None:
         result.generated = fill_slots(result.generated, composed.measurements)  # numbers measured on predicted masks
         result.composed = composed.text
         result.composed_areas = [
             float(composed.measurements.get(level, {}).get("area_mm2", math.nan)) for level in LEVELS
         ]
+        truth = _compose(batch, probabilities[1], i, measure_on)
+        result.measured_references = [remeasure(r, truth.measurements) for r in result.references]
     return result
 
 
@@ -193,25 +203,36 @@ def _true_causes(batch: dict[str, Any], i: int) -> list[list[str] | None]:
     return [None if any(math.isnan(v) for v in row) else [c for c, v in zip(CAUSES, row) if v > 0.5] for row in rows]
 
 
-def _compose(batch: dict[str, Any], out: dict[str, Any], i: int, measure_on: str = "native") -> Any:
-    """The structured report composed from the predicted masks of case ``i`` (None without a composer).
+def _compose(batch: dict[str, Any], probabilities: torch.Tensor, i: int, measure_on: str = "native") -> Any:
+    """The structured report composed from the label maps of case ``i`` (None without a composer).
 
-    ``measure_on="native"``: each axial view's class probabilities are resampled onto the view's acquired grid
-    (:func:`lss_vlm.data.native_grid.to_native_grid`) and measured there, where the references were measured; a view
-    without a recorded grid (e.g. augmented) is measured on the model's grid, as with ``"model"``."""
+    ``probabilities``: ``[B, V, C, H, W]`` class probabilities on the model's grid (the softmax of the predictions, or
+    :func:`_true_probabilities`). ``measure_on="native"``: each axial view's probabilities are resampled onto the
+    view's acquired grid (:func:`lss_vlm.data.native_grid.to_native_grid`) and measured there, where the references
+    were measured; a view without a recorded grid (e.g. augmented) is measured on the model's grid, as with
+    ``"model"``."""
     try:
         from lss_vlm.reports.composer import compose_report
     except ImportError:
         return None
-    masks, spacing = _measurement_masks(batch, out["seg_logits"], i, measure_on)
+    masks, spacing = _measurement_masks(batch, probabilities, i, measure_on)
     return compose_report(masks, spacing, grades=None)
 
 
+def _true_probabilities(batch: dict[str, Any]) -> torch.Tensor:
+    """One-hot ``[B, V, C, H, W]`` of the true masks (not-annotated pixels and views without a mask: all 0)."""
+    masks = batch["masks"].long()
+    annotated = (masks >= 0) & (masks < NUM_LABELS)
+    onehot = torch.nn.functional.one_hot(torch.where(annotated, masks, 0), NUM_LABELS).movedim(-1, 2).float()
+    keep = annotated & batch["mask_valid"].bool()[..., None, None]
+    return onehot * keep[:, :, None]
+
+
 def _measurement_masks(
-    batch: dict[str, Any], seg_logits: torch.Tensor, i: int, measure_on: str
+    batch: dict[str, Any], probabilities: torch.Tensor, i: int, measure_on: str
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[float, float]]]:
     """``({axial view: label map}, {axial view: (row_mm, col_mm)})`` of case ``i`` on the grid named by
-    ``measure_on`` (``seg_logits``: ``[B, V, C, H, W]``)."""
+    ``measure_on`` (``probabilities``: ``[B, V, C, H, W]`` on the model's grid)."""
     from lss_vlm.data.native_grid import has_native_grid, native_spacing, to_native_grid
 
     valid = batch.get("view_valid")
@@ -222,10 +243,10 @@ def _measurement_masks(
             continue
         grids = [batch[k][i, j].cpu() for k in ("affine", "native_affine", "native_shape") if k in batch]
         if measure_on == "native" and len(grids) == 3 and has_native_grid(*grids):
-            probabilities = to_native_grid(seg_logits[i, j].float().softmax(dim=0), *grids)
-            masks[view], spacing[view] = probabilities.argmax(dim=0).numpy(), native_spacing(grids[1])
+            native = to_native_grid(probabilities[i, j].cpu(), *grids)
+            masks[view], spacing[view] = native.argmax(dim=0).numpy(), native_spacing(grids[1])
         else:
-            masks[view] = seg_logits[i, j].argmax(dim=0).cpu().numpy()
+            masks[view] = probabilities[i, j].argmax(dim=0).cpu().numpy()
             spacing[view] = tuple(float(x) for x in batch["spacing"][i, j].tolist())
     return masks, spacing
 
@@ -266,6 +287,9 @@ def _report_metrics(
         metrics.update({f"{prefix}{k}": v for k, v in scores.items()})
     # the leave-one-out ceiling needs >= 2 cases with >= 2 references
     metrics["reference/cider_x100"] = _CEILINGS.get(_references_key(references), math.nan) if ceiling else math.nan
+    measured = {c.case_id: c.measured_references for c in with_refs}
+    has_measured = ceiling and all(len(v) == len(references[k]) for k, v in measured.items())
+    metrics["reference/measured_cider_x100"] = _measured_ceiling(references, measured) if has_measured else math.nan
     errors = [
         abs(pred - true)
         for c in cases
@@ -287,6 +311,18 @@ def _references_key(references: dict[str, list[str]]) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(references, sort_keys=True).encode()).hexdigest()
+
+
+def _measured_ceiling(references: dict[str, list[str]], measured: dict[str, list[str]]) -> float:
+    """CIDEr×100 of the measurement ceiling, once per process per distinct (references, measured references): the
+    leave-one-out ceiling with each held-out reference's numbers measured on the true masks (:func:`remeasure`),
+    the score of a model whose text is right and whose masks equal the truth on the model's grid."""
+    from lss_vlm.metrics.text import reference_ceiling
+
+    key = _references_key({"references": references, "measured": measured})
+    if key not in _CEILINGS:
+        _CEILINGS[key] = float(reference_ceiling(references, held_out=measured)["cider_x100"])
+    return _CEILINGS[key]
 
 
 def _java_text_metrics(
@@ -388,7 +424,7 @@ def inspect_case(
             view_valid=one.get("view_valid"),
             **model_inputs(model, one),
         )
-        composed = _compose(batch, out, i, cfg.eval.measure_on)
+        composed = _compose(batch, out["seg_logits"].float().softmax(dim=2), i, cfg.eval.measure_on)
         return InspectedCase(
             split=split,
             view=case_view(model, batch, out, i, prompt),

@@ -18,8 +18,10 @@ from benchmarks.ranking import (
     DEFAULT_BASELINE,
     DEFAULT_METRICS,
     DEFAULT_RANK_METRIC,
+    MEASURED_REFERENCE_ROW,
     REFERENCE_METRICS,
     REFERENCE_ROW,
+    REFERENCE_ROWS,
     Leaderboard,
     build_leaderboard,
     choose_metrics,
@@ -33,8 +35,10 @@ __all__ = [
     "DEFAULT_BASELINE",
     "DEFAULT_METRICS",
     "DEFAULT_RANK_METRIC",
+    "MEASURED_REFERENCE_ROW",
     "REFERENCE_METRICS",
     "REFERENCE_ROW",
+    "REFERENCE_ROWS",
     "DamagedRun",
     "Leaderboard",
     "MetricInfo",
@@ -176,7 +180,7 @@ def scored_cases_note(board: Leaderboard) -> str | None:
 
 def notes(board: Leaderboard) -> list[str]:
     """Footnotes explaining the statistics, what was not scored, and the failed runs."""
-    losses = board.table[board.table["loss"] != REFERENCE_ROW]  # the ceiling row counts runs, not seeds
+    losses = board.table[~board.table["loss"].isin(REFERENCE_ROWS)]  # the ceiling row counts runs, not seeds
     n_seeds = max((int(v) for v in losses["n_seeds"]), default=0)
     ci_over = "seeds" if n_seeds >= 2 else "test cases (1 seed per loss)"
     test = "Wilcoxon signed-rank" if board.test == "wilcoxon" else "paired bootstrap"
@@ -210,6 +214,12 @@ def notes(board: Leaderboard) -> list[str]:
         lines.append(
             f"{REFERENCE_ROW}: CIDEr×100 of each reference report against the case's other references, averaged "
             "(the score a second radiologist gets); read generated and composed CIDEr×100 against it."
+        )
+    if (board.table["loss"] == MEASURED_REFERENCE_ROW).any():
+        lines.append(
+            f"{MEASURED_REFERENCE_ROW}: the same, with the held-out reference's numbers (dural-sac area, AP diameter) "
+            "measured on the true masks on the grid of eval.measure_on: the score of a model whose text is right and "
+            "whose masks equal the truth on its grid."
         )
     lines += unscored_notes(board)
     lines += collapse_notes(board)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from benchmarks.comparability import VARYING_KEYS
 from benchmarks.metric_names import metric_info
-from benchmarks.ranking import REFERENCE_ROW, Leaderboard
+from benchmarks.ranking import REFERENCE_ROWS, Leaderboard, is_reference_row
 from benchmarks.run_records import RunRecord
 
 SCHEMA_VERSION = 1
@@ -108,7 +108,7 @@ def _metric_entry(board: Leaderboard, row: pd.Series, metric: str, runs: Sequenc
 def _row_entry(board: Leaderboard, row: pd.Series) -> dict[str, Any]:
     name = str(row["loss"])
     runs = [r for r in board.runs if r.loss == name]
-    reference = name == REFERENCE_ROW
+    reference = is_reference_row(name)
     entry: dict[str, Any] = {
         "rank": _number(row.get("rank")),
         "loss": name,
@@ -205,7 +205,7 @@ def best_rows(board: Leaderboard, metric: str) -> set[int]:
     if column not in board.table:
         return set()
     info = metric_info(metric)
-    losses = board.table[board.table["loss"] != REFERENCE_ROW]
+    losses = board.table[~board.table["loss"].isin(REFERENCE_ROWS)]
     shown = losses[column].astype(float).round(info.digits)
     shown = shown[np.isfinite(shown)]
     if shown.empty:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.leaderboard import (
-    REFERENCE_ROW,
+    REFERENCE_ROWS,
     WIDE_FIGURES,
     Leaderboard,
     format_p,
@@ -36,6 +36,7 @@ from benchmarks.leaderboard_formats import best_rows as best_rows_of
 from benchmarks.ood import ood_table
 from benchmarks.ood import to_html as ood_html
 from benchmarks.plots import embed_image
+from benchmarks.ranking import is_reference_row
 from benchmarks.report_pages import overlay_reports_html
 from benchmarks.versions import git_sha, package_version
 
@@ -65,7 +66,7 @@ def _joined(values: Sequence[str], fallback: str = "unknown") -> str:
 
 
 def _seeds_label(board: Leaderboard) -> str:
-    counts = board.table.loc[board.table["loss"] != REFERENCE_ROW, "n_seeds"].astype(int).tolist()
+    counts = board.table.loc[~board.table["loss"].isin(REFERENCE_ROWS), "n_seeds"].astype(int).tolist()
     if not counts:
         return "0"
     low, high = min(counts), max(counts)
@@ -100,7 +101,7 @@ def header_fields(board: Leaderboard, today: datetime.date | None = None) -> lis
 
 def one_seed_warning(board: Leaderboard) -> str | None:
     """The warning of a suite whose losses ran one seed each (None with ≥ 2 seeds for some loss)."""
-    counts = board.table.loc[board.table["loss"] != REFERENCE_ROW, "n_seeds"]
+    counts = board.table.loc[~board.table["loss"].isin(REFERENCE_ROWS), "n_seeds"]
     if counts.empty or int(counts.max()) >= 2:
         return None
     return (
@@ -134,7 +135,7 @@ def columns(board: Leaderboard) -> list[Column]:
 def _ranked(board: Leaderboard) -> pd.DataFrame:
     """The rows that compete: losses with at least one completed seed (not the reference-ceiling row)."""
     table = board.table
-    return table[(table["loss"] != REFERENCE_ROW) & (table["n_seeds"] > 0)]
+    return table[~table["loss"].isin(REFERENCE_ROWS) & (table["n_seeds"] > 0)]
 
 
 def best_rows(board: Leaderboard) -> dict[str, set[int]]:
@@ -262,9 +263,8 @@ def table_html(board: Leaderboard) -> tuple[str, list[str]]:
         for j, (key, inner) in enumerate(_cells(board, int(index), row, best)):
             warn = ' class="warn"' if j == 2 and row["n_failed"] else ""
             tds.append(f'<td data-v="{_sort_key(key)}"{warn}>{inner}</td>')
-        cls = (
-            ' class="reference"' if row["loss"] == REFERENCE_ROW else (' class="failed"' if row["n_seeds"] == 0 else "")
-        )
+        cls = ' class="reference"' if is_reference_row(row["loss"]) else ""
+        cls = ' class="failed"' if not cls and row["n_seeds"] == 0 else cls
         body.append(f"<tr{cls}>{''.join(tds)}</tr>")
     table = f'<table id="board"><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(body) + "\n</tbody></table>"
     footnotes = [f'<li id="empty-{marks[m][1:]}">{marks[m]} {html.escape(text)}</li>' for m, text in empty.items()]
@@ -292,8 +292,8 @@ def to_html(board: Leaderboard, figures: dict[str, tuple[Path, str]] | None = No
         table=table,
         notes=note_html,
         figures=figure_html,
-        ood=ood_html(ood_table(board.runs, [n for n in board.table["loss"] if n != REFERENCE_ROW])),
-        reports=overlay_reports_html(board.runs, [n for n in board.table["loss"] if n != REFERENCE_ROW]),
+        ood=ood_html(ood_table(board.runs, [n for n in board.table["loss"] if not is_reference_row(n)])),
+        reports=overlay_reports_html(board.runs, [n for n in board.table["loss"] if not is_reference_row(n)]),
     )
 
 

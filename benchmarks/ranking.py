@@ -40,10 +40,24 @@ DEFAULT_METRICS: tuple[str, ...] = (
 )
 DEFAULT_RANK_METRIC = "dice_macro"
 DEFAULT_BASELINE = "dice"
-#: The reference row (issue 13): leave-one-out CIDEr-D of each reference against the case's others, from the runs'
-#: ``reference/cider_x100``; generated and composed CIDEr×100 are read against it. Not ranked, not tested.
+#: The reference rows (issue 13), unranked and untested: the leave-one-out CIDEr-D of each reference against the
+#: case's others (``reference/cider_x100``), and the same with the held-out reference's numbers measured on the true
+#: masks on the grid of ``eval.measure_on`` (``reference/measured_cider_x100``): what a model whose text is right and
+#: whose masks equal the truth on its grid would score. Generated and composed CIDEr×100 are read against both.
 REFERENCE_ROW = "reference ceiling (leave-one-out)"
-REFERENCE_METRICS: dict[str, str] = {"cider_x100": "reference/cider_x100"}
+MEASURED_REFERENCE_ROW = "measurement ceiling (true masks)"
+REFERENCE_ROWS: dict[str, dict[str, str]] = {
+    REFERENCE_ROW: {"cider_x100": "reference/cider_x100"},
+    MEASURED_REFERENCE_ROW: {"cider_x100": "reference/measured_cider_x100"},
+}
+REFERENCE_METRICS: dict[str, str] = REFERENCE_ROWS[REFERENCE_ROW]
+
+
+def is_reference_row(name: object) -> bool:
+    """Whether a leaderboard row label is one of :data:`REFERENCE_ROWS` (not a loss)."""
+    return name in REFERENCE_ROWS
+
+
 #: A class whose predicted area exceeds its true area this many times over the test set is flagged as collapsed.
 COLLAPSE_RATIO = 3.0
 
@@ -71,7 +85,7 @@ class Leaderboard:
         if column not in self.table:
             return None
         ranked = (
-            self.table[self.table["loss"] != REFERENCE_ROW]
+            self.table[~self.table["loss"].isin(REFERENCE_ROWS)]
             .dropna(subset=[column])
             .sort_values(column, ascending=not metric_info(metric).higher_is_better, kind="stable")
         )
@@ -233,15 +247,16 @@ def build_leaderboard(
 
 
 def _with_reference_row(table: pd.DataFrame, runs: Sequence[RunRecord], chosen: Sequence[str]) -> pd.DataFrame:
-    """Append :data:`REFERENCE_ROW` (unranked) when completed runs report a reference ceiling for a shown metric."""
-    row: dict[str, object] = {}
-    for metric, source in REFERENCE_METRICS.items():
-        values = [r.metrics.get(source, math.nan) for r in runs if r.completed]
-        values = [v for v in values if math.isfinite(v)]
-        if metric in chosen and values:
-            mean, std = stats.mean_std(values)
-            row.update({f"{metric}_mean": mean, f"{metric}_std": std, "n_seeds": len(values), "n_failed": 0})
-    if not row:
-        return table
-    row.update(loss=REFERENCE_ROW, rank=math.nan, failed_reasons="")
-    return pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+    """Append the :data:`REFERENCE_ROWS` (unranked) that completed runs report for a shown metric."""
+    rows = []
+    for label, sources in REFERENCE_ROWS.items():
+        row: dict[str, object] = {}
+        for metric, source in sources.items():
+            values = [r.metrics.get(source, math.nan) for r in runs if r.completed]
+            values = [v for v in values if math.isfinite(v)]
+            if metric in chosen and values:
+                mean, std = stats.mean_std(values)
+                row.update({f"{metric}_mean": mean, f"{metric}_std": std, "n_seeds": len(values), "n_failed": 0})
+        if row:
+            rows.append({**row, "loss": label, "rank": math.nan, "failed_reasons": ""})
+    return pd.concat([table, pd.DataFrame(rows)], ignore_index=True) if rows else table

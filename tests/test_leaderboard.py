@@ -226,6 +226,29 @@ def test_reference_ceiling_is_an_unranked_row_when_runs_report_it(tmp_path):
     assert "reference ceiling" in (tmp_path / "out" / "leaderboard.csv").read_text()
 
 
+def test_measurement_ceiling_is_a_second_unranked_row(tmp_path):
+    """The references with the numbers measured on the true masks: a row below the leave-one-out ceiling, unranked,
+    left out of the seed counts, with its footnote; the HTML marks both rows as references."""
+    import json
+
+    suite = write_suite(tmp_path / "suite", {"dice": 0.7, "tversky": 0.75}, seeds=1)
+    for metrics_file in (suite / "runs").glob("*/seed*/metrics.json"):
+        metrics = json.loads(metrics_file.read_text())
+        extra = {"reference/cider_x100": 480.0, "reference/measured_cider_x100": 330.0}
+        metrics_file.write_text(json.dumps({**metrics, **extra}))
+    board = build_leaderboard(suite, rank_by="cider_x100")
+    rows = board.table.set_index("loss")
+    assert list(board.table["loss"][-2:]) == ["reference ceiling (leave-one-out)", "measurement ceiling (true masks)"]
+    assert rows.loc["measurement ceiling (true masks)", "cider_x100_mean"] == pytest.approx(330.0)
+    assert math.isnan(rows.loc["measurement ceiling (true masks)", "rank"])
+    markdown = to_markdown(board)
+    assert "| measurement ceiling (true masks) |" in markdown and "330.0" in markdown
+    assert any(line.startswith("- measurement ceiling (true masks): the same") for line in markdown.splitlines())
+    assert next(line for line in markdown.splitlines() if line.startswith("- 95% CI")).endswith("(1 seed per loss).")
+    write_leaderboard(board, tmp_path / "out", formats=("html",), figures=False)
+    assert (tmp_path / "out" / "leaderboard.html").read_text().count('<tr class="reference">') == 2
+
+
 def test_html_shows_the_overlay_case_reports_side_by_side(tmp_path):
     """Issue 13: generated, composed and one reference report of the fixed overlay case (smallest case id)."""
     import json

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -252,6 +253,13 @@ def test_reference_ceiling_is_high_for_paraphrases_and_low_for_templates_of_othe
     assert reference_ceiling(compact)["cider_x100_min"] < 0.2 * ceiling["cider_x100"]
     with pytest.warns(RuntimeWarning, match="at least 2 cases"):
         assert math.isnan(reference_ceiling({"a": ["x", "x"]})["cider_x100"])
+    # held out: the references themselves give the ceiling; other numbers in them lower it
+    assert reference_ceiling(references, held_out=references)["cider_x100"] == pytest.approx(ceiling["cider_x100"])
+    shifted = {k: [re.sub(r"(\d+) mm2", lambda m: f"{int(m[1]) + 5} mm2", r) for r in v] for k, v in references.items()}
+    measured = reference_ceiling(references, held_out=shifted)["cider_x100"]
+    assert measured < 0.8 * ceiling["cider_x100"]
+    with pytest.raises(DataError, match="one text per reference"):
+        reference_ceiling(references, held_out={k: v[:1] for k, v in references.items()})
 
 
 # ------------------------------------------------------------------------------------------------ BERTScore

@@ -121,9 +121,8 @@ def _one_axial_view_batch(native: bool) -> tuple[dict, torch.Tensor]:
     n_views = len(VIEWS)
     j = VIEWS.index(AXIAL_VIEWS[0])
     probs = _disc_probabilities(32, 2.0, radius_mm=9.0, centre_mm=30.0)
-    logits = torch.full((1, n_views, NUM_LABELS, 32, 32), -10.0)
-    logits[0, j, 0] = torch.log(probs[0].clamp_min(1e-6))
-    logits[0, j, SAC] = torch.log(probs[1].clamp_min(1e-6))
+    probabilities = torch.zeros(1, n_views, NUM_LABELS, 32, 32)
+    probabilities[0, j, 0], probabilities[0, j, SAC] = probs[0], probs[1]
     affine = torch.full((1, n_views, 4, 4), math.nan, dtype=torch.float64)
     native_affine = affine.clone()
     affine[0, j], native_affine[0, j] = _affine(2.0), _affine(1.0)
@@ -135,7 +134,7 @@ def _one_axial_view_batch(native: bool) -> tuple[dict, torch.Tensor]:
         "native_shape": torch.tensor([[[64, 64, 1]] * n_views]),
     }
     batch["view_valid"][0, j] = True
-    return batch, logits
+    return batch, probabilities
 
 
 def test_evaluation_measures_on_the_acquired_grid_unless_told_otherwise() -> None:

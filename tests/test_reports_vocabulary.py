@@ -20,6 +20,7 @@ from lss_vlm.reports.vocabulary import (
     default_vocabulary,
     detokenize,
     fill_slots,
+    remeasure,
     to_slots,
     tokenize,
 )
@@ -77,6 +78,20 @@ def test_numbers_become_typed_slots_and_are_filled_from_measurements():
         expected = _refs(1, areas=areas, ap_diameters=aps)[0]
         partial = {lv: {"area_mm2": a, "ap_mm": d} for lv, a, d in zip(LEVELS, areas, aps)}
         assert fill_slots(slotted, partial) == expected
+
+
+def test_remeasure_rewrites_every_number_of_a_reference_and_nothing_else():
+    refs = _refs(3)
+    other = [a + 7.0 for a in AREAS], [d - 1.0 for d in APS]
+    measured = {lv: {"area_mm2": a, "ap_mm": d} for lv, a, d in zip(LEVELS, *other)}
+    for ref, expected in zip(refs, _refs(3, areas=other[0], ap_diameters=other[1])):
+        assert remeasure(ref, measured) == expected  # same wording, the other numbers
+    same = {lv: {"area_mm2": a, "ap_mm": d} for lv, a, d in zip(LEVELS, AREAS, APS)}
+    assert [remeasure(r, same) for r in refs] == refs
+    # a level without a measurement loses the phrase, as the writer omits it
+    areas = [math.nan if lv == "L2-L3" else a for lv, a in zip(LEVELS, AREAS)]
+    partial = {lv: {"area_mm2": a, "ap_mm": d} for lv, a, d in zip(LEVELS, areas, APS)}
+    assert remeasure(refs[0], partial) == _refs(1, areas=areas)[0]
 
 
 def test_decoder_states_follow_the_level_being_written():

@@ -744,7 +744,11 @@ def cause_f1_from_text(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def reference_ceiling(references: Mapping[str, Sequence[str]], timeout_s: float | None = None) -> dict[str, float]:
+def reference_ceiling(
+    references: Mapping[str, Sequence[str]],
+    timeout_s: float | None = None,
+    held_out: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, float]:
     """Leave-one-out CIDEr-D of the references: how well one radiologist's report scores against the others.
 
     For each reference slot ``j`` (0 .. m-1, m = the smallest number of references of a case, at least 2), the
@@ -755,6 +759,12 @@ def reference_ceiling(references: Mapping[str, Sequence[str]], timeout_s: float 
     Args:
         references: ``{case_id: [reference report, ...]}``; cases with fewer than 2 non-empty references are skipped.
         timeout_s: limit of the PTB-tokenizer JVM call (default :func:`jvm_timeout_s`).
+        held_out: optional ``{case_id: [text, ...]}``, one text per reference (same order): the ``j``-th text is the
+            hypothesis in place of the ``j``-th reference, still scored against the case's other references. The
+            evaluation passes the references with the numbers measured on the true masks (the measurement ceiling).
+
+    Raises:
+        DataError: ``held_out`` does not give one text per reference of a scored case.
 
     Returns:
         ``{"cider": mean raw CIDEr-D, "cider_x100": 100 × cider, "cider_x100_min", "cider_x100_max": over the
@@ -765,7 +775,24 @@ def reference_ceiling(references: Mapping[str, Sequence[str]], timeout_s: float 
         return _ceiling_nan(references)
     ids = sorted(refs)
     keys = [(k, j) for k in ids for j in range(len(refs[k]))]
-    return _ceiling_scores(refs, dict(zip(keys, ptb_tokenize([refs[k][j] for k, j in keys], timeout_s))))
+    if held_out is None:
+        return _ceiling_scores(refs, dict(zip(keys, ptb_tokenize([refs[k][j] for k, j in keys], timeout_s))))
+    hyps = _held_out_texts(references, held_out, refs)
+    tokens = ptb_tokenize([refs[k][j] for k, j in keys] + [hyps[k][j] for k, j in keys], timeout_s)
+    return _ceiling_scores(refs, dict(zip(keys, tokens)), dict(zip(keys, tokens[len(keys) :])))
+
+
+def _held_out_texts(
+    references: Mapping[str, Sequence[str]], held_out: Mapping[str, Sequence[str]], refs: Mapping[str, list[str]]
+) -> dict[str, list[str]]:
+    """``held_out`` aligned with :func:`_ceiling_references`' non-empty references (white space collapsed)."""
+    out = {}
+    for k in refs:
+        pairs = [(r, h) for r, h in zip(references[k], held_out.get(k, ())) if r and r.strip()]
+        if k not in held_out or len(held_out[k]) != len(references[k]) or len(pairs) != len(refs[k]):
+            raise DataError(f"reference_ceiling: held_out needs one text per reference of case {k!r}")
+        out[k] = [" ".join(h.split()) for _, h in pairs]
+    return out
 
 
 def _ceiling_references(references: Mapping[str, Sequence[str]]) -> dict[str, list[str]] | None:
@@ -789,14 +816,20 @@ def _ceiling_nan(references: Mapping[str, Sequence[str]]) -> dict[str, float]:
     return {"cider": nan, "cider_x100": nan, "cider_x100_min": nan, "cider_x100_max": nan, "n_reports": n}
 
 
-def _ceiling_scores(refs: dict[str, list[str]], tokenized: Mapping[tuple[str, int], str]) -> dict[str, float]:
-    """Leave-one-out CIDEr-D of :func:`reference_ceiling` from the PTB tokens of every ``(case, j)`` reference."""
+def _ceiling_scores(
+    refs: dict[str, list[str]],
+    tokenized: Mapping[tuple[str, int], str],
+    held_out: Mapping[tuple[str, int], str] | None = None,
+) -> dict[str, float]:
+    """Leave-one-out CIDEr-D of :func:`reference_ceiling` from the PTB tokens of every ``(case, j)`` reference (and of
+    its held-out replacement, when given)."""
     slots = min(len(v) for v in refs.values())
     ids = sorted(refs)
+    held_out = tokenized if held_out is None else held_out
     scores = []
     for j in range(slots):
         gts = {k: [tokenized[(k, i)] for i in range(len(refs[k])) if i != j] for k in ids}
-        res = {k: [tokenized[(k, j)]] for k in ids}
+        res = {k: [held_out[(k, j)]] for k in ids}
         scores.append(cider_d(gts, res)[0])
     mean = float(np.mean(scores))
     return {

@@ -98,6 +98,16 @@ def to_slots(tokens: Sequence[str]) -> list[str]:
     return out
 
 
+def remeasure(report: str, measurements: Mapping[str, Mapping[str, object]]) -> str:
+    """``report`` (writer template) with every measurement number replaced by ``measurements`` of its level.
+
+    :func:`to_slots` then :func:`fill_slots`: each ``<n> mm2`` / ``<x.x> mm`` of a level sentence becomes that level's
+    measured area / AP diameter (a level without a finite measurement loses the phrase, as the writer omits it). The
+    evaluation rewrites each reference with the numbers measured on the true masks: the measurement ceiling.
+    """
+    return fill_slots(detokenize(to_slots(tokenize(report))), measurements)
+
+
 def fill_slots(text: str, measurements: Mapping[str, Mapping[str, object]]) -> str:
     """Put the composer's measurement of each level into its slot tokens, or drop an unmeasurable slot's phrase.
 
