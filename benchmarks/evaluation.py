@@ -234,6 +234,7 @@ def _measurement_masks(
     """``({axial view: label map}, {axial view: (row_mm, col_mm)})`` of case ``i`` on the grid named by
     ``measure_on`` (``probabilities``: ``[B, V, C, H, W]`` on the model's grid)."""
     from lss_vlm.data.native_grid import has_native_grid, native_spacing, to_native_grid
+    from lss_vlm.reports.composer import measurement_labels
 
     valid = batch.get("view_valid")
     masks: dict[str, np.ndarray] = {}
@@ -243,10 +244,10 @@ def _measurement_masks(
             continue
         grids = [batch[k][i, j].cpu() for k in ("affine", "native_affine", "native_shape") if k in batch]
         if measure_on == "native" and len(grids) == 3 and has_native_grid(*grids):
-            native = to_native_grid(probabilities[i, j].cpu(), *grids)
-            masks[view], spacing[view] = native.argmax(dim=0).numpy(), native_spacing(grids[1])
+            masks[view] = measurement_labels(to_native_grid(probabilities[i, j].cpu(), *grids).numpy())
+            spacing[view] = native_spacing(grids[1])
         else:
-            masks[view] = probabilities[i, j].argmax(dim=0).cpu().numpy()
+            masks[view] = measurement_labels(probabilities[i, j].cpu().numpy())
             spacing[view] = tuple(float(x) for x in batch["spacing"][i, j].tolist())
     return masks, spacing
 

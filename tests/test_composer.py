@@ -10,7 +10,7 @@ import pytest
 
 from lss_vlm.constants import AXIAL_VIEW_OF_LEVEL, LABEL_INDEX, LEVELS, grade_from_area, level_key
 from lss_vlm.metrics.text import extract_grades
-from lss_vlm.reports.composer import area_errors, compose_report, measure_level
+from lss_vlm.reports.composer import area_errors, compose_report, measure_level, measurement_labels
 
 SAC, DISC, POSTERIOR, LF = (LABEL_INDEX[n] for n in ("thecal_sac", "disc", "posterior_elements", "ligamentum_flavum"))
 
@@ -131,3 +131,18 @@ def test_composer_areas_match_the_phantom_true_areas(request: pytest.FixtureRequ
     predicted_arr, true_arr = np.array(predicted), np.array(true)
     np.testing.assert_allclose(predicted_arr, true_arr, rtol=0.02)
     assert area_errors(predicted_arr, true_arr)["n_areas"] == true_arr.size
+
+
+def test_measured_sac_is_where_the_sac_is_more_likely_than_not():
+    """The plural argmax calls a pixel sac at P(sac) = 0.4 when the rest is split; the measured sac needs > 0.5."""
+    sac, fat, lf = LABEL_INDEX["thecal_sac"], LABEL_INDEX["background"], LABEL_INDEX["ligamentum_flavum"]
+    probabilities = np.zeros((len(LABEL_INDEX), 1, 4))
+    probabilities[[sac, fat, lf], 0, 0] = 0.9, 0.05, 0.05  # sure sac
+    probabilities[[sac, fat, lf], 0, 1] = 0.4, 0.35, 0.25  # argmax sac, but more likely not sac: its next class
+    probabilities[[sac, fat, lf], 0, 2] = 0.3, 0.2, 0.5  # flavum either way
+    probabilities[[sac, fat, lf], 0, 3] = 0.51, 0.0, 0.49
+    assert probabilities.argmax(axis=0).tolist() == [[sac, sac, lf, sac]]
+    assert measurement_labels(probabilities).tolist() == [[sac, fat, lf, sac]]
+    # one-hot probabilities (the true masks) come back unchanged
+    labels = np.random.default_rng(0).integers(0, len(LABEL_INDEX), (8, 8))
+    assert (measurement_labels(np.eye(len(LABEL_INDEX))[labels].transpose(2, 0, 1)) == labels).all()
