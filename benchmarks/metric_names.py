@@ -202,6 +202,6 @@ def metric_bounds(key: str) -> tuple[float, float]:
     if family == "qwk":
         return -1.0, 1.0
     if family in ("hd95", "msd", "area_mae", "area_mae_mm2", "area_ratio", "cider", "cider_x100", "loc_mean_mm",
-                  "loc_median_mm", "rsna_score") or "loss" in family:  # fmt: skip
+                  "loc_median_mm", "rsna_score", "measured_cider_x100") or "loss" in family:  # fmt: skip
         return 0.0, math.inf
     return -math.inf, math.inf
