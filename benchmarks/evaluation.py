@@ -58,6 +58,9 @@ class CaseResult:
     composed_areas: list[float] = field(default_factory=list)
     #: the references with the numbers measured on the true masks, as the predicted ones are (measurement ceiling)
     measured_references: list[str] = field(default_factory=list)
+    #: ``{level: {"area_mm2", "ap_mm"}}`` measured on the predicted and on the true masks (NaN = not measured)
+    measurements: dict[str, dict[str, float]] = field(default_factory=dict)
+    true_measurements: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def attention_for_prompt(model: nn.Module, out: dict[str, Any], index: int, prompt: str | None) -> tuple[Any, str]:
@@ -192,7 +195,22 @@ def _case_result(
         ]
         truth = _compose(batch, probabilities[1], i, measure_on)
         result.measured_references = [remeasure(r, truth.measurements) for r in result.references]
+        result.measurements = _quoted(composed.measurements)
+        result.true_measurements = _quoted(truth.measurements)
     return result
+
+
+def _quoted(measurements: dict[str, dict[str, object]]) -> dict[str, dict[str, float]]:
+    """The numbers a report quotes, per level: ``{level: {"area_mm2", "ap_mm"}}``."""
+    return {lv: {k: float(m.get(k, math.nan)) for k in ("area_mm2", "ap_mm")} for lv, m in measurements.items()}
+
+
+def _json_numbers(measurements: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """``{level_key: {name: value rounded to 0.01, None for NaN}}`` for reports.jsonl (strict JSON has no NaN)."""
+    return {
+        level_key(lv): {k: round(v, 2) if math.isfinite(v) else None for k, v in m.items()}
+        for lv, m in measurements.items()
+    }
 
 
 def _true_causes(batch: dict[str, Any], i: int) -> list[list[str] | None]:
@@ -364,6 +382,8 @@ def _write_results(
                 "composed": c.composed,
                 "references": c.references,
                 "true_grades": {level_key(lv): g for lv, g in zip(LEVELS, c.true_grades)},
+                "measurements": _json_numbers(c.measurements),
+                "true_measurements": _json_numbers(c.true_measurements),
             },
             ensure_ascii=False,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import losses
 from benchmarks.cli import main as cli
 from benchmarks.config import ExperimentConfig, dump_config, load_config
 from benchmarks.runner import RunFailed, evaluate_run, read_status, run_experiment
-from lss_vlm.constants import GRADES, LABELS
+from lss_vlm.constants import GRADES, LABELS, LEVELS, level_key
+from lss_vlm.reports.writer import level_sentences
 
 RUN_FILES = (
     "config.yaml", "status.json", "metrics.json", "per_case.csv", "history.csv", "reports.jsonl",
@@ -121,6 +123,15 @@ def test_run_directory_holds_every_file_with_the_documented_keys(finished_run: t
     assert not any("<area_" in r["generated"] or "<ap_" in r["generated"] for r in reports)
     ceiling = metrics["reference/cider_x100"]  # NaN: one test case here (needs 2), see test_metrics_text for values
     assert math.isnan(ceiling) if metrics["n_cases"] < 2 or not shutil.which("java") else ceiling >= 100
+    measured_ceiling = metrics["reference/measured_cider_x100"]
+    assert math.isnan(measured_ceiling) if math.isnan(ceiling) else 0 < measured_ceiling <= ceiling
+    # every area of the composed report is a recorded measurement of the predicted masks, beside the true masks'
+    for r in reports:
+        assert set(r["measurements"]) == set(r["true_measurements"]) == {level_key(lv) for lv in LEVELS}
+        for level, sentence in level_sentences(r["composed"]).items():
+            area = r["measurements"][level_key(level)]["area_mm2"]
+            quoted = re.search(r"(\d+) mm2", sentence)
+            assert (area is None) == (quoted is None) and (quoted is None or abs(int(quoted[1]) - area) <= 0.51)
     confusion = pd.read_csv(run_dir / "confusion_matrix.csv", index_col=0)
     assert list(confusion.index) == list(GRADES) == list(confusion.columns)
     provenance = json.loads((run_dir / "provenance.json").read_text())
