@@ -309,14 +309,12 @@ def _report_metrics(
     measured = {c.case_id: c.measured_references for c in with_refs}
     has_measured = ceiling and all(len(v) == len(references[k]) for k, v in measured.items())
     metrics["reference/measured_cider_x100"] = _measured_ceiling(references, measured) if has_measured else math.nan
-    errors = [
-        abs(pred - true)
-        for c in cases
-        for pred, true in zip(c.composed_areas, c.true_areas)
-        if math.isfinite(pred) and math.isfinite(true)
-    ]
     if any(c.composed for c in cases):
-        metrics["area_mae_mm2"] = float(np.mean(errors)) if errors else math.nan
+        from lss_vlm.reports.composer import area_errors
+
+        composed = [c for c in cases if c.composed]
+        errors = area_errors([c.composed_areas for c in composed], [c.true_areas for c in composed])
+        metrics.update({k: errors[k] for k in ("area_mae_mm2", "area_bias_mm2")})
     metrics["n_cases"] = float(len(cases))
     return metrics
 

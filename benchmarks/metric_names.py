@@ -28,7 +28,7 @@ def metric_names() -> frozenset[str]:
     report = (*TEXT_METRICS, "grade_f1_from_text", "cause_f1_from_text")
     names = {*SegmentationMetrics().aggregate(), *GradeMetrics().aggregate(), *TRAINING_SUMMARY_KEYS}
     names |= {*LevelLocalisation().aggregate(), "params_total", "params_trainable", "params_trainable_fraction"}
-    names |= {*report, *(f"composed/{k}" for k in report), "area_mae_mm2", "n_cases"}
+    names |= {*report, *(f"composed/{k}" for k in report), "area_mae_mm2", "area_bias_mm2", "n_cases"}
     return frozenset(names)
 
 
@@ -74,6 +74,10 @@ METRIC_FAMILIES: dict[str, tuple[str, str]] = {
     ),
     "n_cases": ("test cases scored", "benchmarks.evaluation"),
     "area_mae_mm2": ("mean |measured - true| dural-sac area per level, mm²", "lss_vlm.reports.composer"),
+    "area_bias_mm2": (
+        "mean (measured - true) dural-sac area per level, mm²: > 0 the sac is over-segmented",
+        "lss_vlm.reports.composer",
+    ),
     "best_epoch": ("epoch of the best validation score", "benchmarks.runner"),
     "epochs_run": ("epochs trained", "benchmarks.runner"),
     "early_stopped": ("1 when early stopping ended the run", "benchmarks.runner"),

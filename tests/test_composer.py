@@ -102,8 +102,13 @@ def test_composed_text_reads_back_to_the_grades_and_missing_levels_are_not_asses
 
 
 def test_area_errors_ignore_unknown_pairs():
-    out = area_errors([[100.0, np.nan, 50.0]], [[110.0, 80.0, np.nan]])
-    assert out == {"area_mae_mm2": 10.0, "area_mape": pytest.approx(10 / 110), "n_areas": 1.0}
+    out = area_errors([[100.0, np.nan, 50.0, 66.0]], [[110.0, 80.0, np.nan, 60.0]])
+    assert out == {
+        "area_mae_mm2": 8.0,
+        "area_bias_mm2": -2.0,  # signed: -10 and +6
+        "area_mape": pytest.approx((10 / 110 + 6 / 60) / 2),
+        "n_areas": 2.0,
+    }
     assert math.isnan(area_errors([np.nan], [1.0])["area_mae_mm2"])
 
 

@@ -89,6 +89,7 @@ def test_run_directory_holds_every_file_with_the_documented_keys(finished_run: t
         "grade_f1_from_text",
         "composed/cider_x100",
         "area_mae_mm2",
+        "area_bias_mm2",
         "best_epoch",
         "epochs_run",
     ):

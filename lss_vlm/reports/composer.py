@@ -258,8 +258,9 @@ def compose_report(
 def area_errors(predicted: np.ndarray | Sequence, true: np.ndarray | Sequence) -> dict[str, float]:
     """Dural-sac area regression error over all (case, level) pairs where both areas are known.
 
-    ``area_mae_mm2 = mean |a_pred - a_true|``, ``area_mape = mean |a_pred - a_true| / a_true`` (true area > 0),
-    ``n_areas`` = pairs counted. Inputs are ``[N, L]`` (or any matching shape), NaN = unknown.
+    ``area_mae_mm2 = mean |a_pred - a_true|``, ``area_bias_mm2 = mean (a_pred - a_true)`` (> 0: over-segmented),
+    ``area_mape = mean |a_pred - a_true| / a_true`` (true area > 0), ``n_areas`` = pairs counted. Inputs are
+    ``[N, L]`` (or any matching shape), NaN = unknown.
     """
     pred = np.asarray(predicted, dtype=np.float64)
     truth = np.asarray(true, dtype=np.float64)
@@ -267,8 +268,14 @@ def area_errors(predicted: np.ndarray | Sequence, true: np.ndarray | Sequence) -
         raise ValueError(f"area_errors: predicted {pred.shape} and true {truth.shape} areas differ in shape")
     both = np.isfinite(pred) & np.isfinite(truth)
     if not both.any():
-        return {"area_mae_mm2": math.nan, "area_mape": math.nan, "n_areas": 0.0}
-    error = np.abs(pred[both] - truth[both])
+        return {"area_mae_mm2": math.nan, "area_bias_mm2": math.nan, "area_mape": math.nan, "n_areas": 0.0}
+    signed = pred[both] - truth[both]
+    error = np.abs(signed)
     positive = truth[both] > 0
     mape = float(np.mean(error[positive] / truth[both][positive])) if positive.any() else math.nan
-    return {"area_mae_mm2": float(error.mean()), "area_mape": mape, "n_areas": float(both.sum())}
+    return {
+        "area_mae_mm2": float(error.mean()),
+        "area_bias_mm2": float(signed.mean()),
+        "area_mape": mape,
+        "n_areas": float(both.sum()),
+    }
