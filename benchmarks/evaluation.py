@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,10 @@ def _compose(batch: dict[str, Any], probabilities: torch.Tensor, i: int, measure
     return compose_report(masks, spacing, grades=None)
 
 
+class NativeGridMissingWarning(UserWarning):
+    """``eval.measure_on: native``, but a view of the batch does not record its acquired grid."""
+
+
 def _true_probabilities(batch: dict[str, Any]) -> torch.Tensor:
     """One-hot ``[B, V, C, H, W]`` of the true masks (not-annotated pixels and views without a mask: all 0)."""
     masks = batch["masks"].long()
@@ -265,6 +270,13 @@ def _measurement_masks(
             masks[view] = measurement_labels(to_native_grid(probabilities[i, j].cpu(), *grids).numpy())
             spacing[view] = native_spacing(grids[1])
         else:
+            if measure_on == "native":
+                warnings.warn(
+                    f"case {batch['case_id'][i]} {view}: the batch does not record its acquired grid "
+                    "(native_affine/native_shape); measured on the model's grid",
+                    NativeGridMissingWarning,
+                    stacklevel=2,
+                )
             masks[view] = measurement_labels(probabilities[i, j].cpu().numpy())
             spacing[view] = tuple(float(x) for x in batch["spacing"][i, j].tolist())
     return masks, spacing

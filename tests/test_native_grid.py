@@ -60,8 +60,15 @@ def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match=r"\[C, H, W\]"):
         to_native_grid(torch.zeros(4, 4), _affine(1.0), _affine(1.0), (4, 4, 1))
     nan = torch.full((4, 4), math.nan, dtype=torch.float64)
-    with pytest.raises(ValueError, match="finite 4 x 4"):
-        to_native_grid(torch.zeros(2, 4, 4), nan, _affine(1.0), (4, 4, 1))
+    for bad in (nan, torch.zeros(4, 4, dtype=torch.float64)):
+        with pytest.raises(ValueError, match="finite, invertible 4 x 4"):
+            to_native_grid(torch.zeros(2, 4, 4), bad, _affine(1.0), (4, 4, 1))
+        assert not has_native_grid(bad, _affine(1.0), torch.tensor([4, 4, 1]))
+    for shape in ((4, 4, 2), (4, 4), (0, 4, 1)):
+        with pytest.raises(ValueError, match="native_shape must be"):
+            to_native_grid(torch.zeros(2, 4, 4), _affine(1.0), _affine(1.0), shape)
+    out = to_native_grid(torch.zeros(2, 4, 4), _affine(1.0), _affine(1.0), (4, 4, 1))
+    assert type(out) is torch.Tensor and out.dtype == torch.float32
 
 
 def test_native_spacing_reads_the_affine_columns() -> None:
@@ -138,7 +145,7 @@ def _one_axial_view_batch(native: bool) -> tuple[dict, torch.Tensor]:
 
 
 def test_evaluation_measures_on_the_acquired_grid_unless_told_otherwise() -> None:
-    from benchmarks.evaluation import _measurement_masks
+    from benchmarks.evaluation import NativeGridMissingWarning, _measurement_masks
 
     view = AXIAL_VIEWS[0]
     batch, logits = _one_axial_view_batch(native=True)
@@ -148,5 +155,7 @@ def test_evaluation_measures_on_the_acquired_grid_unless_told_otherwise() -> Non
     masks, spacing = _measurement_masks(batch, logits, 0, "model")
     assert masks[view].shape == (32, 32) and spacing[view] == (2.0, 2.0)
     batch, logits = _one_axial_view_batch(native=False)  # no recorded grid (e.g. augmented): the model's grid
-    masks, spacing = _measurement_masks(batch, logits, 0, "native")
+    batch["case_id"] = ["c0"]
+    with pytest.warns(NativeGridMissingWarning, match=f"case c0 {view}: the batch does not record"):
+        masks, spacing = _measurement_masks(batch, logits, 0, "native")
     assert masks[view].shape == (32, 32) and spacing[view] == (2.0, 2.0)

@@ -55,9 +55,21 @@ def native_grid_of(image: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
     return torch.as_tensor(meta[NATIVE_AFFINE], dtype=torch.float64), torch.as_tensor(meta[NATIVE_SHAPE]).long()
 
 
+def _usable_affine(affine: torch.Tensor) -> bool:
+    """A finite 4 x 4 affine whose 3 x 3 part can be inverted (a grid, not zeros)."""
+    a = torch.as_tensor(affine, dtype=torch.float64)
+    return a.shape == (4, 4) and bool(torch.isfinite(a).all()) and abs(float(torch.linalg.det(a[:3, :3]))) > 1e-9
+
+
+def _usable_shape(shape: torch.Tensor | Sequence[int]) -> bool:
+    """``(H, W, 1)`` with H, W > 0: one slice."""
+    s = [int(v) for v in shape]
+    return len(s) == 3 and s[0] > 0 and s[1] > 0 and s[2] == 1
+
+
 def has_native_grid(affine: torch.Tensor, native_affine: torch.Tensor, native_shape: torch.Tensor) -> bool:
-    """Whether a batch item's view carries both grids (finite affines, a positive shape)."""
-    return bool(torch.isfinite(affine).all() and torch.isfinite(native_affine).all() and (native_shape > 0).all())
+    """Whether a batch item's view carries both grids (finite, invertible affines; a one-slice ``(H, W, 1)`` shape)."""
+    return _usable_affine(affine) and _usable_affine(native_affine) and _usable_shape(native_shape)
 
 
 def native_spacing(native_affine: torch.Tensor | np.ndarray) -> tuple[float, float]:
@@ -85,16 +97,19 @@ def to_native_grid(
         class is 0, so an argmax reads background there).
 
     Raises:
-        ValueError: ``probabilities`` is not ``[C, H, W]`` or the affines are not finite ``[4, 4]``.
+        ValueError: ``probabilities`` is not ``[C, H, W]``, an affine is not a finite, invertible ``[4, 4]``, or
+            ``native_shape`` is not ``(H', W', 1)`` with positive sides.
     """
     if probabilities.ndim != 3:
         raise ValueError(f"to_native_grid: expected probabilities [C, H, W], got shape {tuple(probabilities.shape)}")
+    if not (_usable_affine(affine) and _usable_affine(native_affine)):
+        raise ValueError("to_native_grid: affine and native_affine must be finite, invertible 4 x 4 matrices")
+    if not _usable_shape(native_shape):
+        raise ValueError(f"to_native_grid: native_shape must be (rows, cols, 1), got {list(native_shape)}")
     src, dst = torch.as_tensor(affine, dtype=torch.float64), torch.as_tensor(native_affine, dtype=torch.float64)
-    if src.shape != (4, 4) or dst.shape != (4, 4) or not (torch.isfinite(src).all() and torch.isfinite(dst).all()):
-        raise ValueError("to_native_grid: affine and native_affine must be finite 4 x 4 matrices")
-    shape = [int(s) for s in native_shape]
     image = MetaTensor(probabilities.detach().float().cpu()[..., None], affine=src)
     resampled = SpatialResample(mode="bilinear", padding_mode="zeros", dtype=torch.float64)(
-        image, dst_affine=dst, spatial_size=shape
+        image, dst_affine=dst, spatial_size=[int(v) for v in native_shape]
     )
-    return torch.as_tensor(resampled).float()[..., 0]
+    plain = resampled.as_tensor() if isinstance(resampled, MetaTensor) else torch.as_tensor(resampled)
+    return plain.float()[..., 0]

@@ -103,8 +103,9 @@ def measurement_labels(probabilities: np.ndarray) -> np.ndarray:
     ``P(sac) > 0.5``, the Bayes decision for "is this pixel sac?". The plural argmax also counts a pixel whose sac
     probability is below one half as sac when the rest is split between several classes (epidural fat, flavum, disc):
     on the `standard` phantom that inflated a cross-entropy model's sac by 2.2 px (6.4 mm²) per axial view, against
-    +0.2 px with the threshold (docs/metrics.md, "Which grid"). A pixel the argmax gave the sac and the threshold does
-    not takes its most likely other class.
+    +0.2 px with the threshold (docs/metrics.md, "Which grid, which pixels"). A pixel the argmax gave the sac and the
+    threshold does not takes its most likely other class. An exact tie (P(sac) = 0.5, e.g. true masks resampled between
+    grids whose spacings are in a simple ratio such as 1.0 and 0.5 mm) is not sac; the default grids have none.
     """
     probabilities = np.asarray(probabilities)
     labels = probabilities.argmax(axis=0)
