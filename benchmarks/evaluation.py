@@ -56,7 +56,6 @@ class CaseResult:
     true_areas: list[float]
     true_causes: list[list[str] | None] = field(default_factory=list)  # per level; None = unknown (not stenotic)
     composed: str = ""
-    composed_areas: list[float] = field(default_factory=list)
     #: the references with the numbers measured on the true masks, as the predicted ones are (measurement ceiling)
     measured_references: list[str] = field(default_factory=list)
     #: ``{level: {"area_mm2", "ap_mm"}}`` measured on the predicted and on the true masks (NaN = not measured)
@@ -191,9 +190,6 @@ def _case_result(
     if composed is not None:
         result.generated = fill_slots(result.generated, composed.measurements)  # numbers measured on predicted masks
         result.composed = composed.text
-        result.composed_areas = [
-            float(composed.measurements.get(level, {}).get("area_mm2", math.nan)) for level in LEVELS
-        ]
         truth = _compose(batch, probabilities[1], i, measure_on)
         result.measured_references = [remeasure(r, truth.measurements) for r in result.references]
         result.measurements = _quoted(composed.measurements)
@@ -272,8 +268,8 @@ def _measurement_masks(
         else:
             if measure_on == "native":
                 warnings.warn(
-                    f"case {batch['case_id'][i]} {view}: the batch does not record its acquired grid "
-                    "(native_affine/native_shape); measured on the model's grid",
+                    f"{view}: the batch does not record the acquired grid (native_affine/native_shape); measured on "
+                    "the model's grid",
                     NativeGridMissingWarning,
                     stacklevel=2,
                 )
@@ -325,7 +321,8 @@ def _report_metrics(
         from lss_vlm.reports.composer import area_errors
 
         composed = [c for c in cases if c.composed]
-        errors = area_errors([c.composed_areas for c in composed], [c.true_areas for c in composed])
+        areas = [[c.measurements.get(lv, {}).get("area_mm2", math.nan) for lv in LEVELS] for c in composed]
+        errors = area_errors(areas, [c.true_areas for c in composed])
         metrics.update({k: errors[k] for k in ("area_mae_mm2", "area_bias_mm2")})
     metrics["n_cases"] = float(len(cases))
     return metrics

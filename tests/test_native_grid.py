@@ -155,7 +155,6 @@ def test_evaluation_measures_on_the_acquired_grid_unless_told_otherwise() -> Non
     masks, spacing = _measurement_masks(batch, logits, 0, "model")
     assert masks[view].shape == (32, 32) and spacing[view] == (2.0, 2.0)
     batch, logits = _one_axial_view_batch(native=False)  # no recorded grid (e.g. augmented): the model's grid
-    batch["case_id"] = ["c0"]
-    with pytest.warns(NativeGridMissingWarning, match=f"case c0 {view}: the batch does not record"):
+    with pytest.warns(NativeGridMissingWarning, match=f"{view}: the batch does not record the acquired grid"):
         masks, spacing = _measurement_masks(batch, logits, 0, "native")
     assert masks[view].shape == (32, 32) and spacing[view] == (2.0, 2.0)
