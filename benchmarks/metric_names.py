@@ -29,6 +29,7 @@ def metric_names() -> frozenset[str]:
     names = {*SegmentationMetrics().aggregate(), *GradeMetrics().aggregate(), *TRAINING_SUMMARY_KEYS}
     names |= {*LevelLocalisation().aggregate(), "params_total", "params_trainable", "params_trainable_fraction"}
     names |= {*report, *(f"composed/{k}" for k in report), "area_mae_mm2", "area_bias_mm2", "n_cases"}
+    names |= {"true_numbers/cider_x100"}
     return frozenset(names)
 
 
@@ -74,6 +75,10 @@ METRIC_FAMILIES: dict[str, tuple[str, str]] = {
     ),
     "n_cases": ("test cases scored", "benchmarks.evaluation"),
     "area_mae_mm2": ("mean |measured - true| dural-sac area per level, mm²", "lss_vlm.reports.composer"),
+    "true_numbers/cider_x100": (
+        "CIDEr-D x 100 of the generated reports with the numbers measured on the true masks: the text alone",
+        "benchmarks.evaluation",
+    ),
     "area_bias_mm2": (
         "mean (measured - true) dural-sac area per level, mm²: > 0 the sac is over-segmented",
         "lss_vlm.reports.composer",
@@ -199,7 +204,9 @@ def metric_bounds(key: str) -> tuple[float, float]:
     """The range a metric's values can take: [0, 1] for fractions, [-1, 1] for QWK, [0, inf) for distances, areas,
     CIDEr and losses, else unbounded. A confidence interval is clipped to it (a t-interval over 3 spread seeds of a
     Dice can reach below 0, which no Dice can)."""
-    family = key.removeprefix("composed/").removeprefix("reference/").partition("/")[0].removesuffix("_macro")
+    for prefix in ("composed/", "reference/", "true_numbers/"):
+        key = key.removeprefix(prefix)
+    family = key.partition("/")[0].removesuffix("_macro")
     family = "loc_hit" if family.startswith("loc_hit@") else family
     if family in _UNIT_INTERVAL:
         return 0.0, 1.0
