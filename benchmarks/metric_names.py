@@ -105,6 +105,8 @@ METRIC_FAMILIES: dict[str, tuple[str, str]] = {
 
 def describe_metric(name: str) -> tuple[str, str]:
     """``(one-line description, source)`` of a metric key: its family's line plus the class / level / flavour."""
+    if name in METRIC_FAMILIES:  # a key described whole, e.g. true_numbers/cider_x100
+        return METRIC_FAMILIES[name]
     composed = name.startswith("composed/")
     key = name.removeprefix("composed/")
     family, _, part = key.partition("/")
