@@ -4,9 +4,9 @@ The loader resamples every view to the model's grid (``data.target_spacing``, th
 ``spatial_size``). Measurements quoted in a report (dural-sac area, AP diameter) belong to the image as acquired: a
 radiologist measures on the scanner's pixels, and so does the phantom's reference writer. Measuring on the model's grid
 instead adds the error of a second resampling, about ±1 px of 1.72 mm at the default 64 px: on the ground-truth masks
-of the standard phantom's test split, only 2.7 % of the areas rounded to the integer mm² (4.0 % of the AP diameters to
-0.1 mm) equal the reference's when measured on the model's grid, against 40 % (68 %) after the loader's masks are resampled
-back to the acquired grid (docs/metrics.md, "Which grid, which pixels").
+of the standard phantom's test split, only 2.7 % of the areas rounded to the integer mm² (4.0 % of the AP diameters
+to 0.1 mm) equal the reference's when measured on the model's grid, against 40 % (68 %) after the loader's masks are
+resampled back to the acquired grid (docs/metrics.md, "Which grid, which pixels").
 
 What this module adds to MONAI: :class:`RecordNativeGridd` stores the acquired grid (after the canonical orientation,
 before any resampling) in each view's metadata, and :func:`to_native_grid` resamples a ``[C, H, W]`` probability map
