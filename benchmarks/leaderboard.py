@@ -26,6 +26,7 @@ from benchmarks.ranking import (
     build_leaderboard,
     choose_metrics,
     collapsed_classes,
+    loss_rows,
     missing_classes,
 )
 from benchmarks.run_records import DamagedRun, RunRecord, collect_runs, pooled_case_values, read_run, read_suite_yaml
@@ -180,7 +181,7 @@ def scored_cases_note(board: Leaderboard) -> str | None:
 
 def notes(board: Leaderboard) -> list[str]:
     """Footnotes explaining the statistics, what was not scored, and the failed runs."""
-    losses = board.table[~board.table["loss"].isin(REFERENCE_ROWS)]  # the ceiling row counts runs, not seeds
+    losses = loss_rows(board.table)  # the ceiling row counts runs, not seeds
     n_seeds = max((int(v) for v in losses["n_seeds"]), default=0)
     ci_over = "seeds" if n_seeds >= 2 else "test cases (1 seed per loss)"
     test = "Wilcoxon signed-rank" if board.test == "wilcoxon" else "paired bootstrap"

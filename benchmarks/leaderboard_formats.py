@@ -20,7 +20,7 @@ import pandas as pd
 
 from benchmarks.comparability import VARYING_KEYS
 from benchmarks.metric_names import metric_info
-from benchmarks.ranking import REFERENCE_ROWS, Leaderboard, is_reference_row
+from benchmarks.ranking import Leaderboard, is_reference_row, loss_rows
 from benchmarks.run_records import RunRecord
 
 SCHEMA_VERSION = 1
@@ -205,7 +205,7 @@ def best_rows(board: Leaderboard, metric: str) -> set[int]:
     if column not in board.table:
         return set()
     info = metric_info(metric)
-    losses = board.table[~board.table["loss"].isin(REFERENCE_ROWS)]
+    losses = loss_rows(board.table)
     shown = losses[column].astype(float).round(info.digits)
     shown = shown[np.isfinite(shown)]
     if shown.empty:

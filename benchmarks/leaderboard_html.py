@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.leaderboard import (
-    REFERENCE_ROWS,
     WIDE_FIGURES,
     Leaderboard,
     format_p,
@@ -36,7 +35,7 @@ from benchmarks.leaderboard_formats import best_rows as best_rows_of
 from benchmarks.ood import ood_table
 from benchmarks.ood import to_html as ood_html
 from benchmarks.plots import embed_image
-from benchmarks.ranking import is_reference_row
+from benchmarks.ranking import is_reference_row, loss_rows
 from benchmarks.report_pages import overlay_reports_html
 from benchmarks.versions import git_sha, package_version
 
@@ -66,7 +65,7 @@ def _joined(values: Sequence[str], fallback: str = "unknown") -> str:
 
 
 def _seeds_label(board: Leaderboard) -> str:
-    counts = board.table.loc[~board.table["loss"].isin(REFERENCE_ROWS), "n_seeds"].astype(int).tolist()
+    counts = loss_rows(board.table)["n_seeds"].astype(int).tolist()
     if not counts:
         return "0"
     low, high = min(counts), max(counts)
@@ -101,7 +100,7 @@ def header_fields(board: Leaderboard, today: datetime.date | None = None) -> lis
 
 def one_seed_warning(board: Leaderboard) -> str | None:
     """The warning of a suite whose losses ran one seed each (None with ≥ 2 seeds for some loss)."""
-    counts = board.table.loc[~board.table["loss"].isin(REFERENCE_ROWS), "n_seeds"]
+    counts = loss_rows(board.table)["n_seeds"]
     if counts.empty or int(counts.max()) >= 2:
         return None
     return (
@@ -135,7 +134,8 @@ def columns(board: Leaderboard) -> list[Column]:
 def _ranked(board: Leaderboard) -> pd.DataFrame:
     """The rows that compete: losses with at least one completed seed (not the reference-ceiling row)."""
     table = board.table
-    return table[~table["loss"].isin(REFERENCE_ROWS) & (table["n_seeds"] > 0)]
+    losses = loss_rows(table)
+    return losses[losses["n_seeds"] > 0]
 
 
 def best_rows(board: Leaderboard) -> dict[str, set[int]]:

@@ -58,6 +58,11 @@ def is_reference_row(name: object) -> bool:
     return name in REFERENCE_ROWS
 
 
+def loss_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a leaderboard table that are losses (without the :data:`REFERENCE_ROWS`)."""
+    return table[~table["loss"].isin(REFERENCE_ROWS)]
+
+
 #: A class whose predicted area exceeds its true area this many times over the test set is flagged as collapsed.
 COLLAPSE_RATIO = 3.0
 
@@ -85,7 +90,7 @@ class Leaderboard:
         if column not in self.table:
             return None
         ranked = (
-            self.table[~self.table["loss"].isin(REFERENCE_ROWS)]
+            loss_rows(self.table)
             .dropna(subset=[column])
             .sort_values(column, ascending=not metric_info(metric).higher_is_better, kind="stable")
         )
