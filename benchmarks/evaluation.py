@@ -31,7 +31,7 @@ from lss_vlm.metrics.localisation import LevelLocalisation
 from lss_vlm.metrics.segmentation import SegmentationMetrics
 from lss_vlm.metrics.text import TEXT_METRICS
 from lss_vlm.models.lora import parameter_report
-from lss_vlm.reports.vocabulary import fill_slots, remeasure
+from lss_vlm.reports.vocabulary import SLOT_KINDS, fill_slots, remeasure
 
 from .config import ExperimentConfig
 from .data import resolve_manifest
@@ -327,6 +327,7 @@ def _report_metrics(
         areas = [[c.measurements.get(lv, {}).get("area_mm2", math.nan) for lv in LEVELS] for c in composed]
         errors = area_errors(areas, [c.true_areas for c in composed])
         metrics.update({k: errors[k] for k in ("area_mae_mm2", "area_bias_mm2")})
+    metrics.update(_exact_number_shares([c for c in with_refs if c.composed]))
     metrics["n_cases"] = float(len(cases))
     return metrics
 
@@ -334,6 +335,27 @@ def _report_metrics(
 #: Prefix of the generated reports rewritten with the numbers measured on the true masks (:func:`remeasure`): its
 #: ``cider_x100`` scores the text alone, as if the segmentation were exact on the model's grid.
 TRUE_NUMBERS = "true_numbers/"
+
+#: Metric keys of :func:`_exact_number_shares`.
+EXACT_NUMBER_KEYS: tuple[str, ...] = tuple(
+    f"{prefix}{kind}_exact" for prefix in ("", TRUE_NUMBERS) for kind in SLOT_KINDS
+)
+
+
+def _exact_number_shares(cases: list[CaseResult]) -> dict[str, float]:
+    """``area_exact`` / ``ap_exact``: share of the numbers the cases' first references quote that the predicted masks'
+    measurements reproduce to the printed digit (:func:`lss_vlm.reports.vocabulary.exact_numbers`);
+    ``true_numbers/...``: the same for the true masks' (the grid's limit). NaN without a measured case."""
+    from lss_vlm.reports.vocabulary import exact_numbers
+
+    totals = {key: [0, 0] for key in EXACT_NUMBER_KEYS}
+    for case in cases:
+        for prefix, measured in (("", case.measurements), (TRUE_NUMBERS, case.true_measurements)):
+            for kind, (exact, quoted) in exact_numbers(case.references[0], measured).items():
+                totals[f"{prefix}{kind}_exact"][0] += exact
+                totals[f"{prefix}{kind}_exact"][1] += quoted
+    return {key: exact / quoted if quoted else math.nan for key, (exact, quoted) in totals.items()}
+
 
 #: Reference ceilings already computed in this process, by a hash of the references: every run of a suite scores the
 #: same split, so the ceiling (its references' tokens and a CIDEr pass) is computed once per process, not once per run.

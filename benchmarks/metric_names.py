@@ -23,13 +23,14 @@ def metric_names() -> frozenset[str]:
     from lss_vlm.metrics.segmentation import SegmentationMetrics
     from lss_vlm.metrics.text import TEXT_METRICS
 
+    from .evaluation import EXACT_NUMBER_KEYS
     from .run_status import TRAINING_SUMMARY_KEYS
 
     report = (*TEXT_METRICS, "grade_f1_from_text", "cause_f1_from_text")
     names = {*SegmentationMetrics().aggregate(), *GradeMetrics().aggregate(), *TRAINING_SUMMARY_KEYS}
     names |= {*LevelLocalisation().aggregate(), "params_total", "params_trainable", "params_trainable_fraction"}
     names |= {*report, *(f"composed/{k}" for k in report), "area_mae_mm2", "area_bias_mm2", "n_cases"}
-    names |= {"true_numbers/cider_x100"}
+    names |= {"true_numbers/cider_x100", *EXACT_NUMBER_KEYS}
     return frozenset(names)
 
 
@@ -82,6 +83,22 @@ METRIC_FAMILIES: dict[str, tuple[str, str]] = {
     "area_bias_mm2": (
         "mean (measured - true) dural-sac area per level, mm²: > 0 the sac is over-segmented",
         "lss_vlm.reports.composer",
+    ),
+    "area_exact": (
+        "share of the dural-sac areas the references quote that the predicted masks give to the integer mm²",
+        "benchmarks.evaluation",
+    ),
+    "ap_exact": (
+        "share of the AP diameters the references quote that the predicted masks give to the 0.1 mm",
+        "benchmarks.evaluation",
+    ),
+    "true_numbers/area_exact": (
+        "area_exact of the true masks through the same grids: what the measurement route allows",
+        "benchmarks.evaluation",
+    ),
+    "true_numbers/ap_exact": (
+        "ap_exact of the true masks through the same grids: what the measurement route allows",
+        "benchmarks.evaluation",
     ),
     "best_epoch": ("epoch of the best validation score", "benchmarks.runner"),
     "epochs_run": ("epochs trained", "benchmarks.runner"),
@@ -178,6 +195,9 @@ _KNOWN_METRICS: dict[str, tuple[str, str, int]] = {  # key: (label, short label 
     "cause_f1_from_text": ("Report cause-F1", "CauseF1", 3),
     "composed/cause_f1_from_text": ("Composed cause-F1", "cCauseF1", 3),
     "area_mae_mm2": ("Area MAE mm²", "AreaMAE", 1),
+    "true_numbers/cider_x100": ("Text alone CIDEr×100", "tCIDEr", 1),
+    "area_exact": ("Area exact", "AreaEx", 3),
+    "ap_exact": ("AP exact", "APEx", 3),
 }
 
 
@@ -198,7 +218,7 @@ def metric_info(key: str) -> MetricInfo:
 _UNIT_INTERVAL = (
     "dice", "iou", "accuracy", "balanced_accuracy", "macro_f1", "auroc", "ece", "bleu_1", "bleu_2", "bleu_3",
     "bleu_4", "meteor", "rouge_l", "bertscore_f1", "grade_f1_from_text", "cause_f1_from_text", "loc_hit",
-    "loc_detected",
+    "loc_detected", "area_exact", "ap_exact",
 )  # fmt: skip
 
 

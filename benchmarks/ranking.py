@@ -48,7 +48,11 @@ REFERENCE_ROW = "reference ceiling (leave-one-out)"
 MEASURED_REFERENCE_ROW = "measurement ceiling (true masks)"
 REFERENCE_ROWS: dict[str, dict[str, str]] = {
     REFERENCE_ROW: {"cider_x100": "reference/cider_x100"},
-    MEASURED_REFERENCE_ROW: {"cider_x100": "reference/measured_cider_x100"},
+    MEASURED_REFERENCE_ROW: {
+        "cider_x100": "reference/measured_cider_x100",
+        "area_exact": "true_numbers/area_exact",
+        "ap_exact": "true_numbers/ap_exact",
+    },
 }
 REFERENCE_METRICS: dict[str, str] = REFERENCE_ROWS[REFERENCE_ROW]
 

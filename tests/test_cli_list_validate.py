@@ -133,7 +133,7 @@ def test_validate_unknown_target(capsys) -> None:
     assert (
         code == 2
         and len(err) == 1
-        and "no shipped suite of that name (minority, ood, paper, quick, standard)" in err[0]
+        and "no shipped suite of that name (minority, ood, paper, quick, reports, standard)" in err[0]
     )
 
 

@@ -49,3 +49,6 @@ def test_text_alone_and_the_measurement_ceiling_are_scored_beside_the_generated_
     assert exact["true_numbers/cider_x100"] == pytest.approx(exact["cider_x100"])
     off = _report_metrics([_case(k, shift=-3.0) for k in range(4)], text_metrics=False)
     assert math.isnan(off["true_numbers/cider_x100"]) and off["area_bias_mm2"] == pytest.approx(-3.0)
+    assert metrics["area_exact"] == 0.0 and metrics["ap_exact"] == 0.0  # every number off by 7 mm² / 0.7 mm
+    assert metrics["true_numbers/area_exact"] == 1.0 and metrics["true_numbers/ap_exact"] == 1.0
+    assert exact["area_exact"] == 1.0 and exact["ap_exact"] == 1.0

@@ -240,7 +240,7 @@ def test_pooled_leaderboard_of_two_folders(tmp_path, capsys):
         build_leaderboard([first, first])
 
 
-@pytest.mark.parametrize("name", ["quick", "standard", "minority", "ood"])
+@pytest.mark.parametrize("name", ["quick", "standard", "minority", "ood", "reports"])
 def test_a_stored_config_reads_back_equal_to_its_plan(tmp_path, name):
     """Reuse rests on this: config.yaml as the suite writes it resolves to the planned config again (no key differs)."""
     from benchmarks.config import dump_config

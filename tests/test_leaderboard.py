@@ -249,6 +249,26 @@ def test_measurement_ceiling_is_a_second_unranked_row(tmp_path):
     assert (tmp_path / "out" / "leaderboard.html").read_text().count('<tr class="reference">') == 2
 
 
+def test_measurement_ceiling_row_shows_the_true_masks_exact_numbers(tmp_path):
+    """With the area_exact / ap_exact columns, the measurement-ceiling row carries the true masks' shares
+    (true_numbers/area_exact, true_numbers/ap_exact); the leave-one-out row has none (its numbers are the
+    references')."""
+    import json
+
+    suite = write_suite(tmp_path / "suite", {"dice": 0.7, "ce": 0.72}, seeds=2)
+    for k, metrics_file in enumerate(sorted((suite / "runs").glob("*/seed*/metrics.json"))):
+        metrics = json.loads(metrics_file.read_text())
+        extra = {"reference/cider_x100": 480.0, "reference/measured_cider_x100": 330.0, "area_exact": 0.1 * k,
+                 "ap_exact": 0.2, "true_numbers/area_exact": 0.9, "true_numbers/ap_exact": 0.95}  # fmt: skip
+        metrics_file.write_text(json.dumps({**metrics, **extra}))
+    board = build_leaderboard(suite, metrics=["dice_macro", "cider_x100", "area_exact", "ap_exact"])
+    rows = board.table.set_index("loss")
+    assert rows.loc["measurement ceiling (true masks)", "area_exact_mean"] == pytest.approx(0.9)
+    assert rows.loc["measurement ceiling (true masks)", "ap_exact_mean"] == pytest.approx(0.95)
+    assert math.isnan(rows.loc["reference ceiling (leave-one-out)", "area_exact_mean"])
+    assert rows.loc["ce", "area_exact_mean"] == pytest.approx(0.05) and rows.loc["dice", "area_exact_mean"] == 0.25
+
+
 def test_html_shows_the_overlay_case_reports_side_by_side(tmp_path):
     """Issue 13: generated, composed and one reference report of the fixed overlay case (smallest case id)."""
     import json

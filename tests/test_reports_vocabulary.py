@@ -19,7 +19,9 @@ from lss_vlm.reports.vocabulary import (
     ReportVocabulary,
     default_vocabulary,
     detokenize,
+    exact_numbers,
     fill_slots,
+    quoted_numbers,
     remeasure,
     to_slots,
     tokenize,
@@ -92,6 +94,19 @@ def test_remeasure_rewrites_every_number_of_a_reference_and_nothing_else():
     areas = [math.nan if lv == "L2-L3" else a for lv, a in zip(LEVELS, AREAS)]
     partial = {lv: {"area_mm2": a, "ap_mm": d} for lv, a, d in zip(LEVELS, areas, APS)}
     assert remeasure(refs[0], partial) == _refs(1, areas=areas)[0]
+
+
+def test_quoted_numbers_and_exact_numbers_count_what_cider_can_credit():
+    ref = _refs(1)[0]
+    quoted = quoted_numbers(ref)
+    assert quoted["<area_L1-L2>"] == "130" and quoted["<ap_L3-L4>"] == "7.5" and len(quoted) == 10  # 7.45 prints 7.5
+    same = {lv: {"area_mm2": a, "ap_mm": d} for lv, a, d in zip(LEVELS, AREAS, APS)}
+    assert exact_numbers(ref, same) == {"area": (5, 5), "ap": (5, 5)}
+    # 130.4 -> 130.6 prints 131 (not exact); 88.0 -> 87.6 prints 88 (exact); an unmeasured level is never exact
+    other = {**same, "L1-L2": {"area_mm2": 130.6, "ap_mm": 12.34}, "L2-L3": {"area_mm2": 87.6, "ap_mm": 9.06}}
+    other["L5-S1"] = {"area_mm2": math.nan, "ap_mm": math.nan}
+    assert exact_numbers(ref, other) == {"area": (3, 5), "ap": (3, 5)}
+    assert exact_numbers("L4-L5: severe stenosis.", same) == {"area": (0, 0), "ap": (0, 0)}
 
 
 def test_decoder_states_follow_the_level_being_written():

@@ -108,6 +108,43 @@ def remeasure(report: str, measurements: Mapping[str, Mapping[str, object]]) -> 
     return fill_slots(detokenize(to_slots(tokenize(report))), measurements)
 
 
+def quoted_numbers(report: str) -> dict[str, str]:
+    """The measurement numbers a writer-template report quotes, by slot: ``{"<area_L4-L5>": "63", "<ap_L4-L5>":
+    "8.1", ...}`` (:func:`to_slots` decides which number is which; a slot quoted twice keeps its first number)."""
+    tokens = tokenize(report)
+    out: dict[str, str] = {}
+    for token, slot in zip(tokens, to_slots(tokens)):
+        if slot != token:
+            out.setdefault(slot, token)
+    return out
+
+
+def slot_text(slot: str, measurements: Mapping[str, Mapping[str, object]]) -> str | None:
+    """The number a slot token (``<area_L4-L5>``) is filled with: the level's measurement formatted as the writer
+    formats it (area ``"{:.0f}"``, AP ``"{:.1f}"``), or None when the level has no finite measurement of that kind."""
+    m = _SLOT_RE.match(slot)
+    if m is None or m.group(1) not in SLOT_KINDS:
+        return None
+    kind, level = m.group(1), m.group(2)
+    raw = measurements.get(level, {}).get(SLOT_MEASUREMENT[kind], math.nan)
+    value = float(raw) if isinstance(raw, (int, float)) else math.nan
+    return SLOT_KINDS[kind][1].format(value) if math.isfinite(value) else None
+
+
+def exact_numbers(report: str, measurements: Mapping[str, Mapping[str, object]]) -> dict[str, tuple[int, int]]:
+    """Per slot kind, ``(exact, quoted)``: how many of the numbers ``report`` quotes (:func:`quoted_numbers`) the
+    ``measurements`` reproduce to the printed digit (:func:`slot_text`). CIDEr-D gives a number credit only when its
+    token is identical, so this is the share of the numbers' n-grams a report filled from ``measurements`` can earn.
+    """
+    counts = {kind: [0, 0] for kind in SLOT_KINDS}
+    for slot, number in quoted_numbers(report).items():
+        kind = _SLOT_RE.match(slot).group(1)  # type: ignore[union-attr]
+        if kind in counts:
+            counts[kind][0] += slot_text(slot, measurements) == number
+            counts[kind][1] += 1
+    return {kind: (exact, quoted) for kind, (exact, quoted) in counts.items()}
+
+
 def fill_slots(text: str, measurements: Mapping[str, Mapping[str, object]]) -> str:
     """Put the composer's measurement of each level into its slot tokens, or drop an unmeasurable slot's phrase.
 
@@ -131,13 +168,9 @@ def fill_slots(text: str, measurements: Mapping[str, Mapping[str, object]]) -> s
             out.append(tokens[i])
             i += 1
             continue
-        kind, level = m.group(1), m.group(2)
-        value = math.nan
-        if kind in SLOT_KINDS:
-            raw = measurements.get(level, {}).get(SLOT_MEASUREMENT[kind], math.nan)
-            value = float(raw) if isinstance(raw, (int, float)) else math.nan
-        if math.isfinite(value):
-            out.append(SLOT_KINDS[kind][1].format(value))
+        number = slot_text(tokens[i], measurements)
+        if number is not None:
+            out.append(number)
             i += 1
             continue
         # drop the phrase: back to the previous separator, forward to the next one
