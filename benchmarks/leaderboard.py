@@ -151,13 +151,14 @@ UNSCORED_FAMILIES: tuple[tuple[str, str, str], ...] = (
 
 
 def unscored_notes(board: Leaderboard) -> list[str]:
-    """One line per metric family that no completed run could score (the column is absent or all NaN)."""
-    lines = []
-    for metric, family, why in UNSCORED_FAMILIES:
-        column = f"{metric}_mean"
-        if column not in board.table or not board.table[column].notna().any():
-            lines.append(f"{family} not scored: {why}.")
-    return lines
+    """One line per metric family that no completed run scored (its key absent or NaN in every run's metrics),
+    whether or not the table shows the family's column: a suite's ``columns`` may leave a scored family out."""
+    done = [r for r in board.runs if r.completed]
+    return [
+        f"{family} not scored: {why}."
+        for metric, family, why in UNSCORED_FAMILIES
+        if not any(math.isfinite(r.metrics.get(metric, math.nan)) for r in done)
+    ]
 
 
 def scored_cases_note(board: Leaderboard) -> str | None:

@@ -154,6 +154,9 @@ def test_leaderboard_says_when_segmentation_was_not_scored(tmp_path):
     assert "Stenosis grades not scored" not in markdown
     full = to_markdown(build_leaderboard(write_suite(tmp_path / "full", {"dice": 0.7, "tversky": 0.75}, seeds=1)))
     assert "not scored" not in full
+    # a suite's columns may leave out a family its runs scored: not shown is not "not scored"
+    narrow = to_markdown(build_leaderboard(tmp_path / "full", metrics=["dice_macro"]))
+    assert "accuracy" not in narrow.splitlines()[2] and "not scored" not in narrow
 
 
 def test_rank_agreement_over_seeds_is_reported(suite_dir, tmp_path):
