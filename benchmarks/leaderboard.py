@@ -191,19 +191,24 @@ def notes(board: Leaderboard) -> list[str]:
         f"95% CI: {stats.CI_METHOD} over {ci_over}.",
         "↑ higher is better, ↓ lower is better. CIDEr×100 = CIDEr-D × 100. Grade acc. is a fraction (0–1).",
     ]
-    if board.baseline:
+    if board.baseline and has_case_values(board, board.rank_by):
         lines.append(
             f"p vs {board.baseline}: two-sided {test} test over test cases of {board.rank_by} "
             "(per-case values averaged over views and seeds); Holm-corrected across losses."
+        )
+    elif board.baseline:
+        lines.append(
+            f"p vs {board.baseline}: no paired test: the runs have no per-case values of {board.rank_by} "
+            "(per_case.csv holds the per-view segmentation metrics)."
         )
     for metric in dict.fromkeys([board.rank_by, *MINORITY_METRICS]):
         spread = board.best_vs_worst(metric) if metric in board.metrics else None
         if spread is not None:
             best, worst, gap, p = spread
             digits = metric_info(metric).digits
+            tested = f"paired {test} {p_clause(p)}" if has_case_values(board, metric) else "no per-case values"
             lines.append(
-                f"Best vs worst on {metric_info(metric).label}: {best} − {worst} = {gap:+.{digits}f} "
-                f"(paired {test} {p_clause(p)})."
+                f"Best vs worst on {metric_info(metric).label}: {best} − {worst} = {gap:+.{digits}f} ({tested})."
             )
     agreement = board.rank_agreement(board.rank_by)
     if math.isfinite(agreement.w):
@@ -218,11 +223,7 @@ def notes(board: Leaderboard) -> list[str]:
             "(the score a second radiologist gets); read generated and composed CIDEr×100 against it."
         )
     if (board.table["loss"] == MEASURED_REFERENCE_ROW).any():
-        lines.append(
-            f"{MEASURED_REFERENCE_ROW}: the same, with the held-out reference's numbers (dural-sac area, AP diameter) "
-            "measured on the true masks on the grid of eval.measure_on: the score of a model whose text is right and "
-            "whose masks equal the truth on its grid."
-        )
+        lines.append(measured_ceiling_note(board))
     lines += unscored_notes(board)
     lines += collapse_notes(board)
     lines += missing_notes(board)
@@ -233,6 +234,33 @@ def notes(board: Leaderboard) -> list[str]:
     for r in board.failed_runs:
         lines.append(f"{r.status.upper()} run {r.loss} seed{r.seed}: {r.reason}")
     return lines
+
+
+def has_case_values(board: Leaderboard, metric: str) -> bool:
+    """Whether any loss has per-case values of ``metric`` (the paired tests need them)."""
+    return any(len(values) for values in board.case_values.get(metric, {}).values())
+
+
+def measured_ceiling_note(board: Leaderboard) -> str:
+    """The footnote of :data:`MEASURED_REFERENCE_ROW`, naming what its cells are for the columns shown."""
+    shown = REFERENCE_ROWS[MEASURED_REFERENCE_ROW]
+    parts = []
+    if "cider_x100" in board.metrics:
+        parts.append(
+            "CIDEr×100 is the leave-one-out ceiling with the held-out reference's numbers (dural-sac area, AP "
+            "diameter) measured on the true masks: the score of a model whose text is right and whose masks equal the "
+            "truth on its grid"
+        )
+    exact = [m for m in ("area_exact", "ap_exact") if m in board.metrics]
+    if exact:
+        parts.append(
+            f"{' and '.join(metric_info(m).label for m in exact)} are the true masks' shares "
+            f"({', '.join(shown[m] for m in exact)}): what the measurement route itself allows"
+        )
+    return (
+        f"{MEASURED_REFERENCE_ROW}: the true masks measured like a prediction (resampled from the model's grid to the "
+        f"grid of eval.measure_on); {'; '.join(parts)}."
+    )
 
 
 def to_markdown(board: Leaderboard) -> str:

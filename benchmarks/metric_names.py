@@ -85,19 +85,21 @@ METRIC_FAMILIES: dict[str, tuple[str, str]] = {
         "lss_vlm.reports.composer",
     ),
     "area_exact": (
-        "share of the dural-sac areas the references quote that the predicted masks give to the integer mm²",
+        "fraction (0-1) of the dural-sac areas the cases' first references quote, over all levels, that the predicted "
+        "masks reproduce to the integer mm² (NaN: nothing measured)",
         "benchmarks.evaluation",
     ),
     "ap_exact": (
-        "share of the AP diameters the references quote that the predicted masks give to the 0.1 mm",
+        "fraction (0-1) of the AP diameters the cases' first references quote, over all levels, that the predicted "
+        "masks reproduce to 0.1 mm (NaN: nothing measured)",
         "benchmarks.evaluation",
     ),
     "true_numbers/area_exact": (
-        "area_exact of the true masks through the same grids: what the measurement route allows",
+        "area_exact of the true masks, resampled and measured like a prediction (eval.measure_on): the route's limit",
         "benchmarks.evaluation",
     ),
     "true_numbers/ap_exact": (
-        "ap_exact of the true masks through the same grids: what the measurement route allows",
+        "ap_exact of the true masks, resampled and measured like a prediction (eval.measure_on): the route's limit",
         "benchmarks.evaluation",
     ),
     "best_epoch": ("epoch of the best validation score", "benchmarks.runner"),
@@ -198,6 +200,8 @@ _KNOWN_METRICS: dict[str, tuple[str, str, int]] = {  # key: (label, short label 
     "true_numbers/cider_x100": ("Text alone CIDEr×100", "tCIDEr", 1),
     "area_exact": ("Area exact", "AreaEx", 3),
     "ap_exact": ("AP exact", "APEx", 3),
+    "true_numbers/area_exact": ("True masks' area exact", "tAreaEx", 3),
+    "true_numbers/ap_exact": ("True masks' AP exact", "tAPEx", 3),
 }
 
 

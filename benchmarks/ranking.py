@@ -7,6 +7,7 @@ See docs/leaderboard.md for the columns and the statistics. The rendered formats
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import pandas as pd
 
 from benchmarks import stats
 from benchmarks.comparability import check_comparable
-from benchmarks.metric_names import metric_bounds, metric_info
+from benchmarks.metric_names import metric_bounds, metric_info, metric_names
 from benchmarks.run_records import RunRecord, collect_runs, pooled_case_values, read_suite_yaml
 from lss_vlm.errors import ConfigError
 
@@ -163,9 +164,32 @@ def choose_metrics(runs: Sequence[RunRecord], wanted: Sequence[str], rank_by: st
     """The wanted metrics that at least one completed run reports, with ``rank_by`` first (must be reported)."""
     reported = {k for r in runs if r.completed for k in r.metrics}
     if reported and rank_by not in reported:
-        close = sorted(k for k in reported if not k.startswith(("n/",)))
-        raise ConfigError(f"metric {rank_by!r} is in no run's metrics.json; available: {', '.join(close)}")
+        raise ConfigError(f"metric {rank_by!r} is in no run's metrics.json; {_absent_metric_hint(rank_by, reported)}")
     return [rank_by] + [m for m in wanted if m in reported and m != rank_by]
+
+
+def _absent_metric_hint(name: str, reported: set[str]) -> str:
+    """Why a metric can be absent from every run, and what to do: a metric the toolkit knows was not scored by these
+    runs (they predate it, or their data lack what it needs); an unknown name gets the closest reported keys."""
+    if name in metric_names():
+        return (
+            "the runs were scored before it existed or their data lack it: re-score them with 'lss-bench evaluate RUN'"
+        )
+    close = difflib.get_close_matches(name, sorted(reported), n=3)
+    return f"did you mean {', '.join(close)}?" if close else "'lss-bench list metrics' lists the metric keys"
+
+
+def absent_columns_note(runs: Sequence[RunRecord], wanted: Sequence[str]) -> str | None:
+    """A footnote naming the asked-for columns (``--metric`` list or the suite's ``columns``) that no completed run
+    reports, which the table leaves out; None when every one is there."""
+    reported = {k for r in runs if r.completed for k in r.metrics}
+    absent = [m for m in dict.fromkeys(wanted) if m not in reported]
+    if not reported or not absent:
+        return None
+    return (
+        f"Columns in no run's metrics.json, left out: {', '.join(absent)} (runs scored before these metrics existed, "
+        "or data without what they need; 'lss-bench evaluate RUN' re-scores a run with the current metrics)."
+    )
 
 
 def build_leaderboard(
@@ -207,6 +231,8 @@ def build_leaderboard(
         where = ", ".join(str(d / "runs") for d in dirs)
         raise ConfigError(f"baseline {baseline!r} has no runs in {where}; losses: {', '.join(losses)}")
     chosen = choose_metrics(runs, metrics or suite.get("columns") or DEFAULT_METRICS, rank_by)
+    if metrics or suite.get("columns"):  # the default columns are shown where reported, by design
+        problems += [n for n in [absent_columns_note(runs, metrics or suite["columns"])] if n]
     by_loss = {name: [r for r in runs if r.loss == name] for name in losses}
     case_values = {m: {name: pooled_case_values(by_loss[name], m) for name in losses} for m in chosen}
     per_case_metrics = [m for m in chosen if any(len(v) for v in case_values[m].values())]

@@ -246,7 +246,9 @@ def test_measurement_ceiling_is_a_second_unranked_row(tmp_path):
     assert math.isnan(rows.loc["measurement ceiling (true masks)", "rank"])
     markdown = to_markdown(board)
     assert "| measurement ceiling (true masks) |" in markdown and "330.0" in markdown
-    assert any(line.startswith("- measurement ceiling (true masks): the same") for line in markdown.splitlines())
+    note = next(line for line in markdown.splitlines() if line.startswith("- measurement ceiling (true masks): "))
+    assert "CIDEr×100 is the leave-one-out ceiling with the held-out reference's numbers" in note
+    assert "exact" not in note  # no exact columns shown
     assert next(line for line in markdown.splitlines() if line.startswith("- 95% CI")).endswith("(1 seed per loss).")
     write_leaderboard(board, tmp_path / "out", formats=("html",), figures=False)
     assert (tmp_path / "out" / "leaderboard.html").read_text().count('<tr class="reference">') == 2
@@ -270,6 +272,32 @@ def test_measurement_ceiling_row_shows_the_true_masks_exact_numbers(tmp_path):
     assert rows.loc["measurement ceiling (true masks)", "ap_exact_mean"] == pytest.approx(0.95)
     assert math.isnan(rows.loc["reference ceiling (leave-one-out)", "area_exact_mean"])
     assert rows.loc["ce", "area_exact_mean"] == pytest.approx(0.05) and rows.loc["dice", "area_exact_mean"] == 0.25
+    markdown = to_markdown(board)
+    note = next(line for line in markdown.splitlines() if line.startswith("- measurement ceiling (true masks): "))
+    assert "Area exact and AP exact are the true masks' shares (true_numbers/area_exact, true_numbers/ap_exact)" in note
+    # no per-case values of area_exact: the footnotes say there is no paired test instead of describing one
+    exact_board = build_leaderboard(suite, rank_by="area_exact", metrics=["area_exact", "ap_exact"])
+    lines = to_markdown(exact_board).splitlines()
+    assert any(
+        line.startswith("- p vs dice: no paired test: the runs have no per-case values of area_exact") for line in lines
+    )
+    assert any(line.startswith("- Best vs worst on Area exact:") and "(no per-case values)" in line for line in lines)
+    assert not any("Wilcoxon signed-rank test over test cases of area_exact" in line for line in lines)
+
+
+def test_columns_the_runs_lack_are_named_and_an_absent_rank_metric_says_how_to_get_it(tmp_path):
+    """Runs scored before a metric existed: an asked-for column is left out with a footnote naming it; ranking by it
+    is refused with one line that says to re-score (not a list of every key); a typo gets the closest keys."""
+    suite = write_suite(tmp_path / "suite", {"dice": 0.7, "ce": 0.72}, seeds=1)
+    board = build_leaderboard(suite, metrics=["dice_macro", "area_exact", "ap_exact"])
+    assert "area_exact_mean" not in board.table
+    note = "Columns in no run's metrics.json, left out: area_exact, ap_exact"
+    assert any(line.startswith(f"- {note}") for line in to_markdown(board).splitlines())
+    assert not any("left out" in line for line in to_markdown(build_leaderboard(suite)).splitlines())
+    with pytest.raises(ConfigError, match="re-score them with 'lss-bench evaluate RUN'$"):
+        build_leaderboard(suite, rank_by="area_exact")
+    with pytest.raises(ConfigError, match="did you mean dice_macro"):
+        build_leaderboard(suite, rank_by="dice_makro")
 
 
 def test_html_shows_the_overlay_case_reports_side_by_side(tmp_path):

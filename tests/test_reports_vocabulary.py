@@ -107,6 +107,11 @@ def test_quoted_numbers_and_exact_numbers_count_what_cider_can_credit():
     other["L5-S1"] = {"area_mm2": math.nan, "ap_mm": math.nan}
     assert exact_numbers(ref, other) == {"area": (3, 5), "ap": (3, 5)}
     assert exact_numbers("L4-L5: severe stenosis.", same) == {"area": (0, 0), "ap": (0, 0)}
+    # numpy measurements format as the writer's format_area / format_ap do; booleans and None are not measurements
+    as_numpy = {lv: {"area_mm2": np.float32(a), "ap_mm": np.float64(d)} for lv, a, d in zip(LEVELS, AREAS, APS)}
+    assert exact_numbers(ref, as_numpy) == {"area": (5, 5), "ap": (5, 5)} and fill_slots(ref, as_numpy) == ref
+    odd = {**same, "L1-L2": {"area_mm2": True, "ap_mm": None}, "L2-L3": None}
+    assert exact_numbers(ref, odd) == {"area": (3, 5), "ap": (3, 5)}
 
 
 def test_decoder_states_follow_the_level_being_written():

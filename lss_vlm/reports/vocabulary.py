@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import re
 from collections import Counter
@@ -126,8 +127,8 @@ def slot_text(slot: str, measurements: Mapping[str, Mapping[str, object]]) -> st
     if m is None or m.group(1) not in SLOT_KINDS:
         return None
     kind, level = m.group(1), m.group(2)
-    raw = measurements.get(level, {}).get(SLOT_MEASUREMENT[kind], math.nan)
-    value = float(raw) if isinstance(raw, (int, float)) else math.nan
+    raw = (measurements.get(level) or {}).get(SLOT_MEASUREMENT[kind], math.nan)
+    value = float(raw) if isinstance(raw, numbers.Real) and not isinstance(raw, bool) else math.nan  # numpy too
     return SLOT_KINDS[kind][1].format(value) if math.isfinite(value) else None
 
 
