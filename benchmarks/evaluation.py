@@ -31,10 +31,11 @@ from lss_vlm.metrics.localisation import LevelLocalisation
 from lss_vlm.metrics.segmentation import SegmentationMetrics
 from lss_vlm.metrics.text import TEXT_METRICS
 from lss_vlm.models.lora import parameter_report
-from lss_vlm.reports.vocabulary import SLOT_KINDS, fill_slots, remeasure
+from lss_vlm.reports.vocabulary import fill_slots, remeasure
 
 from .config import ExperimentConfig
 from .data import resolve_manifest
+from .metric_names import EXACT_NUMBER_KEYS
 from .overlay import CaseView, save_case_overlay
 from .run_loading import CALIBRATION_FILE, OVERLAY_FILE, build_split_loader, load_run_config, load_trained_model
 
@@ -336,11 +337,6 @@ def _report_metrics(
 #: ``cider_x100`` scores the text alone, as if the segmentation were exact on the model's grid.
 TRUE_NUMBERS = "true_numbers/"
 
-#: Metric keys of :func:`_exact_number_shares`.
-EXACT_NUMBER_KEYS: tuple[str, ...] = tuple(
-    f"{prefix}{kind}_exact" for prefix in ("", TRUE_NUMBERS) for kind in SLOT_KINDS
-)
-
 
 def _exact_number_shares(cases: list[CaseResult]) -> dict[str, float]:
     """``area_exact`` / ``ap_exact``: share of the numbers the cases' first references quote that the predicted masks'
@@ -348,7 +344,7 @@ def _exact_number_shares(cases: list[CaseResult]) -> dict[str, float]:
     ``true_numbers/...``: the same for the true masks' (the grid's limit). NaN without a measured case."""
     from lss_vlm.reports.vocabulary import exact_numbers
 
-    totals = {key: [0, 0] for key in EXACT_NUMBER_KEYS}
+    totals = {key: [0, 0] for key in EXACT_NUMBER_KEYS}  # "{prefix}{slot kind}_exact"
     for case in cases:
         for prefix, measured in (("", case.measurements), (TRUE_NUMBERS, case.true_measurements)):
             for kind, (exact, quoted) in exact_numbers(case.references[0], measured).items():

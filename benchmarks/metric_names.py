@@ -23,7 +23,6 @@ def metric_names() -> frozenset[str]:
     from lss_vlm.metrics.segmentation import SegmentationMetrics
     from lss_vlm.metrics.text import TEXT_METRICS
 
-    from .evaluation import EXACT_NUMBER_KEYS
     from .run_status import TRAINING_SUMMARY_KEYS
 
     report = (*TEXT_METRICS, "grade_f1_from_text", "cause_f1_from_text")
@@ -32,6 +31,12 @@ def metric_names() -> frozenset[str]:
     names |= {*report, *(f"composed/{k}" for k in report), "area_mae_mm2", "area_bias_mm2", "n_cases"}
     names |= {"true_numbers/cider_x100", *EXACT_NUMBER_KEYS}
     return frozenset(names)
+
+
+#: Keys of ``benchmarks.evaluation._exact_number_shares``: share of the references' numbers reproduced to the printed
+#: digit by the predicted masks, then by the true masks (``true_numbers/``). Here, not in the evaluation module, so that
+#: checking a config imports no evaluation stack.
+EXACT_NUMBER_KEYS: tuple[str, ...] = ("area_exact", "ap_exact", "true_numbers/area_exact", "true_numbers/ap_exact")
 
 
 def check_metric_name(name: str, field: str) -> str:
