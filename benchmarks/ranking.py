@@ -230,9 +230,10 @@ def build_leaderboard(
     if baseline is not None and baseline not in losses:
         where = ", ".join(str(d / "runs") for d in dirs)
         raise ConfigError(f"baseline {baseline!r} has no runs in {where}; losses: {', '.join(losses)}")
-    chosen = choose_metrics(runs, metrics or suite.get("columns") or DEFAULT_METRICS, rank_by)
-    if metrics or suite.get("columns"):  # the default columns are shown where reported, by design
-        problems += [n for n in [absent_columns_note(runs, metrics or suite["columns"])] if n]
+    asked = metrics or suite.get("columns")
+    chosen = choose_metrics(runs, asked or DEFAULT_METRICS, rank_by)
+    absent = absent_columns_note(runs, asked) if asked else None  # the default columns show where reported, by design
+    problems += [absent] if absent else []
     by_loss = {name: [r for r in runs if r.loss == name] for name in losses}
     case_values = {m: {name: pooled_case_values(by_loss[name], m) for name in losses} for m in chosen}
     per_case_metrics = [m for m in chosen if any(len(v) for v in case_values[m].values())]
