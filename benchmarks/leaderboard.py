@@ -26,6 +26,7 @@ from benchmarks.ranking import (
     build_leaderboard,
     choose_metrics,
     collapsed_classes,
+    has_case_values,
     loss_rows,
     missing_classes,
 )
@@ -191,7 +192,7 @@ def notes(board: Leaderboard) -> list[str]:
         f"95% CI: {stats.CI_METHOD} over {ci_over}.",
         "↑ higher is better, ↓ lower is better. CIDEr×100 = CIDEr-D × 100. Grade acc. is a fraction (0–1).",
     ]
-    if board.baseline and has_case_values(board, board.rank_by):
+    if board.baseline and has_case_values(board.case_values.get(board.rank_by, {})):
         lines.append(
             f"p vs {board.baseline}: two-sided {test} test over test cases of {board.rank_by} "
             "(per-case values averaged over views and seeds); Holm-corrected across losses."
@@ -206,7 +207,9 @@ def notes(board: Leaderboard) -> list[str]:
         if spread is not None:
             best, worst, gap, p = spread
             digits = metric_info(metric).digits
-            tested = f"paired {test} {p_clause(p)}" if has_case_values(board, metric) else "no per-case values"
+            tested = "no per-case values"
+            if has_case_values(board.case_values.get(metric, {})):
+                tested = f"paired {test} {p_clause(p)}"
             lines.append(
                 f"Best vs worst on {metric_info(metric).label}: {best} − {worst} = {gap:+.{digits}f} ({tested})."
             )
@@ -234,11 +237,6 @@ def notes(board: Leaderboard) -> list[str]:
     for r in board.failed_runs:
         lines.append(f"{r.status.upper()} run {r.loss} seed{r.seed}: {r.reason}")
     return lines
-
-
-def has_case_values(board: Leaderboard, metric: str) -> bool:
-    """Whether any loss has per-case values of ``metric`` (the paired tests need them)."""
-    return any(len(values) for values in board.case_values.get(metric, {}).values())
 
 
 def measured_ceiling_note(board: Leaderboard) -> str:

@@ -168,6 +168,11 @@ def choose_metrics(runs: Sequence[RunRecord], wanted: Sequence[str], rank_by: st
     return [rank_by] + [m for m in wanted if m in reported and m != rank_by]
 
 
+def has_case_values(per_loss: dict[str, pd.Series]) -> bool:
+    """Whether any loss has per-case values of a metric (``{loss: per-case values}``): the paired tests need them."""
+    return any(len(values) for values in per_loss.values())
+
+
 def _absent_metric_hint(name: str, reported: set[str]) -> str:
     """Why a metric can be absent from every run, and what to do: a metric the toolkit knows was not scored by these
     runs (they predate it, or their data lack what it needs); an unknown name gets the closest reported keys."""
@@ -236,7 +241,7 @@ def build_leaderboard(
     problems += [absent] if absent else []
     by_loss = {name: [r for r in runs if r.loss == name] for name in losses}
     case_values = {m: {name: pooled_case_values(by_loss[name], m) for name in losses} for m in chosen}
-    per_case_metrics = [m for m in chosen if any(len(v) for v in case_values[m].values())]
+    per_case_metrics = [m for m in chosen if has_case_values(case_values[m])]
 
     rows = []
     for name in losses:
