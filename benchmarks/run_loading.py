@@ -26,6 +26,9 @@ LEGACY_OVERLAY_FILE = "overlay.png"
 CALIBRATION_FILE = "calibration.csv"
 #: The clinical-fusion normalisation of a run (benchmarks.clinical writes it; a reloaded model needs it).
 CLINICAL_STATS_FILE = "clinical_stats.json"
+#: Model arguments added after runs were trained, with the value that rebuilds those runs' models: a ``config.yaml``
+#: written before the argument existed does not name it, and the current default would build another network.
+LEGACY_MODEL_PARAMS: dict[str, Any] = {"full_resolution_skip": False}
 
 
 def read_json_mapping(path: Path) -> dict[str, Any]:
@@ -46,7 +49,14 @@ def load_run_config(run_dir: str | Path) -> ExperimentConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
-    return config_from_dict(read_yaml_mapping(path, "config", "config sections"), source=str(path))
+    raw = read_yaml_mapping(path, "config", "config sections")
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("params"), dict) and "image_size" in model["params"]:
+        # a resolved config (every argument written out): what it does not name predates the argument
+        accepted = model_arguments(str(model.get("name", "")))
+        legacy = {k: v for k, v in LEGACY_MODEL_PARAMS.items() if k in accepted}
+        model["params"] = {**legacy, **model["params"]}
+    return config_from_dict(raw, source=str(path))
 
 
 def build_model_from_config(
@@ -64,11 +74,20 @@ def build_model_from_config(
 
 
 def takes_report_vocab(cfg: ExperimentConfig) -> bool:
+    return "report_vocab" in model_arguments(cfg.model.name)
+
+
+def model_arguments(name: str) -> set[str]:
+    """The keyword arguments of a registered model's factory (empty for an unknown name)."""
     import inspect
 
-    from lss_vlm.models.registry import MODELS
+    from lss_vlm.models import MODELS, available_models
 
-    return "report_vocab" in inspect.signature(MODELS.get(cfg.model.name)).parameters
+    available_models()  # imports (registers) every model factory
+    try:
+        return set(inspect.signature(MODELS.get(name)).parameters)
+    except (ConfigError, ValueError, TypeError):  # unknown name; a factory without a signature
+        return set()
 
 
 def build_split_loader(

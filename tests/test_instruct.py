@@ -94,7 +94,7 @@ def test_training_the_instruction_term_teaches_the_direction_word(batch: dict) -
     model.instruction.requires_grad_(True)
     optimizer = torch.optim.Adam(model.instruction.parameters(), lr=3e-2)
     torch.manual_seed(0)
-    for _ in range(80):
+    for _ in range(160):
         out = model(batch["views"], view_valid=batch["view_valid"])
         term = instruction_term(model, out, batch)
         optimizer.zero_grad()
@@ -119,7 +119,8 @@ def test_training_the_instruction_term_teaches_the_direction_word(batch: dict) -
                     emb = film.embed(model.text, [instruction_text(LABELS[c], stated, level)])
                     after = film.head_logits(model.seg_decoder, features[n : n + 1], emb).softmax(1)[0, c].mean()
                     moved[truthful].append(float(after - base[n, c].mean()) * stated > 0)
-    # measured 64/70 (truthful) and 50/70 (opposite) after 80 steps; a hinge on the opposite sentence alone gave
+    # measured 70/70 (truthful) and 56/70 (opposite) after 160 steps with the decoder's full-resolution skip (27/70
+    # opposite after 80); without the skip, 64/70 and 50/70 after 80 steps, a hinge on the opposite sentence alone
     # 6/70 truthful, training on truthful sentences alone 42/70 truthful and the direction word unused
     for truthful, share in ((1, 0.7), (-1, 0.6)):
         flags = moved[truthful]

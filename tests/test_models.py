@@ -249,3 +249,29 @@ def test_views_no_case_has_are_not_encoded_and_the_present_ones_do_not_change(na
         assert maps.shape[:2] == (2, NUM_VIEWS)
         if key != "grade":
             assert not maps[:, absent].any() and torch.allclose(maps[:, present], full["attention"][key][:, present])
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_full_resolution_skip_lets_a_logit_see_its_own_input_pixel(skip: bool) -> None:
+    """smp's U-Net decoder drops the stride-1 pyramid entry; the skip gives the head the image at full resolution."""
+    from lss_vlm.models.decoders import SegmentationDecoder
+
+    torch.manual_seed(0)
+    channels, size = (1, 8, 8, 8, 8), 32
+    decoder = SegmentationDecoder(channels, (8, 8, 8, 8), NUM_LABELS, full_resolution_skip=skip).eval()
+    features = [torch.randn(1, c, size >> i, size >> i, requires_grad=True) for i, c in enumerate(channels)]
+    decoder(features)[0, :, 10, 10].sum().backward()
+    grad = features[0].grad
+    if skip:
+        assert grad is not None and float(grad[0, 0, 10, 10].abs()) > 0
+        assert float(grad.abs().sum()) == pytest.approx(float(grad[0, 0, 6:15, 6:15].abs().sum()))  # four 3x3 convs: radius 4
+    else:
+        assert grad is None  # the input pixels never reach the logits
+    assert (decoder.stem is not None) is skip
+
+
+def test_spca_models_build_the_full_resolution_skip_by_default() -> None:
+    model = build_model("spca_vlm", embed_dim=32, image_size=64)
+    legacy = build_model("spca_vlm", embed_dim=32, image_size=64, full_resolution_skip=False)
+    assert model.seg_decoder.stem is not None and legacy.seg_decoder.stem is None
+    assert count_parameters(model)[1] > count_parameters(legacy)[1]

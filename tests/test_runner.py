@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 import losses
 from benchmarks.cli import main as cli
@@ -270,3 +271,26 @@ def test_cli_train_same_seed_same_metrics_then_evaluate_and_report(
     assert "--case 'no_such_case' is not in" in capsys.readouterr().err
     assert cli(["evaluate", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_a_run_trained_before_the_full_resolution_skip_loads_with_its_own_decoder(
+    tiny_config: ExperimentConfig, tmp_path: Path
+) -> None:
+    """A config.yaml that does not name ``full_resolution_skip`` rebuilds the decoder it was trained with."""
+    from safetensors.torch import save_model
+
+    from benchmarks.run_loading import build_model_from_config, load_run_config, load_trained_model
+
+    legacy = tiny_config.model_copy(deep=True)
+    legacy.model.params["full_resolution_skip"] = False
+    run_dir = tmp_path / "old_run"
+    run_dir.mkdir()
+    save_model(build_model_from_config(legacy), str(run_dir / "model.safetensors"))
+    raw = yaml.safe_load(dump_config(legacy))
+    del raw["model"]["params"]["full_resolution_skip"]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(raw))
+    assert load_run_config(run_dir).model.params["full_resolution_skip"] is False
+    model, _ = load_trained_model(run_dir, load_run_config(run_dir))
+    assert model.seg_decoder.stem is None
+    dump_config(tiny_config, run_dir / "config.yaml")  # a current config keeps its value
+    assert load_run_config(run_dir).model.params["full_resolution_skip"] is True

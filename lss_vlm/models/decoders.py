@@ -12,6 +12,7 @@ from torch import nn
 from ..constants import LEVELS, NUM_GRADES, NUM_LABELS, NUM_LEVELS
 from ..reports.grammar import GRADE_WORDS, ReportGrammar
 from ..reports.vocabulary import ReportVocabulary
+from .encoders import _conv_bn_act
 
 IGNORE_INDEX = -100  # label value ignored by the token cross-entropy
 #: Report length limit in MiniLM word pieces of the template baseline's tokenizer (the learned decoder's limit comes
@@ -20,10 +21,26 @@ DEFAULT_REPORT_MAX_LENGTH = 192
 
 
 class SegmentationDecoder(nn.Module):
-    """smp's U-Net decoder over the (fused) feature pyramid ``[x, f/2, f/4, f/8, f/16]`` + a 3×3 logit head."""
+    """smp's U-Net decoder over the (fused) feature pyramid ``[x, f/2, f/4, f/8, f/16]`` + a 3×3 logit head.
+
+    smp's ``UnetDecoder`` drops the stride-1 entry of the pyramid (its encoders have no full-resolution stage), so its
+    last block upsamples the stride-2 features by nearest neighbour and never sees the image at full resolution.
+    ``full_resolution_skip`` (default) adds the skip the original U-Net (Ronneberger et al. 2015) and nnU-Net
+    (Isensee et al. 2021) have at the top resolution: two 3×3 conv-BN-ReLU on the input ``x [N, C0, H, W]``
+    (:attr:`stem`), concatenated with the decoder's output and merged by one more (:attr:`merge`), so the last layers
+    can place a boundary on the pixel. On the `standard` phantom at 96 px this is what a sac area exact to the mm²
+    needs (docs/results.md, "The full-resolution skip"). ``False`` rebuilds the decoder of runs trained before it.
+
+    Shapes: ``features`` as above; :meth:`decode` returns ``[N, decoder_channels[-1], H, W]``, :meth:`forward` the
+    logits ``[N, num_classes, H, W]``.
+    """
 
     def __init__(
-        self, encoder_channels: tuple[int, ...], decoder_channels: tuple[int, ...], num_classes: int = NUM_LABELS
+        self,
+        encoder_channels: tuple[int, ...],
+        decoder_channels: tuple[int, ...],
+        num_classes: int = NUM_LABELS,
+        full_resolution_skip: bool = True,
     ) -> None:
         super().__init__()
         # smp (-> timm -> torchvision) on first build: a config check ('lss-bench validate') imports this module only
@@ -33,10 +50,22 @@ class SegmentationDecoder(nn.Module):
         self.decoder = UnetDecoder(
             encoder_channels=encoder_channels, decoder_channels=decoder_channels, n_blocks=len(decoder_channels)
         )
-        self.head = SegmentationHead(decoder_channels[-1], num_classes, kernel_size=3)
+        width = decoder_channels[-1]
+        self.stem = self.merge = None
+        if full_resolution_skip:
+            self.stem = nn.Sequential(_conv_bn_act(encoder_channels[0], width), _conv_bn_act(width, width))
+            self.merge = _conv_bn_act(2 * width, width)
+        self.head = SegmentationHead(width, num_classes, kernel_size=3)
+
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The last decoder features ``[N, decoder_channels[-1], H, W]`` (before the logit head)."""
+        decoded = self.decoder(features)
+        if self.stem is None or self.merge is None:
+            return decoded
+        return self.merge(torch.cat([decoded, self.stem(features[0])], dim=1))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.head(self.decoder(features))
+        return self.head(self.decode(features))
 
 
 _LEVEL_PATTERN = re.compile(r"\b([lst])\s*(\d)\s*-\s*([lst])\s*(\d)\b", re.IGNORECASE)

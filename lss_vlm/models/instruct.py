@@ -120,7 +120,7 @@ class InstructionFiLM(nn.Module):
         """Seg logits ``[B, V, 6, H, W]`` (with the active instruction applied, if any) and the decoder's last
         features ``[B, V, C, H, W]`` before FiLM. ``decoder``: a :class:`~lss_vlm.models.decoders.SegmentationDecoder`.
         """
-        decoded = decoder.decoder(features)
+        decoded = decoder.decode(features)
         n, c, h, w = decoded.shape
         if self.active is None:
             logits = decoder.head(decoded)

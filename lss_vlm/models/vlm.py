@@ -117,6 +117,7 @@ class VisionLanguageModel(MultiViewModel):
         spca_strides: Sequence[int] = (PATCH_STRIDE,),
         gate_init: float = 0.1,
         decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
+        full_resolution_skip: bool = True,
         grade_hidden: int = 128,
         report_width: int = 128,
         report_layers: int = 2,
@@ -164,7 +165,9 @@ class VisionLanguageModel(MultiViewModel):
             spca_strides=spca_strides,
             gate_init=gate_init,
         )
-        self.seg_decoder = SegmentationDecoder(tuple(self.fusion.out_channels), tuple(decoder_channels), NUM_LABELS)
+        self.seg_decoder = SegmentationDecoder(
+            tuple(self.fusion.out_channels), tuple(decoder_channels), NUM_LABELS, full_resolution_skip
+        )
         self.grade_head = LevelQueryGradeHead(embed_dim, self.text.hidden_size, grade_hidden, dropout)
         # optional: the contributing causes per level, which the report decoder then states (see predicted_causes)
         self.cause_head = CauseHead(3 * embed_dim, grade_hidden, dropout) if cause_head else None
