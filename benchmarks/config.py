@@ -259,6 +259,11 @@ class EvalConfig(_Section):
         description="grid of the reports' measurements (area, AP diameter): native = each axial view's acquired "
         "pixels (class probabilities resampled back), model = the model's grid",
     )
+    refine_sac: bool = Field(
+        True,
+        description="re-decide the predicted thecal sac's boundary pixels from the acquired intensities before "
+        "measuring (a pixel classifier fitted on the training split; measure_on: native only)",
+    )
     overlay_prompt: str | None = Field(
         None, description="prompt of the attention map in overlay.jpg; null = label/thecal_sac"
     )

@@ -12,7 +12,6 @@ import json
 import math
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lss_vlm.constants import AXIAL_VIEWS, CAUSES, GRADES, LEVELS, NUM_LABELS, VIEWS, level_key
+from lss_vlm.constants import CAUSES, GRADES, LEVELS, VIEWS, level_key
 from lss_vlm.engine.batches import model_inputs
 from lss_vlm.engine.validation import predict, update_metrics
 from lss_vlm.io import atomic_path, atomic_write_json, atomic_write_text
@@ -35,6 +34,7 @@ from lss_vlm.reports.vocabulary import fill_slots, remeasure
 
 from .config import ExperimentConfig
 from .data import resolve_manifest
+from .measurement import Measurer, true_probabilities
 from .metric_names import EXACT_NUMBER_KEYS
 from .overlay import CaseView, save_case_overlay
 from .run_loading import CALIBRATION_FILE, OVERLAY_FILE, build_split_loader, load_run_config, load_trained_model
@@ -111,8 +111,12 @@ def evaluate_model(
     out_dir: str | Path,
     device: torch.device,
     timing: dict[str, float] | None = None,
+    measurer: Measurer | None = None,
 ) -> dict[str, float]:
     """Score ``model`` on ``loader`` and write the result files into ``out_dir``; returns the metrics.
+
+    ``measurer``: how the reports' label maps are made (:class:`benchmarks.measurement.Measurer`; default: from
+    ``cfg``, its sac refiner fitted on ``cfg``'s training split).
 
     ``timing``: when given, wall seconds per stage are added to it (``eval_inference``, ``generation``, ``composer``,
     ``text_metrics`` (JVM scorers), ``bertscore``, ``eval_outputs``); they never enter ``metrics.json``.
@@ -120,6 +124,7 @@ def evaluate_model(
     out_dir = Path(out_dir)
     timing = {} if timing is None else timing
     started_eval = time.perf_counter()
+    measurer = Measurer.from_config(cfg) if measurer is None else measurer
     seg = SegmentationMetrics()
     grades = GradeMetrics()
     localisation = LevelLocalisation.from_manifest(resolve_manifest(cfg.data))
@@ -140,9 +145,9 @@ def evaluate_model(
         generation_s += time.perf_counter() - started
         generation_cpu_s += time.process_time() - started_cpu
         started = time.perf_counter()
-        grids = (out["seg_logits"].float().softmax(dim=2), _true_probabilities(batch))
+        grids = (out["seg_logits"].float().softmax(dim=2), true_probabilities(batch))
         for i, case_id in enumerate(batch["case_id"]):
-            cases.append(_case_result(batch, grids, generated, i, cfg.eval.measure_on))
+            cases.append(_case_result(batch, grids, generated, i, measurer))
             if overlay_case is None or case_id < overlay_case.case_id:
                 overlay_case = case_view(model, batch, out, i, cfg.eval.overlay_prompt)
         composer_s += time.perf_counter() - started
@@ -176,7 +181,7 @@ def _case_result(
     probabilities: tuple[torch.Tensor, torch.Tensor],
     generated: list[str],
     i: int,
-    measure_on: str = "native",
+    measurer: Measurer,
 ) -> CaseResult:
     """Case ``i``'s reports; ``probabilities``: ``(predicted, true)`` ``[B, V, C, H, W]`` on the model's grid."""
     result = CaseResult(
@@ -187,11 +192,11 @@ def _case_result(
         true_areas=[float(a) for a in batch["areas"][i].tolist()],
         true_causes=_true_causes(batch, i),
     )
-    composed = _compose(batch, probabilities[0], i, measure_on)
+    composed = measurer.compose(batch, probabilities[0], i)
     if composed is not None:
         result.generated = fill_slots(result.generated, composed.measurements)  # numbers measured on predicted masks
         result.composed = composed.text
-        truth = _compose(batch, probabilities[1], i, measure_on)
+        truth = measurer.compose(batch, probabilities[1], i, refine=False)
         result.measured_references = [remeasure(r, truth.measurements) for r in result.references]
         result.measurements = _quoted(composed.measurements)
         result.true_measurements = _quoted(truth.measurements)
@@ -217,66 +222,6 @@ def _true_causes(batch: dict[str, Any], i: int) -> list[list[str] | None]:
         return [None] * len(LEVELS)
     rows = batch["causes"][i].tolist()
     return [None if any(math.isnan(v) for v in row) else [c for c, v in zip(CAUSES, row) if v > 0.5] for row in rows]
-
-
-def _compose(batch: dict[str, Any], probabilities: torch.Tensor, i: int, measure_on: str = "native") -> Any:
-    """The structured report composed from the label maps of case ``i`` (None without a composer).
-
-    ``probabilities``: ``[B, V, C, H, W]`` class probabilities on the model's grid (the softmax of the predictions, or
-    :func:`_true_probabilities`). ``measure_on="native"``: each axial view's probabilities are resampled onto the
-    view's acquired grid (:func:`lss_vlm.data.native_grid.to_native_grid`) and measured there, where the references
-    were measured; a view without a recorded grid (e.g. augmented) is measured on the model's grid, as with
-    ``"model"``."""
-    try:
-        from lss_vlm.reports.composer import compose_report
-    except ImportError:
-        return None
-    masks, spacing = _measurement_masks(batch, probabilities, i, measure_on)
-    return compose_report(masks, spacing, grades=None)
-
-
-class NativeGridMissingWarning(UserWarning):
-    """``eval.measure_on: native``, but a view of the batch does not record its acquired grid."""
-
-
-def _true_probabilities(batch: dict[str, Any]) -> torch.Tensor:
-    """One-hot ``[B, V, C, H, W]`` of the true masks (not-annotated pixels and views without a mask: all 0)."""
-    masks = batch["masks"].long()
-    annotated = (masks >= 0) & (masks < NUM_LABELS)
-    onehot = torch.nn.functional.one_hot(torch.where(annotated, masks, 0), NUM_LABELS).movedim(-1, 2).float()
-    keep = annotated & batch["mask_valid"].bool()[..., None, None]
-    return onehot * keep[:, :, None]
-
-
-def _measurement_masks(
-    batch: dict[str, Any], probabilities: torch.Tensor, i: int, measure_on: str
-) -> tuple[dict[str, np.ndarray], dict[str, tuple[float, float]]]:
-    """``({axial view: label map}, {axial view: (row_mm, col_mm)})`` of case ``i`` on the grid named by
-    ``measure_on`` (``probabilities``: ``[B, V, C, H, W]`` on the model's grid)."""
-    from lss_vlm.data.native_grid import has_native_grid, native_spacing, to_native_grid
-    from lss_vlm.reports.composer import measurement_labels
-
-    valid = batch.get("view_valid")
-    masks: dict[str, np.ndarray] = {}
-    spacing: dict[str, tuple[float, float]] = {}
-    for j, view in enumerate(VIEWS):
-        if view not in AXIAL_VIEWS or (valid is not None and not bool(valid[i, j])):
-            continue
-        grids = [batch[k][i, j].cpu() for k in ("affine", "native_affine", "native_shape") if k in batch]
-        if measure_on == "native" and len(grids) == 3 and has_native_grid(*grids):
-            masks[view] = measurement_labels(to_native_grid(probabilities[i, j].cpu(), *grids).numpy())
-            spacing[view] = native_spacing(grids[1])
-        else:
-            if measure_on == "native":
-                warnings.warn(
-                    f"{view}: the batch does not record the acquired grid (native_affine/native_shape); measured on "
-                    "the model's grid",
-                    NativeGridMissingWarning,
-                    stacklevel=2,
-                )
-            masks[view] = measurement_labels(probabilities[i, j].cpu().numpy())
-            spacing[view] = tuple(float(x) for x in batch["spacing"][i, j].tolist())
-    return masks, spacing
 
 
 def _report_metrics(
@@ -477,7 +422,7 @@ def inspect_case(
             view_valid=one.get("view_valid"),
             **model_inputs(model, one),
         )
-        composed = _compose(batch, out["seg_logits"].float().softmax(dim=2), i, cfg.eval.measure_on)
+        composed = Measurer.from_config(cfg).compose(batch, out["seg_logits"].float().softmax(dim=2), i)
         return InspectedCase(
             split=split,
             view=case_view(model, batch, out, i, prompt),

@@ -38,6 +38,7 @@ from .config import ExperimentConfig, config_hash, dump_config
 from .contact_sheet import write_contact_sheet
 from .data import resolve_manifest
 from .evaluation import evaluate_model
+from .measurement import Measurer
 from .run_loading import (
     build_model_from_config,
     build_split_loader,
@@ -184,7 +185,7 @@ def evaluate_run(
     ``per_case.csv`` (:mod:`benchmarks.contact_sheet`; 0 = none).
     """
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg = trained = load_run_config(run_dir)
     split = split or cfg.eval.split
     if manifest is not None:
         manifest = Path(manifest)
@@ -198,7 +199,7 @@ def evaluate_run(
             out = run_dir / (
                 f"eval_{manifest.resolve().parent.name}_{split}" if manifest is not None else f"eval_{split}"
             )
-        metrics = _evaluate(model, loader, cfg, Path(out), device)
+        metrics = _evaluate(model, loader, cfg, Path(out), device, Measurer.from_config(cfg, fit_on=trained))
     else:
         previous = run_dir / "metrics.json"
         summary = read_json_mapping(previous) if previous.is_file() else {}
@@ -211,9 +212,12 @@ def evaluate_run(
     return metrics
 
 
-def _evaluate(model: torch.nn.Module, loader: Any, cfg: ExperimentConfig, out: Path, device: Any) -> dict[str, float]:
-    """:func:`evaluate_model`, plus the clinical correlation outputs of a model with clinical fusion."""
-    metrics = evaluate_model(model, loader, cfg, out, device)
+def _evaluate(
+    model: torch.nn.Module, loader: Any, cfg: ExperimentConfig, out: Path, device: Any, measurer: Any = None
+) -> dict[str, float]:
+    """:func:`evaluate_model`, plus the clinical correlation outputs of a model with clinical fusion. ``measurer``:
+    see :func:`evaluate_model` (a cross-dataset evaluation fits the sac refiner on the run's own training split)."""
+    metrics = evaluate_model(model, loader, cfg, out, device, measurer=measurer)
     if uses_clinical_fusion(cfg):
         write_clinical_outputs(model, loader, device, out)
     return metrics

@@ -264,7 +264,8 @@ def test_full_resolution_skip_lets_a_logit_see_its_own_input_pixel(skip: bool) -
     grad = features[0].grad
     if skip:
         assert grad is not None and float(grad[0, 0, 10, 10].abs()) > 0
-        assert float(grad.abs().sum()) == pytest.approx(float(grad[0, 0, 6:15, 6:15].abs().sum()))  # four 3x3 convs: radius 4
+        # four 3x3 convs from the input to the logit (stem x 2, merge, head): a receptive field of radius 4
+        assert float(grad.abs().sum()) == pytest.approx(float(grad[0, 0, 6:15, 6:15].abs().sum()))
     else:
         assert grad is None  # the input pixels never reach the logits
     assert (decoder.stem is not None) is skip

@@ -180,16 +180,16 @@ def _one_axial_view_batch(native: bool) -> tuple[dict, torch.Tensor]:
 
 
 def test_evaluation_measures_on_the_acquired_grid_unless_told_otherwise() -> None:
-    from benchmarks.evaluation import NativeGridMissingWarning, _measurement_masks
+    from benchmarks.measurement import Measurer, NativeGridMissingWarning
 
     view = AXIAL_VIEWS[0]
     batch, logits = _one_axial_view_batch(native=True)
-    masks, spacing = _measurement_masks(batch, logits, 0, "native")
+    masks, spacing = Measurer("native").masks(batch, logits, 0)
     assert set(masks) == {view} and masks[view].shape == (64, 64) and spacing[view] == (1.0, 1.0)
     assert measure_level(masks[view], spacing[view]).area_mm2 == pytest.approx(math.pi * 81, rel=0.06)
-    masks, spacing = _measurement_masks(batch, logits, 0, "model")
+    masks, spacing = Measurer("model").masks(batch, logits, 0)
     assert masks[view].shape == (32, 32) and spacing[view] == (2.0, 2.0)
     batch, logits = _one_axial_view_batch(native=False)  # no recorded grid (e.g. augmented): the model's grid
     with pytest.warns(NativeGridMissingWarning, match=f"{view}: the batch does not record the acquired grid"):
-        masks, spacing = _measurement_masks(batch, logits, 0, "native")
+        masks, spacing = Measurer("native").masks(batch, logits, 0)
     assert masks[view].shape == (32, 32) and spacing[view] == (2.0, 2.0)
