@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lss_vlm.constants import AXIAL_VIEWS, LABEL_INDEX, NUM_LABELS, VIEWS
+from lss_vlm.constants import AXIAL_VIEWS, IGNORE_LABEL, LABEL_INDEX, NUM_LABELS, VIEWS
 from lss_vlm.errors import DataError
-from lss_vlm.reports.boundary import SacBoundaryRefiner
+from lss_vlm.reports.boundary import SacBoundaryRefiner, band
 from lss_vlm.reports.composer import measurement_labels
 
 SAC, FAT_LIKE = LABEL_INDEX["thecal_sac"], 0
@@ -88,6 +88,28 @@ def test_fitting_is_deterministic_and_refuses_too_few_sacs() -> None:
         SacBoundaryRefiner.fit(views[:2])
     with pytest.raises(ValueError, match="different grids"):
         SacBoundaryRefiner.fit(views).refine(image[:-1], probabilities)
+
+
+def test_not_annotated_pixels_give_no_training_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sklearn.ensemble
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, **kwargs) -> None:
+            pass
+
+        def fit(self, x, y):
+            seen["x"], seen["y"] = x, y
+            return self
+
+    monkeypatch.setattr(sklearn.ensemble, "HistGradientBoostingClassifier", Recorder)
+    views = [sac_view(seed) for seed in range(6)]
+    half = [(image, np.where(np.arange(labels.shape[1]) < 20, IGNORE_LABEL, labels)) for image, labels in views]
+    SacBoundaryRefiner.fit(half, radius=1, band_px=2)
+    expected = [band(labels == SAC, 2) & (labels != IGNORE_LABEL) for _, labels in half]
+    assert seen["x"].shape == (sum(int(e.sum()) for e in expected), 9)
+    assert int(seen["y"].sum()) == sum(int((labels == SAC).sum()) for _, labels in half)
 
 
 def test_acquired_views_are_the_grid_predictions_are_resampled_onto(tiny_phantom) -> None:

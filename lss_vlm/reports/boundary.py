@@ -27,7 +27,7 @@ from collections.abc import Iterable
 import numpy as np
 from scipy import ndimage
 
-from ..constants import LABEL_INDEX
+from ..constants import LABEL_INDEX, NUM_LABELS
 from ..errors import DataError
 from .composer import measurement_labels
 
@@ -72,7 +72,7 @@ class SacBoundaryRefiner:
         cls, views: Iterable[tuple[np.ndarray, np.ndarray]], radius: int = 3, band_px: int = 3, seed: int = 0
     ) -> SacBoundaryRefiner:
         """Fit on ``(image [H, W], label map [H, W])`` pairs of acquired axial views (views without sac pixels are
-        skipped).
+        skipped; not-annotated pixels, :data:`~lss_vlm.constants.IGNORE_LABEL`, give no sample).
 
         Raises:
             DataError: fewer than :data:`MIN_TRAINING_VIEWS` views have a sac pixel.
@@ -81,9 +81,10 @@ class SacBoundaryRefiner:
 
         features, targets = [], []
         for image, labels in views:
-            sac = np.asarray(labels) == SAC
+            labels = np.asarray(labels)
+            sac = labels == SAC
             if sac.any():
-                region = band(sac, band_px)
+                region = band(sac, band_px) & (labels >= 0) & (labels < NUM_LABELS)  # not-annotated pixels: no sample
                 features.append(patch_features(scale_intensity(image), region, radius))
                 targets.append(sac[region])
         if len(features) < MIN_TRAINING_VIEWS:
