@@ -118,13 +118,16 @@ def evaluate_model(
     ``measurer``: how the reports' label maps are made (:class:`benchmarks.measurement.Measurer`; default: from
     ``cfg``, its sac refiner fitted on ``cfg``'s training split).
 
-    ``timing``: when given, wall seconds per stage are added to it (``eval_inference``, ``generation``, ``composer``,
+    ``timing``: when given, wall seconds per stage are added to it (``sac_refiner`` (fitting the measurer's sac
+    refiner), ``eval_inference``, ``generation``, ``composer``,
     ``text_metrics`` (JVM scorers), ``bertscore``, ``eval_outputs``); they never enter ``metrics.json``.
     """
     out_dir = Path(out_dir)
     timing = {} if timing is None else timing
-    started_eval = time.perf_counter()
+    started = time.perf_counter()
     measurer = Measurer.from_config(cfg) if measurer is None else measurer
+    _add_time(timing, "sac_refiner", time.perf_counter() - started)
+    started_eval = time.perf_counter()
     seg = SegmentationMetrics()
     grades = GradeMetrics()
     localisation = LevelLocalisation.from_manifest(resolve_manifest(cfg.data))

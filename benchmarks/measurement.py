@@ -28,7 +28,8 @@ class NativeGridMissingWarning(UserWarning):
 
 
 class SacRefinerUnavailableWarning(UserWarning):
-    """``eval.refine_sac`` is on, but the training split has too few labelled axial views to fit the refiner."""
+    """``eval.refine_sac`` is on, but the refiner cannot be fitted (too few labelled axial views in the training
+    split) or a view's acquired image does not lie on the grid the batch records (that view is measured unrefined)."""
 
 
 def true_probabilities(batch: dict[str, Any]) -> torch.Tensor:
@@ -54,16 +55,19 @@ class Measurer:
         self.measure_on = measure_on
         self.refiner = refiner if (refiner is not None and acquired is not None and measure_on == "native") else None
         self.acquired = acquired
+        self._warned = False
 
     @classmethod
-    def from_config(cls, cfg: ExperimentConfig, fit_on: ExperimentConfig | None = None) -> Measurer:
-        """The measurer of ``cfg`` (its data are the evaluated cases); the refiner is fitted on the training split of
-        ``fit_on`` (default ``cfg``: a cross-dataset evaluation passes the run's own config)."""
+    def from_config(cls, cfg: ExperimentConfig) -> Measurer:
+        """The measurer of a run's own data (``cfg``): with ``eval.refine_sac`` and ``measure_on: native``, the
+        refiner fitted on the training split and the dataset's acquired views. A cross-dataset evaluation uses
+        ``Measurer(cfg.eval.measure_on)`` instead: a refiner reads the contrast it was fitted on."""
         if not (cfg.eval.refine_sac and cfg.eval.measure_on == "native"):
             return cls(cfg.eval.measure_on)
         from lss_vlm.data.acquired import AcquiredAxialViews
 
-        return cls(cfg.eval.measure_on, fit_sac_refiner(fit_on or cfg), AcquiredAxialViews(resolve_manifest(cfg.data)))
+        acquired = AcquiredAxialViews(resolve_manifest(cfg.data), "all", cfg.data.views)
+        return cls(cfg.eval.measure_on, fit_sac_refiner(cfg), acquired)
 
     def compose(self, batch: dict[str, Any], probabilities: torch.Tensor, i: int, refine: bool = True) -> Any:
         """The structured report composed from the label maps of case ``i`` (None without a composer).
@@ -96,7 +100,7 @@ class Measurer:
             if self.measure_on == "native" and len(grids) == 3 and has_native_grid(*grids):
                 native = to_native_grid(probabilities[i, j].cpu(), *grids).numpy()
                 refined = refine and self.refiner is not None
-                image = self._acquired_image(batch["case_id"][i], view, native.shape[1:]) if refined else None
+                image = self._acquired_image(batch["case_id"][i], view, native.shape[1:], grids[1]) if refined else None
                 masks[view] = measurement_labels(native) if image is None else self.refiner.refine(image, native)
                 spacing[view] = native_spacing(grids[1])
             else:
@@ -111,10 +115,24 @@ class Measurer:
                 spacing[view] = tuple(float(x) for x in batch["spacing"][i, j].tolist())
         return masks, spacing
 
-    def _acquired_image(self, case_id: str, view: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        """The acquired image of ``view`` when it lies on the grid ``shape`` (else None: measured unrefined)."""
+    def _acquired_image(
+        self, case_id: str, view: str, shape: tuple[int, ...], native_affine: torch.Tensor
+    ) -> np.ndarray | None:
+        """The acquired image of ``view`` when it lies on the recorded grid (``shape``, ``native_affine``); else None
+        and, once per measurer, a :class:`SacRefinerUnavailableWarning`: the view is measured unrefined."""
         found = self.acquired.get(str(case_id), view)
-        return found[0] if found is not None and found[0].shape == tuple(shape) else None
+        if found is not None and found.image.shape == tuple(shape):
+            if np.allclose(found.affine, np.asarray(native_affine, dtype=np.float64), atol=1e-4):
+                return found.image
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"eval.refine_sac: case {case_id} {view}: its acquired image is not on the grid the batch records; "
+                "such views are measured unrefined",
+                SacRefinerUnavailableWarning,
+                stacklevel=3,
+            )
+        return None
 
 
 def fit_sac_refiner(cfg: ExperimentConfig) -> Any:
@@ -126,7 +144,7 @@ def fit_sac_refiner(cfg: ExperimentConfig) -> Any:
     from lss_vlm.reports.boundary import SacBoundaryRefiner
 
     try:
-        training = AcquiredAxialViews(resolve_manifest(cfg.data), "train")
+        training = AcquiredAxialViews(resolve_manifest(cfg.data), "train", cfg.data.views)
         return SacBoundaryRefiner.fit(training.labelled(), seed=cfg.train.seed)
     except DataError as exc:
         warnings.warn(f"eval.refine_sac: {exc}; the sac is measured as predicted", SacRefinerUnavailableWarning, 2)

@@ -185,7 +185,7 @@ def evaluate_run(
     ``per_case.csv`` (:mod:`benchmarks.contact_sheet`; 0 = none).
     """
     run_dir = Path(run_dir)
-    cfg = trained = load_run_config(run_dir)
+    cfg = load_run_config(run_dir)
     split = split or cfg.eval.split
     if manifest is not None:
         manifest = Path(manifest)
@@ -199,7 +199,9 @@ def evaluate_run(
             out = run_dir / (
                 f"eval_{manifest.resolve().parent.name}_{split}" if manifest is not None else f"eval_{split}"
             )
-        metrics = _evaluate(model, loader, cfg, Path(out), device, Measurer.from_config(cfg, fit_on=trained))
+        # another dataset: the network's own masks (a sac refiner reads the contrast it was fitted on)
+        measurer = Measurer(cfg.eval.measure_on) if manifest is not None else None
+        metrics = _evaluate(model, loader, cfg, Path(out), device, measurer)
     else:
         previous = run_dir / "metrics.json"
         summary = read_json_mapping(previous) if previous.is_file() else {}
@@ -216,7 +218,7 @@ def _evaluate(
     model: torch.nn.Module, loader: Any, cfg: ExperimentConfig, out: Path, device: Any, measurer: Any = None
 ) -> dict[str, float]:
     """:func:`evaluate_model`, plus the clinical correlation outputs of a model with clinical fusion. ``measurer``:
-    see :func:`evaluate_model` (a cross-dataset evaluation fits the sac refiner on the run's own training split)."""
+    see :func:`evaluate_model` (a cross-dataset evaluation passes one without the sac refiner)."""
     metrics = evaluate_model(model, loader, cfg, out, device, measurer=measurer)
     if uses_clinical_fusion(cfg):
         write_clinical_outputs(model, loader, device, out)

@@ -271,8 +271,8 @@ def test_full_resolution_skip_lets_a_logit_see_its_own_input_pixel(skip: bool) -
     assert (decoder.stem is not None) is skip
 
 
-def test_spca_models_build_the_full_resolution_skip_by_default() -> None:
-    model = build_model("spca_vlm", embed_dim=32, image_size=64)
-    legacy = build_model("spca_vlm", embed_dim=32, image_size=64, full_resolution_skip=False)
+def test_spca_models_build_the_full_resolution_skip_when_asked() -> None:
+    model = build_model("spca_vlm", embed_dim=32, image_size=64, full_resolution_skip=True)
+    legacy = build_model("spca_vlm", embed_dim=32, image_size=64)
     assert model.seg_decoder.stem is not None and legacy.seg_decoder.stem is None
     assert count_parameters(model)[1] > count_parameters(legacy)[1]

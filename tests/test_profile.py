@@ -19,7 +19,17 @@ REPO = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("run_profile", REPO / "benchmarks/perf/run_profile.py")
 run_profile = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(run_profile)
-STAGES = ("startup", "setup", "train_steps", "data", "validation", "checkpoints", "eval_inference", "generation")
+STAGES = (
+    "startup",
+    "setup",
+    "train_steps",
+    "data",
+    "validation",
+    "checkpoints",
+    "sac_refiner",
+    "eval_inference",
+    "generation",
+)
 
 
 def _tiny(manifest: Path, cache: Path, *extra: str):

@@ -292,5 +292,22 @@ def test_a_run_trained_before_the_full_resolution_skip_loads_with_its_own_decode
     assert load_run_config(run_dir).model.params["full_resolution_skip"] is False
     model, _ = load_trained_model(run_dir, load_run_config(run_dir))
     assert model.seg_decoder.stem is None
-    dump_config(tiny_config, run_dir / "config.yaml")  # a current config keeps its value
+    current = tiny_config.model_copy(deep=True)
+    current.model.params["full_resolution_skip"] = True
+    dump_config(current, run_dir / "config.yaml")  # a config that names it keeps its value
     assert load_run_config(run_dir).model.params["full_resolution_skip"] is True
+
+
+def test_a_cross_dataset_evaluation_measures_the_networks_own_masks(
+    finished_run: tuple[Path, dict], tiny_phantom: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sac refiner fitted on the run's data would read another dataset's contrast: evaluate --manifest skips it."""
+    import benchmarks.measurement
+
+    def no_refiner(cfg):
+        raise AssertionError("the sac refiner was fitted for a cross-dataset evaluation")
+
+    monkeypatch.setattr(benchmarks.measurement, "fit_sac_refiner", no_refiner)
+    run_dir, _ = finished_run
+    metrics = evaluate_run(run_dir, manifest=tiny_phantom, out=tmp_path / "cross")
+    assert math.isfinite(metrics["dice_macro"]) and (tmp_path / "cross" / "reports.jsonl").is_file()

@@ -4,6 +4,7 @@ thecal sac's edge before its area is measured."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +91,27 @@ def test_fitting_is_deterministic_and_refuses_too_few_sacs() -> None:
         SacBoundaryRefiner.fit(views).refine(image[:-1], probabilities)
 
 
+def test_refine_keeps_the_sac_on_a_contrast_it_was_not_fitted_on(refiner: SacBoundaryRefiner) -> None:
+    """Only the edge is re-decided: an inverted or flat image cannot erase or swell the predicted sac."""
+    image, labels = sac_view(11)
+    probabilities = sloppy_probabilities(labels, np.random.default_rng(3))
+    predicted = int((measurement_labels(probabilities) == SAC).sum())
+    for foreign in (image.max() - image, np.full_like(image, 7.0)):
+        sac = int((refiner.refine(foreign, probabilities) == SAC).sum())
+        assert predicted / 2 <= sac <= 2 * predicted
+    with pytest.raises(ValueError, match="non-finite"):
+        refiner.refine(np.where(labels == SAC, np.nan, image), probabilities)
+
+
+def test_bad_settings_and_one_class_data_are_refused() -> None:
+    views = [sac_view(seed) for seed in range(8)]
+    with pytest.raises(ValueError, match="band_px >= 1"):
+        SacBoundaryRefiner.fit(views, band_px=0)
+    only_sac = [(image, np.where(labels == SAC, SAC, IGNORE_LABEL)) for image, labels in views]
+    with pytest.raises(DataError, match="0 non-sac training pixels"):
+        SacBoundaryRefiner.fit(only_sac)
+
+
 def test_not_annotated_pixels_give_no_training_sample(monkeypatch: pytest.MonkeyPatch) -> None:
     import sklearn.ensemble
 
@@ -112,17 +134,40 @@ def test_not_annotated_pixels_give_no_training_sample(monkeypatch: pytest.Monkey
     assert int(seen["y"].sum()) == sum(int((labels == SAC).sum()) for _, labels in half)
 
 
-def test_acquired_views_are_the_grid_predictions_are_resampled_onto(tiny_phantom) -> None:
+def _reoriented_copy(manifest: Path, folder: Path) -> Path:
+    """A copy of the phantom whose axial files are stored R-P-S (first axis flipped, rows and columns swapped) and
+    64 x 62 instead of P-L-S 64 x 64: the reader must orient them as the loader does."""
+    import shutil
+
+    import nibabel as nib
+
+    shutil.copytree(manifest.parent, folder / "reoriented")
+    for path in (folder / "reoriented").glob("cases/*/ax_*.nii.gz"):
+        img = nib.load(path)
+        data, affine = np.asarray(img.dataobj)[:, 2:, :], img.affine.copy()
+        affine[:3, 3] += 2 * affine[:3, 1]
+        data, affine = np.swapaxes(data, 0, 1)[::-1], affine[:, [1, 0, 2, 3]]
+        affine[:3, 3] += (data.shape[0] - 1) * affine[:3, 0]
+        affine[:, 0] = -affine[:, 0]
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(data), affine, img.header), path)
+    return folder / "reoriented" / manifest.name
+
+
+@pytest.mark.parametrize("stored", ["canonical", "reoriented"])
+def test_acquired_views_are_the_grid_predictions_are_resampled_onto(tiny_phantom: Path, tmp_path: Path, stored) -> None:
     """The acquired reader orients as the loader does: the true masks brought back from the model's grid are the
-    acquired label maps."""
+    acquired label maps, on the grid (shape and affine) the batch records."""
     from benchmarks.measurement import true_probabilities
     from lss_vlm.data.acquired import AcquiredAxialViews
     from lss_vlm.data.dataset import build_dataloader
     from lss_vlm.data.native_grid import to_native_grid
 
-    acquired = AcquiredAxialViews(tiny_phantom, "test")
+    manifest = tiny_phantom if stored == "canonical" else _reoriented_copy(tiny_phantom, tmp_path)
+    acquired = AcquiredAxialViews(manifest, "test")
     assert len(acquired) > 0 and acquired.get("no-such-case", AXIAL_VIEWS[0]) is None
-    loader = build_dataloader(tiny_phantom, "test", spatial_size=64, batch_size=4)
+    with pytest.raises(DataError, match="unknown split 'tset'"):
+        AcquiredAxialViews(manifest, "tset")
+    loader = build_dataloader(manifest, "test", spatial_size=64, batch_size=4)
     equal = total = 0
     for batch in loader:
         onehot = true_probabilities(batch)
@@ -132,9 +177,10 @@ def test_acquired_views_are_the_grid_predictions_are_resampled_onto(tiny_phantom
                     continue
                 grids = [batch[k][i, j] for k in ("affine", "native_affine", "native_shape")]
                 back = measurement_labels(to_native_grid(onehot[i, j], *grids).numpy())
-                image, labels = acquired.get(case_id, view)
-                assert image.shape == labels.shape == back.shape
-                equal, total = equal + int((back == labels).sum()), total + labels.size
+                found = acquired.get(case_id, view)
+                assert found.image.shape == found.labels.shape == back.shape
+                assert np.allclose(found.affine, grids[1].numpy(), atol=1e-4)
+                equal, total = equal + int((back == found.labels).sum()), total + found.labels.size
     assert equal / total > 0.99
 
 

@@ -30,6 +30,7 @@ STAGES: dict[str, str] = {
     "data": "waiting for training batches",
     "validation": "per-epoch validation",
     "checkpoints": "writing checkpoints/last and best",
+    "sac_refiner": "final evaluation: fitting the sac boundary refiner (eval.refine_sac)",
     "eval_inference": "final evaluation: forward passes and segmentation/grade metrics",
     "generation": "final evaluation: report generation",
     "composer": "final evaluation: structured reports composed from the masks",

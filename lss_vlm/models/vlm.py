@@ -117,7 +117,7 @@ class VisionLanguageModel(MultiViewModel):
         spca_strides: Sequence[int] = (PATCH_STRIDE,),
         gate_init: float = 0.1,
         decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
-        full_resolution_skip: bool = True,
+        full_resolution_skip: bool = False,
         grade_hidden: int = 128,
         report_width: int = 128,
         report_layers: int = 2,
