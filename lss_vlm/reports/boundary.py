@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from ..constants import LABEL_INDEX, NUM_LABELS
 from ..errors import DataError
-from .composer import measurement_labels
+from .composer import measurement_labels, with_sac
 
 SAC = LABEL_INDEX["thecal_sac"]
 #: Fewest training views with a sac pixel needed to fit the refiner, and fewest samples of each class.
@@ -157,6 +157,4 @@ class SacBoundaryRefiner:
         sac[region] = np.asarray(self.classifier.predict(patch_features(scaled, region, self.radius)), dtype=bool)
         if not 1 / MAX_AREA_RATIO <= sac.sum() / predicted.sum() <= MAX_AREA_RATIO:
             return labels
-        others = probabilities.copy()
-        others[SAC] = -np.inf
-        return np.where(sac, SAC, np.where(labels == SAC, others.argmax(axis=0), labels))
+        return with_sac(probabilities, sac)

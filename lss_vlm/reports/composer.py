@@ -108,8 +108,14 @@ def measurement_labels(probabilities: np.ndarray) -> np.ndarray:
     grids whose spacings are in a simple ratio such as 1.0 and 0.5 mm) is not sac; the default grids have none.
     """
     probabilities = np.asarray(probabilities)
+    return with_sac(probabilities, probabilities[SAC] > 0.5)
+
+
+def with_sac(probabilities: np.ndarray, sac: np.ndarray) -> np.ndarray:
+    """The argmax label map of ``probabilities [C, H, W]`` with the thecal sac exactly where ``sac [H, W]`` is: a
+    pixel the argmax gave the sac and ``sac`` does not takes its most likely other class."""
+    probabilities = np.asarray(probabilities)
     labels = probabilities.argmax(axis=0)
-    sac = probabilities[SAC] > 0.5
     others = probabilities.copy()
     others[SAC] = -np.inf
     return np.where(sac, SAC, np.where(labels == SAC, others.argmax(axis=0), labels))
